@@ -1,0 +1,1 @@
+"""Off-policy agents: batched linear learners (deep agents live beside them)."""

@@ -1,0 +1,50 @@
+"""Expected-update dynamic programming with linear values.
+
+Semi-gradient DP (Sutton & Barto, 2nd ed., eq. 11.9), with the n-step
+Bellman operator T^n of the target policy and a target copy w-:
+    w <- w + alpha sum_s mu(s) [(T^n X w-)(s) - x(s)^T w] x(s)
+With mu uniform this is eq. 11.9's (alpha / |S|) sum_s; n = inf uses v_pi
+itself (a Monte Carlo target: gradient descent on VE).
+
+Least-squares DP (Example 11.1, Tsitsiklis & Van Roy 1996) solves the
+regression on the DP target exactly at every iteration:
+    w_{k+1} = argmin_w sum_s mu(s) (x(s)^T w - (T^n X w_k)(s))^2
+            = (X^T D X)^+ X^T D T^n(X w_k).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rlharness.agents.linear.expected import ExpectedStep
+from rlharness.agents.linear.problem import LinearProblem
+from rlharness.agents.linear.types import FloatArray
+
+
+def semi_gradient_dp(problem: LinearProblem, alpha: float, n_step: int | None) -> ExpectedStep:
+    """The expected semi-gradient TD update over all states, for all seeds at once."""
+    X = problem.state_features
+    mu = problem.weighting
+
+    def step(
+        W: FloatArray, W_target: FloatArray, auxiliary: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        td_error = problem.expected_target(W_target @ X.T, n_step) - W @ X.T
+        return W + alpha * (td_error * mu) @ X, auxiliary, td_error
+
+    return step
+
+
+def least_squares_dp(problem: LinearProblem, n_step: int | None) -> ExpectedStep:
+    """The exact least-squares fit of the n-step DP target, for all seeds at once."""
+    X = problem.state_features
+    mu = problem.weighting
+    solve = np.linalg.pinv(X.T @ (mu[:, None] * X))
+
+    def step(
+        W: FloatArray, W_target: FloatArray, auxiliary: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        target = problem.expected_target(W_target @ X.T, n_step)
+        return ((target * mu) @ X) @ solve, auxiliary, target - W @ X.T
+
+    return step

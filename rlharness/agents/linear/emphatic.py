@@ -1,0 +1,114 @@
+"""One-step emphatic TD with interest I = 1 (Sutton & Barto, 2nd ed., section 11.8).
+
+    delta_t = R_{t+1} + gamma x(S_{t+1})^T w - x(S_t)^T w
+    M_t     = gamma rho_{t-1} M_{t-1} + I_t                    (eq. 11.25, lambda = 0)
+    w      <- w + alpha M_t rho_t delta_t x(S_t)
+In expectation the emphasis of state s is m = (I - gamma P_pi^T)^-1 (mu * i),
+and the expected update is w <- w + alpha sum_s m(s) (E_pi[delta | s]) x(s)
+(Figure 11.6; Sutton, Mahmood & White 2016).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from rlharness.agents.linear.expected import ExpectedStep
+from rlharness.agents.linear.problem import LinearProblem
+from rlharness.agents.linear.sampling import (
+    JIT_OPTIONS,
+    allocate_trace,
+    axpy_exploded,
+    cumulative,
+    dot,
+    draw,
+    new_stream,
+    record,
+    seed_keys,
+)
+from rlharness.agents.linear.types import FloatArray, IntArray, LearnerTrace
+
+INTEREST = 1.0
+
+
+def sampled_emphatic_td(
+    problem: LinearProblem,
+    w0: FloatArray,
+    seeds: list[int],
+    alpha: float,
+    marks: IntArray,
+    hard_limit: float,
+) -> LearnerTrace:
+    """Run sampled one-step emphatic TD for every seed."""
+    model = problem.model
+    weights, td_mean, td_rms, hard_step = allocate_trace(marks, len(seeds), w0)
+    _emphatic_td_kernel(
+        seed_keys(seeds), np.ascontiguousarray(w0), np.ascontiguousarray(problem.state_features),
+        cumulative(problem.behaviour_policy), cumulative(model.transition),
+        np.ascontiguousarray(model.reward), problem.importance_ratio,
+        cumulative(model.start_distribution), model.terminal, model.gamma, alpha,
+        marks, hard_limit, weights, td_mean, td_rms, hard_step,
+    )  # fmt: skip
+    return LearnerTrace(marks, weights, td_mean, td_rms, hard_step)
+
+
+@numba.njit(parallel=True, **JIT_OPTIONS)
+def _emphatic_td_kernel(
+    keys, w0, X, behaviour_cum, transition_cum, reward, importance_ratio, start_cum, terminal,
+    gamma, alpha, marks, hard_limit,
+    out_weights, out_td_mean, out_td_rms, out_hard_step,
+):  # fmt: skip
+    for i in numba.prange(w0.shape[0]):
+        rng = new_stream(keys[i])
+        w = w0[i].copy()
+        td_sum, td_square_sum, td_count, log = 0.0, 0.0, 0, 1
+        s = draw(start_cum, rng)
+        emphasis, previous_rho = 0.0, 0.0
+        for t in range(marks[-1]):
+            a = draw(behaviour_cum[s], rng)
+            s_next = draw(transition_cum[s, a], rng)
+            rho = importance_ratio[s, a]
+            emphasis = gamma * previous_rho * emphasis + INTEREST
+            td_error = reward[s, a, s_next] + gamma * dot(X[s_next], w) - dot(X[s], w)
+            diverged = axpy_exploded(w, alpha * emphasis * rho * td_error, X[s], hard_limit)
+            td_sum += td_error
+            td_square_sum += td_error * td_error
+            td_count += 1
+            if terminal[s_next]:
+                s, previous_rho = draw(start_cum, rng), 0.0
+            else:
+                s, previous_rho = s_next, rho
+            if diverged:
+                out_hard_step[i] = t + 1
+                break
+            if t + 1 == marks[log]:
+                record(
+                    out_weights, out_td_mean, out_td_rms, log, i, w, td_sum, td_square_sum, td_count
+                )
+                td_sum, td_square_sum, td_count, log = 0.0, 0.0, 0, log + 1
+
+
+def emphasis_weighting(problem: LinearProblem) -> FloatArray:
+    """m = (I - gamma P_pi^T)^-1 (mu * i) on non-terminal states, 0 on terminals."""
+    model = problem.model
+    live = ~model.terminal
+    p_live = problem.policy_transition[np.ix_(live, live)]
+    emphasis = np.zeros(model.n_states)
+    emphasis[live] = np.linalg.solve(
+        np.eye(p_live.shape[0]) - model.gamma * p_live.T, problem.weighting[live] * INTEREST
+    )
+    return emphasis
+
+
+def expected_emphatic_td(problem: LinearProblem, alpha: float) -> ExpectedStep:
+    """The expected emphatic TD update, for all seeds at once."""
+    X = problem.state_features
+    emphasis = emphasis_weighting(problem)
+
+    def step(
+        W: FloatArray, W_target: FloatArray, auxiliary: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        td_error = problem.expected_target(W_target @ X.T, 1) - W @ X.T
+        return W + alpha * (td_error * emphasis) @ X, auxiliary, td_error
+
+    return step

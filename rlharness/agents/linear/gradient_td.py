@@ -1,0 +1,119 @@
+"""Gradient-TD methods: TDC and GTD2 (Sutton & Barto, 2nd ed., section 11.7).
+
+Both minimise the projected Bellman error with a second weight vector v that
+estimates E[x x^T]^-1 E[rho delta x]:
+    v <- v + beta rho (delta - v^T x) x
+    TDC:  w <- w + alpha rho (delta x - gamma x' (x^T v))
+    GTD2: w <- w + alpha rho (x - gamma x') (x^T v)
+with delta = R + gamma x'^T w - x^T w. The expected forms replace each sample
+by its expectation under the state weighting mu (Figure 11.5, right).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from rlharness.agents.linear.expected import ExpectedStep
+from rlharness.agents.linear.problem import LinearProblem
+from rlharness.agents.linear.sampling import (
+    JIT_OPTIONS,
+    allocate_trace,
+    axpy,
+    cumulative,
+    dot,
+    draw,
+    exploded,
+    new_stream,
+    record,
+    seed_keys,
+)
+from rlharness.agents.linear.types import FloatArray, IntArray, LearnerTrace
+
+
+def sampled_gradient_td(
+    problem: LinearProblem,
+    w0: FloatArray,
+    seeds: list[int],
+    alpha: float,
+    beta: float,
+    gtd2: bool,
+    marks: IntArray,
+    hard_limit: float,
+) -> LearnerTrace:
+    """Run sampled TDC (or GTD2 when ``gtd2``) for every seed, v starting at 0."""
+    model = problem.model
+    weights, td_mean, td_rms, hard_step = allocate_trace(marks, len(seeds), w0)
+    _gradient_td_kernel(
+        seed_keys(seeds), np.ascontiguousarray(w0), np.ascontiguousarray(problem.state_features),
+        cumulative(problem.behaviour_policy), cumulative(model.transition),
+        np.ascontiguousarray(model.reward), problem.importance_ratio,
+        cumulative(model.start_distribution), model.terminal, model.gamma, alpha, beta, gtd2,
+        marks, hard_limit, weights, td_mean, td_rms, hard_step,
+    )  # fmt: skip
+    return LearnerTrace(marks, weights, td_mean, td_rms, hard_step)
+
+
+@numba.njit(parallel=True, **JIT_OPTIONS)
+def _gradient_td_kernel(
+    keys, w0, X, behaviour_cum, transition_cum, reward, importance_ratio, start_cum, terminal,
+    gamma, alpha, beta, gtd2, marks, hard_limit,
+    out_weights, out_td_mean, out_td_rms, out_hard_step,
+):  # fmt: skip
+    n_seeds, n_features = w0.shape
+    for i in numba.prange(n_seeds):
+        rng = new_stream(keys[i])
+        w = w0[i].copy()
+        v = np.zeros(n_features)
+        td_sum, td_square_sum, td_count, log = 0.0, 0.0, 0, 1
+        s = draw(start_cum, rng)
+        for t in range(marks[-1]):
+            a = draw(behaviour_cum[s], rng)
+            s_next = draw(transition_cum[s, a], rng)
+            rho = importance_ratio[s, a]
+            x, x_next = X[s], X[s_next]
+            td_error = reward[s, a, s_next] + gamma * dot(x_next, w) - dot(x, w)
+            x_v = dot(x, v)
+            if gtd2:
+                axpy(w, alpha * rho * x_v, x)
+                axpy(w, -alpha * rho * gamma * x_v, x_next)
+            else:
+                axpy(w, alpha * rho * td_error, x)
+                axpy(w, -alpha * rho * gamma * x_v, x_next)
+            axpy(v, beta * rho * (td_error - x_v), x)
+            td_sum += td_error
+            td_square_sum += td_error * td_error
+            td_count += 1
+            s = draw(start_cum, rng) if terminal[s_next] else s_next
+            if exploded(w, hard_limit) or exploded(v, hard_limit):
+                out_hard_step[i] = t + 1
+                break
+            if t + 1 == marks[log]:
+                record(
+                    out_weights, out_td_mean, out_td_rms, log, i, w, td_sum, td_square_sum, td_count
+                )
+                td_sum, td_square_sum, td_count, log = 0.0, 0.0, 0, log + 1
+
+
+def expected_gradient_td(
+    problem: LinearProblem, alpha: float, beta: float, gtd2: bool
+) -> ExpectedStep:
+    """The expected TDC (or GTD2) update under the weighting mu, for all seeds at once."""
+    X = problem.state_features
+    next_features = problem.policy_transition @ X  # row s: E_pi[x(S') | S = s]
+    mu = problem.weighting
+
+    def step(
+        W: FloatArray, W_target: FloatArray, V: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        td_error = problem.expected_target(W_target @ X.T, 1) - W @ X.T
+        x_v = (V @ X.T) * mu  # mu(s) x(s)^T v
+        expected_rho_delta_x = (td_error * mu) @ X
+        if gtd2:
+            W_next = W + alpha * x_v @ (X - problem.model.gamma * next_features)
+        else:
+            W_next = W + alpha * (expected_rho_delta_x - problem.model.gamma * x_v @ next_features)
+        V_next = V + beta * (expected_rho_delta_x - x_v @ X)
+        return W_next, V_next, td_error
+
+    return step

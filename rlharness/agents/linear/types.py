@@ -1,0 +1,35 @@
+"""Data passed between the linear learners, the runner and the diagnostics."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+
+class LearnerTrace(NamedTuple):
+    """What a batched learner logged, seeds along axis 1 (axis 0 of the step-free arrays).
+
+    ``weights[k, i]`` is seed i's weight vector at ``logged_steps[k]`` (NaN once
+    it has hard-diverged); the TD-error statistics summarise the steps since
+    the previous log. ``hard_divergence_step[i]`` is the step at which seed i's
+    weights became non-finite or exceeded the hard threshold, or -1.
+    """
+
+    logged_steps: IntArray
+    weights: FloatArray
+    td_error_mean: FloatArray
+    td_error_rms: FloatArray
+    hard_divergence_step: IntArray
+
+
+def logged_steps(steps: int, log_every: int) -> IntArray:
+    """Step 0, every ``log_every`` steps, and the last step."""
+    marks = np.arange(0, steps + 1, log_every, dtype=np.int64)
+    if marks[-1] != steps:
+        marks = np.append(marks, np.int64(steps))
+    return marks

@@ -1,0 +1,1 @@
+"""Analysis of results: figures now; statistics and catalogues build on the same tables."""

@@ -1,0 +1,194 @@
+"""Figures of a run, drawn from its metrics and outcomes tables.
+
+Each function takes the tables a run writes (``metrics``: one row per
+variant x seed x logged step; ``outcomes``: one row per variant x seed) and
+returns a matplotlib Figure, so notebooks and the CLI draw the same pictures.
+Lines use a colour-blind-safe palette; curves across seeds are medians with
+interquartile bands.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+STYLE = "tableau-colorblind10"
+OUTCOME_COLOURS = {"converged": "#0173B2", "soft-diverged": "#DE8F05", "hard-diverged": "#D55E00"}
+TRIAD_AXES = ("triad.features", "triad.n_step", "triad.off_policy")
+
+
+def _panels(count: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, np.ndarray]:
+    columns = min(count, 4)
+    rows = math.ceil(count / columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(width * columns, height * rows), squeeze=False, sharex=True
+    )
+    for extra in axes.flat[count:]:
+        extra.set_visible(False)
+    return figure, axes
+
+
+def _quantiles(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    grouped = frame.groupby("step")[column]
+    return pd.DataFrame(
+        {"median": grouped.median(), "low": grouped.quantile(0.25), "high": grouped.quantile(0.75)}
+    )
+
+
+def weight_components(metrics: pd.DataFrame, labels: dict[int, str], title: str) -> Figure:
+    """Each weight component against steps, one panel per variant (S&B Figs. 11.2, 11.5, 11.6).
+
+    With several seeds, each line is the median over seeds.
+    """
+    with plt.style.context(STYLE):
+        figure, axes = _panels(len(labels))
+        for axis, (variant, label) in zip(axes.flat, labels.items(), strict=False):
+            frame = metrics[metrics["variant"] == variant]
+            components = sorted(
+                (c for c in frame.columns if c.startswith("w_") and frame[c].notna().any()),
+                key=lambda name: int(name[2:]),
+            )
+            medians = frame.groupby("step")[components].median()
+            for component in components:
+                axis.plot(medians.index, medians[component], label=f"w{int(component[2:]) + 1}")
+            axis.set_title(label, fontsize=9)
+            axis.set_xlabel("step (updates or sweeps)")
+            axis.set_ylabel("weight value")
+            axis.legend(fontsize=7, ncol=2)
+        figure.suptitle(f"{title}: weight components")
+        figure.tight_layout()
+    return figure
+
+
+def error_curves(metrics: pd.DataFrame, labels: dict[int, str], title: str) -> Figure:
+    """sqrt(VE) and sqrt(PBE) against steps, one panel per variant, median and IQR over seeds."""
+    with plt.style.context(STYLE):
+        figure, axes = _panels(len(labels))
+        for axis, (variant, label) in zip(axes.flat, labels.items(), strict=False):
+            frame = metrics[metrics["variant"] == variant]
+            for column, name in (("sqrt_ve", "sqrt(VE)"), ("sqrt_pbe", "sqrt(PBE)")):
+                curve = _quantiles(frame, column)
+                (line,) = axis.plot(curve.index, curve["median"], label=name)
+                axis.fill_between(
+                    curve.index, curve["low"], curve["high"], color=line.get_color(), alpha=0.2
+                )
+            axis.set_title(label, fontsize=9)
+            axis.set_xlabel("step (updates or sweeps)")
+            axis.set_ylabel("error (value units)")
+            axis.set_yscale("symlog", linthresh=1.0)
+            axis.legend(fontsize=7)
+        figure.suptitle(f"{title}: value error and projected Bellman error (under mu)")
+        figure.tight_layout()
+    return figure
+
+
+def max_abs_value_curves(
+    metrics: pd.DataFrame, labels: dict[int, str], thresholds: dict[int, float], title: str
+) -> Figure:
+    """max |v| against steps per variant (log scale), with the soft-divergence bounds."""
+    with plt.style.context(STYLE):
+        figure, axis = plt.subplots(figsize=(7.5, 4.5))
+        for variant, label in labels.items():
+            curve = _quantiles(metrics[metrics["variant"] == variant], "max_abs_value")
+            (line,) = axis.plot(curve.index, curve["median"], label=label)
+            axis.fill_between(
+                curve.index, curve["low"], curve["high"], color=line.get_color(), alpha=0.2
+            )
+        for bound in sorted(set(thresholds.values())):
+            axis.axhline(bound, color="black", linestyle="--", linewidth=1)
+            axis.annotate(
+                f"soft bound {bound:g}",
+                (0.01, bound),
+                xycoords=("axes fraction", "data"),
+                fontsize=7,
+                va="bottom",
+            )
+        axis.set_yscale("log")
+        axis.set_xlabel("step (updates or sweeps)")
+        axis.set_ylabel("max |v| over states (value units)")
+        axis.set_title(f"{title}: largest value estimate")
+        axis.legend(fontsize=7, loc="best")
+        figure.tight_layout()
+    return figure
+
+
+def outcome_fractions(outcomes: pd.DataFrame, labels: dict[int, str], title: str) -> Figure:
+    """The fraction of seeds per outcome for each variant, as stacked bars."""
+    counts = pd.crosstab(outcomes["variant"], outcomes["outcome"], normalize="index")
+    counts = counts.reindex(columns=list(OUTCOME_COLOURS), fill_value=0.0)
+    figure, axis = plt.subplots(figsize=(7.5, 0.45 * len(labels) + 1.6))
+    left = np.zeros(len(counts))
+    names = [labels[variant] for variant in counts.index]
+    for outcome, colour in OUTCOME_COLOURS.items():
+        axis.barh(names, counts[outcome], left=left, color=colour, label=outcome)
+        left += counts[outcome].to_numpy()
+    axis.set_xlim(0, 1)
+    axis.set_xlabel("fraction of seeds")
+    axis.set_title(f"{title}: outcomes")
+    axis.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def is_triad_cube(grid: dict[str, Sequence[object]]) -> bool:
+    """Whether a grid is the 2 x 2 x 2 cube of the three triad axes."""
+    return set(grid) == set(TRIAD_AXES) and all(len(grid[axis]) == 2 for axis in TRIAD_AXES)
+
+
+def triad_cube(
+    outcomes: pd.DataFrame, settings: dict[int, dict[str, object]], title: str
+) -> Figure:
+    """The triad cube as two 2 x 2 panels (off-policy off / on).
+
+    Rows: function approximation; columns: bootstrapping. Each cell shows the
+    median final max |v| (colour, log10) and the fraction of seeds that diverged.
+    """
+    per_variant = outcomes.groupby("variant").agg(
+        max_value=("final_max_abs_value", "median"),
+        diverged=("outcome", lambda o: float(np.mean(o != "converged"))),
+    )
+    values = {axis: list(dict.fromkeys(s[axis] for s in settings.values())) for axis in TRIAD_AXES}
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
+    colour_limit = max(2.0, float(np.log10(per_variant["max_value"].clip(lower=1e-12)).max()))
+    image = None
+    for axis, off_policy in zip(axes, values["triad.off_policy"], strict=True):
+        grid = np.full((2, 2), np.nan)
+        notes = [["", ""], ["", ""]]
+        for variant, point in settings.items():
+            if point["triad.off_policy"] != off_policy:
+                continue
+            row = values["triad.features"].index(point["triad.features"])
+            column = values["triad.n_step"].index(point["triad.n_step"])
+            grid[row, column] = np.log10(max(per_variant.loc[variant, "max_value"], 1e-12))
+            notes[row][column] = (
+                f"max|v| {per_variant.loc[variant, 'max_value']:.3g}\n"
+                f"diverged {per_variant.loc[variant, 'diverged']:.0%}"
+            )
+        image = axis.imshow(grid, cmap="cividis", vmin=-2, vmax=colour_limit)
+        for row in range(2):
+            for column in range(2):
+                axis.text(
+                    column,
+                    row,
+                    notes[row][column],
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if grid[row, column] < colour_limit / 2 else "black",
+                )
+        axis.set_xticks([0, 1], [f"n_step={v}" for v in values["triad.n_step"]])
+        axis.set_yticks([0, 1], [f"features={v}" for v in values["triad.features"]])
+        axis.set_title(f"off_policy={off_policy}")
+    assert image is not None
+    figure.colorbar(image, ax=list(axes), label="log10 median final max |v|")
+    figure.suptitle(f"{title}: the deadly triad cube")
+    return figure

@@ -1,0 +1,184 @@
+"""The ``rlharness`` command line: run experiments, validate specs, list envs and agents.
+
+Heavy libraries are imported inside the commands so that ``rlharness --help``
+answers at once. Bad input exits with status 2 and a message naming the
+field, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from rlharness.errors import SpecError
+    from rlharness.spec import ExperimentSpec
+
+app = typer.Typer(
+    name="rlharness",
+    help="Experiments on the deadly triad: function approximation + bootstrapping + off-policy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+BAD_INPUT = 2
+
+SpecArgument = Annotated[
+    Path, typer.Argument(help="Experiment YAML file, e.g. experiments/triad_cube_baird.yaml.")
+]
+
+
+@app.command()
+def run(
+    spec_path: SpecArgument,
+    seeds: Annotated[
+        int | None, typer.Option("--seeds", min=1, help="Number of seeds (overrides run.seeds).")
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Results root; the run goes to OUT/<experiment>/<run-id>/."),
+    ] = Path("results"),
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or table.")] = False,
+) -> None:
+    """Run every grid point and seed of an experiment and write its results and plots."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from rlharness.errors import SpecError
+    from rlharness.launch import run_experiment
+
+    spec = _load(spec_path)
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        disable=quiet,
+    )
+    with progress:
+        task = progress.add_task(f"{spec.name}: seeds", total=None)
+        try:
+            run_dir, summary = run_experiment(
+                spec,
+                out,
+                seeds,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+                command=["rlharness", *sys.argv[1:]],
+            )
+        except SpecError as error:
+            _fail(error)
+    if not quiet:
+        console.print(_summary_table(summary))
+    console.print(f"results: {run_dir}")
+
+
+@app.command()
+def validate(spec_path: SpecArgument) -> None:
+    """Check an experiment file (every grid point against its env and agent) without running it."""
+    from rlharness.errors import SpecError
+    from rlharness.runner import check_experiment, plan_trials
+
+    spec = _load(spec_path)
+    try:
+        check_experiment(spec, f"experiment file {spec_path}")
+    except SpecError as error:
+        _fail(error)
+    trials = plan_trials(spec)
+    console.print(
+        f"{spec_path}: valid ({len(trials)} grid point(s) x {spec.run.seeds} seed(s), "
+        f"agent {spec.agent.name} on {spec.env.id})"
+    )
+
+
+@app.command()
+def envs() -> None:
+    """List the triad environments and their constructor arguments."""
+    import inspect
+
+    import gymnasium as gym
+    import rlharness_envs
+
+    table = Table("id", "arguments (defaults)", "description")
+    for env_id in rlharness_envs.TRIAD_ENVS:
+        creator = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
+        arguments = ", ".join(
+            f"{name}={parameter.default!r}"
+            for name, parameter in inspect.signature(creator).parameters.items()
+        )
+        doc = (inspect.getdoc(creator) or "").splitlines()[0]
+        table.add_row(env_id, arguments, doc)
+    console.print(table)
+
+
+@app.command()
+def agents() -> None:
+    """List the linear learning rules and what each supports."""
+    from rlharness.agents.linear import RULES
+
+    table = Table("agent.name", "updates", "n_step", "target_update_period", "off_policy", "beta")
+    for name, rule in RULES.items():
+        table.add_row(
+            name,
+            ", ".join(rule.updates),
+            "any, inf" if rule.multi_step else "1",
+            "any" if rule.target_network else "1",
+            "true, false" if rule.on_policy_form else "true",
+            "required" if rule.uses_beta else "-",
+        )
+    console.print(table)
+
+
+def _load(spec_path: Path) -> ExperimentSpec:
+    from rlharness.errors import SpecError
+    from rlharness.spec import load_spec
+
+    try:
+        return load_spec(spec_path)
+    except SpecError as error:
+        _fail(error)
+
+
+def _fail(error: SpecError) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {error.where}:", highlight=False)
+    for message in error.messages:
+        errors.print(f"  - {message}", highlight=False, markup=False)
+    raise typer.Exit(BAD_INPUT)
+
+
+def _summary_table(summary: dict) -> Table:
+    table = Table(title=f"{summary['experiment']} ({summary['agent']} on {summary['env']})")
+    for column in (
+        "grid point",
+        "seeds",
+        "converged",
+        "soft-div.",
+        "hard-div.",
+        "max |v|",
+        "sqrt(VE)",
+        "sqrt(PBE)",
+    ):
+        table.add_column(column, justify="left" if column == "grid point" else "right")
+    for variant in summary["variants"]:
+        counts = variant["outcome_counts"]
+        final = variant["median_final"]
+        table.add_row(
+            variant["label"],
+            str(variant["seeds"]),
+            str(counts.get("converged", 0)),
+            str(counts.get("soft-diverged", 0)),
+            str(counts.get("hard-diverged", 0)),
+            *(_number(final[name]) for name in ("max_abs_value", "sqrt_ve", "sqrt_pbe")),
+        )
+    return table
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"

@@ -1,0 +1,144 @@
+"""Run an experiment in-process: plan the trials, run them with progress, store the results."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rlharness.results import RunWriter, atomic_write, provenance
+from rlharness.runner import TrialConfig, TrialResult, check_experiment, plan_trials, run_trial
+from rlharness.spec import ExperimentSpec
+
+SUMMARY_METRICS = ("max_abs_value", "sqrt_ve", "sqrt_pbe", "weight_norm")
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    root: Path,
+    seeds: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    command: list[str] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Run every grid point and seed of ``spec`` and write ``root/<name>/<run-id>/``.
+
+    ``on_progress(done, total)`` is called as seeds finish. Returns the run
+    directory and the summary. Nothing is published unless every file is written.
+    """
+    check_experiment(spec)
+    trials = plan_trials(spec, seeds)
+    total = sum(len(trial.seeds) for trial in trials)
+    done = 0
+
+    def advance(count: int) -> None:
+        nonlocal done
+        done += count
+        if on_progress is not None:
+            on_progress(done, total)
+
+    results = [run_trial(trial, advance) for trial in trials]
+    writer = RunWriter(root, spec)
+    try:
+        resolved = spec.model_dump(mode="json")
+        resolved["run"]["seeds"] = len(trials[0].seeds)
+        summary = summarise(spec, writer.run_id, results)
+        writer.write_yaml("config.yaml", resolved)
+        writer.write_json("provenance.json", provenance(command))
+        writer.write_parquet("metrics.parquet", _stack(results, "metrics"))
+        writer.write_parquet("outcomes.parquet", _stack(results, "outcomes"))
+        writer.write_json("summary.json", summary)
+        _write_plots(writer, spec, results)
+        return writer.finish(), summary
+    except BaseException:
+        writer.abandon()
+        raise
+
+
+def summarise(spec: ExperimentSpec, run_id: str, results: list[TrialResult]) -> dict[str, Any]:
+    """Outcome counts and median final metrics per grid point, JSON-ready (NaN as null)."""
+    variants = []
+    for result in results:
+        config = result.config
+        outcomes = result.outcomes
+        last = result.metrics.groupby("seed").tail(1)
+        variants.append(
+            {
+                "variant": config.variant,
+                "label": config.label,
+                "settings": config.settings,
+                "soft_divergence_threshold": result.soft_divergence_threshold,
+                "seeds": len(config.seeds),
+                "outcome_counts": outcomes["outcome"].value_counts().to_dict(),
+                "diverged_fraction": float((outcomes["outcome"] != "converged").mean()),
+                "median_final": {name: _finite(last[name].median()) for name in SUMMARY_METRICS},
+                "per_seed": [
+                    {key: _finite(value) for key, value in record.items()}
+                    for record in outcomes.to_dict(orient="records")
+                ],
+            }
+        )
+    return {
+        "experiment": spec.name,
+        "run_id": run_id,
+        "description": spec.description,
+        "agent": spec.agent.name,
+        "env": spec.env.id,
+        "steps": spec.run.steps,
+        "variants": variants,
+    }
+
+
+def _stack(results: list[TrialResult], table: str) -> pd.DataFrame:
+    """One table over all grid points with ``variant`` and one column per grid field."""
+    frames = []
+    for result in results:
+        frame = getattr(result, table).copy()
+        frame.insert(0, "variant", result.config.variant)
+        for position, (path, value) in enumerate(result.config.settings.items(), start=1):
+            frame.insert(position, path, value)
+        frames.append(frame)
+    stacked = pd.concat(frames, ignore_index=True)
+    for path in results[0].config.settings:
+        if stacked[path].map(type).nunique() > 1:
+            stacked[path] = stacked[path].astype(str)
+    return stacked
+
+
+def _write_plots(writer: RunWriter, spec: ExperimentSpec, results: list[TrialResult]) -> None:
+    from rlharness.analysis import plots
+
+    metrics = _stack(results, "metrics")
+    outcomes = _stack(results, "outcomes")
+    labels = {result.config.variant: result.config.label for result in results}
+    thresholds = {r.config.variant: r.soft_divergence_threshold for r in results}
+    figures = {
+        "weights": plots.weight_components(metrics, labels, spec.name),
+        "errors": plots.error_curves(metrics, labels, spec.name),
+        "max_abs_value": plots.max_abs_value_curves(metrics, labels, thresholds, spec.name),
+        "outcomes": plots.outcome_fractions(outcomes, labels, spec.name),
+    }
+    if plots.is_triad_cube(spec.grid):
+        settings = {r.config.variant: r.config.settings for r in results}
+        figures["triad_cube"] = plots.triad_cube(outcomes, settings, spec.name)
+    for name, figure in figures.items():
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=120)
+        plots.plt.close(figure)
+        atomic_write(
+            writer.path(f"plots/{name}.png"), lambda stream, b=buffer: stream.write(b.getvalue())
+        )
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return _finite(value.item())
+    return value
+
+
+__all__ = ["TrialConfig", "run_experiment", "summarise"]

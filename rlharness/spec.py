@@ -1,0 +1,226 @@
+"""Experiment specifications: pydantic models of the YAML files in experiments/.
+
+An experiment names the three ingredients of the deadly triad explicitly
+(`TriadSpec`) so that a grid can switch each one on and off. `load_spec`
+reads and validates a file; every problem becomes a `SpecError` whose
+messages name the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rlharness.errors import SpecError, format_validation_error
+
+AgentName = Literal[
+    "semi_gradient_td",
+    "semi_gradient_dp",
+    "q_learning",
+    "tdc",
+    "gtd2",
+    "emphatic_td",
+    "least_squares_dp",
+]
+UpdateKind = Literal["sampled", "expected"]
+
+
+class StrictModel(BaseModel):
+    """A model that rejects unknown fields and is immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EnvSpec(StrictModel):
+    """Which environment to learn on, by Gymnasium id, and its constructor arguments."""
+
+    id: str = Field(description="A registered Gymnasium id, e.g. triad/Baird-v0.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Constructor arguments.")
+
+
+class AgentSpec(StrictModel):
+    """The learning rule and its step sizes."""
+
+    name: AgentName
+    update: UpdateKind | None = Field(
+        default=None,
+        description="sampled transitions or expected updates over all states; "
+        "None takes the rule's own (sampled for TD and Q-learning, expected for DP).",
+    )
+    alpha: float | None = Field(default=None, gt=0, description="Primary step size.")
+    beta: float | None = Field(
+        default=None, gt=0, description="Secondary step size of TDC and GTD2."
+    )
+    initial_weights: list[float] | None = Field(
+        default=None,
+        description="w0 in the env's feature space (None: zeros). Tabular learners "
+        "start from the same initial values X w0.",
+    )
+    initial_weight_noise: float = Field(
+        default=0.0, ge=0, description="Std of a per-seed Gaussian perturbation of w0."
+    )
+
+
+class TriadSpec(StrictModel):
+    """The three ingredients of the deadly triad, each a knob."""
+
+    features: Literal["env", "tabular"] = Field(
+        default="env",
+        description="Function approximation: the env's linear features, or one-hot (off).",
+    )
+    n_step: int | Literal["inf"] = Field(
+        default=1,
+        description="Bootstrapping: n of the n-step target; 'inf' is a Monte Carlo target (off).",
+    )
+    target_update_period: int = Field(
+        default=1, ge=1, description="Steps between copies of w into the bootstrap target's w-."
+    )
+    off_policy: bool = Field(
+        default=True,
+        description="Off-policy learning: behaviour b and weighting mu differ from the "
+        "target policy (true), or b = pi and on-policy weighting d_pi (false).",
+    )
+
+    @model_validator(mode="after")
+    def _positive_n_step(self) -> TriadSpec:
+        if self.n_step != "inf" and self.n_step < 1:
+            raise ValueError("n_step must be a positive integer or 'inf'")
+        return self
+
+
+class RunSpec(StrictModel):
+    """How long to run, how often to log, and which seeds."""
+
+    steps: int = Field(ge=1, description="Transitions (sampled) or sweeps (expected).")
+    log_every: int = Field(default=1, ge=1, description="Steps between logged metrics.")
+    seeds: int = Field(default=1, ge=1, description="Number of seeds.")
+    first_seed: int = Field(default=0, ge=0, description="Seeds are first_seed, +1, ...")
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds this run uses."""
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+
+class DiagnosticsSpec(StrictModel):
+    """Thresholds of the divergence outcomes."""
+
+    soft_divergence_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        description="max |v| beyond this is soft divergence (None: the largest "
+        "realisable return R_max / (1 - gamma)).",
+    )
+    hard_divergence_threshold: float = Field(
+        default=1e10, gt=0, description="|w| beyond this (or non-finite) is hard divergence."
+    )
+
+
+class ExperimentSpec(StrictModel):
+    """One experiment: env, agent, triad knobs, run length, diagnostics, optional grid."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    description: str = ""
+    env: EnvSpec
+    agent: AgentSpec
+    triad: TriadSpec = Field(default_factory=TriadSpec)
+    run: RunSpec
+    diagnostics: DiagnosticsSpec = Field(default_factory=DiagnosticsSpec)
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Full-factorial grid: dotted field path -> values, e.g. triad.features.",
+    )
+
+
+def load_spec(path: Path) -> ExperimentSpec:
+    """Read, validate and grid-check an experiment file, or raise `SpecError`."""
+    where = f"experiment file {path}"
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise SpecError(where, [f"cannot be read: {error.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        position = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise SpecError(where, [f"is not valid YAML{position}: {problem}"]) from None
+    return parse_spec(data, where)
+
+
+def parse_spec(data: Any, where: str = "experiment") -> ExperimentSpec:
+    """Validate a mapping as an `ExperimentSpec`, grid points included."""
+    if not isinstance(data, dict):
+        raise SpecError(where, ["must be a mapping of fields (name, env, agent, run, ...)"])
+    try:
+        spec = ExperimentSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(where, format_validation_error(error, ExperimentSpec)) from None
+    problems = []
+    for path, values in spec.grid.items():
+        if not values:
+            problems.append(f"grid.{path}: needs at least one value")
+        elif path.split(".")[0] in ("grid", "name"):
+            problems.append(f"grid.{path}: cannot vary '{path.split('.')[0]}'")
+    if problems:
+        raise SpecError(where, problems)
+    for _ in grid_points(spec, where):
+        pass
+    return spec
+
+
+def grid_points(
+    spec: ExperimentSpec, where: str = "experiment"
+) -> Iterator[tuple[dict[str, Any], ExperimentSpec]]:
+    """Each point of the full-factorial grid: its settings and the spec with them applied."""
+    base = spec.model_dump(exclude={"grid"})
+    paths = list(spec.grid)
+    for values in itertools.product(*(spec.grid[path] for path in paths)):
+        settings = dict(zip(paths, values, strict=True))
+        data = copy.deepcopy(base)
+        for path, value in settings.items():
+            _set_path(data, path, value, where)
+        try:
+            point = ExperimentSpec.model_validate(data)
+        except ValidationError as error:
+            label = ", ".join(f"{path}={value!r}" for path, value in settings.items())
+            messages = format_validation_error(error, ExperimentSpec)
+            raise SpecError(where, [f"{m} (in grid point {label})" for m in messages]) from None
+        yield settings, point
+
+
+def _set_path(data: dict[str, Any], path: str, value: Any, where: str) -> None:
+    keys = path.split(".")
+    node: Any = data
+    model: type[BaseModel] | None = ExperimentSpec
+    for depth, key in enumerate(keys):
+        is_leaf = depth == len(keys) - 1
+        if model is not None and key not in model.model_fields:
+            allowed = ", ".join(sorted(model.model_fields))
+            prefix = ".".join(keys[:depth])
+            raise SpecError(
+                where,
+                [
+                    f"grid.{path}: '{prefix + '.' if prefix else ''}{key}' is not a field; "
+                    f"allowed: {allowed}"
+                ],
+            )
+        if is_leaf:
+            node[key] = value
+            return
+        if not isinstance(node.get(key), dict):
+            raise SpecError(where, [f"grid.{path}: '{key}' has no sub-fields"])
+        annotation = model.model_fields[key].annotation if model is not None else None
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+        node = node[key]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def run(
             _fail(error)
     if not quiet:
         console.print(_summary_table(summary))
-    console.print(f"results: {run_dir}")
+    console.print(f"results: {run_dir}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -94,7 +95,9 @@ def validate(spec_path: SpecArgument) -> None:
     trials = plan_trials(spec)
     console.print(
         f"{spec_path}: valid ({len(trials)} grid point(s) x {spec.run.seeds} seed(s), "
-        f"agent {spec.agent.name} on {spec.env.id})"
+        f"agent {spec.agent.name} on {spec.env.id})",
+        markup=False,
+        soft_wrap=True,
     )
 
 
@@ -147,9 +150,9 @@ def _load(spec_path: Path) -> ExperimentSpec:
 
 
 def _fail(error: SpecError) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {error.where}:", highlight=False)
+    errors.print(f"[bold red]error:[/] {escape(error.where)}:", highlight=False, soft_wrap=True)
     for message in error.messages:
-        errors.print(f"  - {message}", highlight=False, markup=False)
+        errors.print(f"  - {message}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(BAD_INPUT)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -39,36 +40,99 @@ def measurement_weighting(problem: LinearProblem) -> FloatArray:
 
 
 def trace_metrics(problem: LinearProblem, trace: LearnerTrace, seeds: list[int]) -> pd.DataFrame:
-    """One row per seed and logged step, up to each seed's last finite log."""
+    """One row per seed and logged step (seed-major), up to each seed's last finite log."""
+    model = problem.model
     rows = problem.rows
     mu = measurement_weighting(problem)
-    live_rows = mu > 0
-    weights = trace.weights
+    actions_per_state = model.n_actions if problem.control else 1
+    if problem.control:
+        row_reward = np.einsum("sat,sat->sa", model.transition, model.reward).reshape(-1)
+        row_transition = model.transition.reshape(-1, model.n_states)
+    else:
+        row_reward = model.policy_reward(problem.target_policy)
+        row_transition = problem.policy_transition
+    weights = np.ascontiguousarray(trace.weights)
     n_logs, n_seeds, n_features = weights.shape
-    with np.errstate(all="ignore"):
-        values = weights @ rows.T
-        error = values - problem.target_values
-        bellman_error = (
-            problem.expected_target(values.reshape(-1, rows.shape[0]), 1).reshape(values.shape)
-            - values
-        )
-        projected = (bellman_error * mu) @ rows
-        gram_inverse = np.linalg.pinv(rows.T @ (mu[:, None] * rows))
-        pbe = np.einsum("lsf,fg,lsg->ls", projected, gram_inverse, projected)
-        frame = {
-            "seed": np.repeat(np.asarray(seeds)[None, :], n_logs, axis=0),
-            "step": np.repeat(trace.logged_steps[:, None], n_seeds, axis=1),
-            "weight_norm": np.linalg.norm(weights, axis=2),
-            "max_abs_value": np.abs(values[..., live_rows]).max(axis=2),
-            "sqrt_ve": np.sqrt((error * error) @ mu),
-            "sqrt_pbe": np.sqrt(np.clip(pbe, 0.0, None)),
-            "td_error_mean": trace.td_error_mean,
-            "td_error_rms": trace.td_error_rms,
-        }
-        frame.update({f"w_{j}": weights[..., j] for j in range(n_features)})
-    table = pd.DataFrame({name: np.asarray(column).reshape(-1) for name, column in frame.items()})
-    logged = ~np.isnan(weights).any(axis=2).reshape(-1)
+    columns = _row_metrics(
+        weights,
+        np.ascontiguousarray(rows),
+        row_reward,
+        np.ascontiguousarray(row_transition),
+        actions_per_state,
+        model.gamma,
+        problem.target_values,
+        mu,
+        np.repeat(~model.terminal, actions_per_state),
+        np.linalg.pinv(rows.T @ (mu[:, None] * rows)),
+    )
+    frame = {
+        "seed": np.repeat(np.asarray(seeds)[None, :], n_logs, axis=0),
+        "step": np.repeat(trace.logged_steps[:, None], n_seeds, axis=1),
+        **dict(zip(("weight_norm", "max_abs_value", "sqrt_ve", "sqrt_pbe"), columns, strict=True)),
+        "td_error_mean": trace.td_error_mean,
+        "td_error_rms": trace.td_error_rms,
+    }
+    frame.update({f"w_{j}": weights[..., j] for j in range(n_features)})
+    table = pd.DataFrame({name: np.asarray(column).T.reshape(-1) for name, column in frame.items()})
+    logged = ~np.isnan(weights).any(axis=2).T.reshape(-1)
     return table[logged].reset_index(drop=True)
+
+
+@numba.njit(parallel=True, cache=True)
+def _row_metrics(
+    weights, rows, row_reward, row_transition, actions_per_state, gamma, true_values, mu, live,
+    gram_pinv,
+):  # fmt: skip
+    """Norm, max |v|, sqrt(VE) and sqrt(PBE) of every logged weight vector.
+
+    Each entry is computed by the same sequential loops whatever the batch, so a
+    seed's metrics are bitwise the same alone or among others.
+    """
+    n_logs, n_seeds, n_features = weights.shape
+    n_rows, n_states = row_transition.shape
+    norm = np.empty((n_logs, n_seeds))
+    max_abs = np.empty((n_logs, n_seeds))
+    sqrt_ve = np.empty((n_logs, n_seeds))
+    sqrt_pbe = np.empty((n_logs, n_seeds))
+    for s in numba.prange(n_seeds):
+        values = np.empty(n_rows)
+        next_values = np.empty(n_states)
+        projected = np.empty(n_features)
+        for k in range(n_logs):
+            w = weights[k, s]
+            squares = 0.0
+            for f in range(n_features):
+                squares += w[f] * w[f]
+            norm[k, s] = np.sqrt(squares)
+            largest, ve = 0.0, 0.0
+            for r in range(n_rows):
+                value = 0.0
+                for f in range(n_features):
+                    value += rows[r, f] * w[f]
+                values[r] = value
+                if live[r]:
+                    largest = max(largest, abs(value))
+                ve += mu[r] * (value - true_values[r]) ** 2
+            max_abs[k, s] = largest if np.isfinite(values).all() else np.nan
+            sqrt_ve[k, s] = np.sqrt(ve)
+            for state in range(n_states):
+                best = values[state * actions_per_state]
+                for a in range(1, actions_per_state):
+                    best = max(best, values[state * actions_per_state + a])
+                next_values[state] = best
+            projected[:] = 0.0
+            for r in range(n_rows):
+                bellman = row_reward[r] - values[r]
+                for state in range(n_states):
+                    bellman += gamma * row_transition[r, state] * next_values[state]
+                for f in range(n_features):
+                    projected[f] += mu[r] * bellman * rows[r, f]
+            pbe = 0.0
+            for f in range(n_features):
+                for g in range(n_features):
+                    pbe += projected[f] * gram_pinv[f, g] * projected[g]
+            sqrt_pbe[k, s] = np.sqrt(max(pbe, 0.0))
+    return norm, max_abs, sqrt_ve, sqrt_pbe
 
 
 def classify_seeds(

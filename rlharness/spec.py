@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rlharness.errors import SpecError, format_validation_error
 
@@ -87,11 +87,12 @@ class TriadSpec(StrictModel):
         "target policy (true), or b = pi and on-policy weighting d_pi (false).",
     )
 
-    @model_validator(mode="after")
-    def _positive_n_step(self) -> TriadSpec:
-        if self.n_step != "inf" and self.n_step < 1:
+    @field_validator("n_step")
+    @classmethod
+    def _positive_n_step(cls, value: int | str) -> int | str:
+        if value != "inf" and int(value) < 1:
             raise ValueError("n_step must be a positive integer or 'inf'")
-        return self
+        return value
 
 
 class RunSpec(StrictModel):
@@ -142,9 +143,13 @@ def load_spec(path: Path) -> ExperimentSpec:
     """Read, validate and grid-check an experiment file, or raise `SpecError`."""
     where = f"experiment file {path}"
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as error:
         raise SpecError(where, [f"cannot be read: {error.strerror}"]) from None
+    except UnicodeDecodeError as error:
+        raise SpecError(
+            where, [f"is not valid YAML: not UTF-8 text (byte {error.start}: {error.reason})"]
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -1,0 +1,44 @@
+"""Build and run small experiments through the public spec and runner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rlharness.runner import TrialResult, plan_trials, run_trial
+from rlharness.spec import ExperimentSpec, parse_spec
+
+BAIRD_W0 = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 10.0, 1.0]
+
+
+def make_spec(
+    env: str,
+    agent: dict[str, Any],
+    steps: int,
+    log_every: int = 1,
+    seeds: int = 1,
+    triad: dict[str, Any] | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    grid: dict[str, list[Any]] | None = None,
+) -> ExperimentSpec:
+    """A validated spec from its parts."""
+    return parse_spec(
+        {
+            "name": "test",
+            "env": {"id": env, "kwargs": env_kwargs or {}},
+            "agent": agent,
+            "triad": triad or {},
+            "run": {"steps": steps, "log_every": log_every, "seeds": seeds},
+            "grid": grid or {},
+        }
+    )
+
+
+def run_all(spec: ExperimentSpec) -> list[TrialResult]:
+    """Every grid point of ``spec``, in grid order."""
+    return [run_trial(trial) for trial in plan_trials(spec)]
+
+
+def run_one(spec: ExperimentSpec) -> TrialResult:
+    """The single trial of a grid-free spec."""
+    (result,) = run_all(spec)
+    return result

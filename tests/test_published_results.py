@@ -89,7 +89,7 @@ def test_expected_emphatic_td_drives_ve_to_zero() -> None:
 
 @pytest.mark.parametrize("gamma", [0.25, 0.5, 0.75, 0.9])
 def test_w_to_2w_grows_by_the_analytic_factor(gamma: float) -> None:
-    """Section 11.2: each update multiplies w by 1 + alpha (2 gamma - 1); stable iff gamma <= 1/2."""
+    """Section 11.2: w grows by 1 + alpha (2 gamma - 1) per update; stable iff gamma <= 1/2."""
     alpha = 0.1
     spec = make_spec(
         "triad/TwoState-v0",
@@ -145,7 +145,7 @@ def test_tsitsiklis_van_roy_converges_under_on_policy_weighting() -> None:
 
 @pytest.mark.parametrize("n_step", [1, 4, "inf"])
 def test_on_policy_linear_td_converges_on_the_random_walk(n_step: int | str) -> None:
-    """On-policy linear TD converges (Tsitsiklis & Van Roy 1997); affine features fit v_pi exactly."""
+    """On-policy linear TD converges (Tsitsiklis & Van Roy 1997); affine features fit v_pi."""
     spec = make_spec(
         "triad/RandomWalk-v0",
         {"name": "semi_gradient_td", "alpha": 0.01},

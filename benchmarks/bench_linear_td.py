@@ -37,10 +37,10 @@ from typing import Any
 import gymnasium as gym
 import numba
 import numpy as np
-import rlharness_envs  # noqa: F401  (registers the triad/* ids)
 from rich.console import Console
 from rich.table import Table
 
+import rlharness_envs  # noqa: F401  (registers the triad/* ids)
 from rlharness.agents.linear import LinearProblem, build_problem, logged_steps
 from rlharness.agents.linear.sampling import cumulative
 from rlharness.agents.linear.td import semi_gradient_td

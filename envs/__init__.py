@@ -4,6 +4,7 @@ Importing this package registers the ``triad/*`` ids with Gymnasium.
 """
 
 from gymnasium.envs.registration import register, registry
+
 from rlharness_envs.base import FiniteMDPEnv
 from rlharness_envs.model import ExactModel
 

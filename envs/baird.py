@@ -12,6 +12,7 @@ Semi-gradient off-policy TD(0) and DP diverge from w = (1,1,1,1,1,1,10,1).
 from __future__ import annotations
 
 import numpy as np
+
 from rlharness_envs.base import FiniteMDPEnv
 from rlharness_envs.model import ExactModel
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
 from rlharness_envs.baird import baird_dynamics
 from rlharness_envs.base import FiniteMDPEnv
 from rlharness_envs.model import ExactModel

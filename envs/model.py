@@ -124,16 +124,16 @@ class ExactModel:
             visits = np.linalg.solve(
                 np.eye(p_live.shape[0]) - p_live.T, self.start_distribution[live]
             )
-            mu = np.zeros(self.n_states)
+            mu: FloatArray = np.zeros(self.n_states)
             mu[live] = visits
         else:
             n = self.n_states
             system = np.vstack([p_pi.T - np.eye(n), np.ones((1, n))])
             rhs = np.zeros(n + 1)
             rhs[-1] = 1.0
-            mu = np.linalg.lstsq(system, rhs, rcond=None)[0]
-        mu = np.clip(mu, 0.0, None)
-        return mu / mu.sum()
+            mu = np.asarray(np.linalg.lstsq(system, rhs, rcond=None)[0], dtype=np.float64)
+        clipped: FloatArray = np.clip(mu, 0.0, None)
+        return clipped / clipped.sum()
 
     @cached_property
     def behaviour_distribution(self) -> FloatArray:

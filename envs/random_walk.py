@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+
 from rlharness_envs.base import FiniteMDPEnv
 from rlharness_envs.model import ExactModel
 

@@ -13,6 +13,7 @@ converges.
 from __future__ import annotations
 
 import numpy as np
+
 from rlharness_envs.base import FiniteMDPEnv
 from rlharness_envs.model import ExactModel
 

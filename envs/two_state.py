@@ -11,6 +11,7 @@ w <- (1 + alpha (2 gamma - 1)) w, which grows whenever gamma > 1/2.
 from __future__ import annotations
 
 import numpy as np
+
 from rlharness_envs.base import FiniteMDPEnv
 from rlharness_envs.model import ExactModel
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 if TYPE_CHECKING:
     from rlharness.errors import SpecError
@@ -54,8 +54,13 @@ def run(
 
     from rlharness.errors import SpecError
     from rlharness.launch import run_experiment
+    from rlharness.runner import check_experiment
 
     spec = _load(spec_path)
+    try:
+        check_experiment(spec, f"experiment file {spec_path}")
+    except SpecError as error:
+        _fail(error)
     progress = Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -106,12 +111,12 @@ def envs() -> None:
     """List the triad environments and their constructor arguments."""
     import inspect
 
-    import gymnasium as gym
     import rlharness_envs
+    from rlharness.runner import env_creator
 
-    table = Table("id", "arguments (defaults)", "description")
+    table = Table(Column("id", no_wrap=True), "arguments (defaults)", "description")
     for env_id in rlharness_envs.TRIAD_ENVS:
-        creator = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
+        creator = env_creator(env_id)
         arguments = ", ".join(
             f"{name}={parameter.default!r}"
             for name, parameter in inspect.signature(creator).parameters.items()
@@ -126,7 +131,14 @@ def agents() -> None:
     """List the linear learning rules and what each supports."""
     from rlharness.agents.linear import RULES
 
-    table = Table("agent.name", "updates", "n_step", "target_update_period", "off_policy", "beta")
+    table = Table(
+        Column("agent.name", no_wrap=True),
+        "updates",
+        "n_step",
+        "target_update_period",
+        "off_policy",
+        "beta",
+    )
     for name, rule in RULES.items():
         table.add_row(
             name,

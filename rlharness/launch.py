@@ -6,7 +6,7 @@ import io
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
@@ -128,9 +128,11 @@ def _write_plots(writer: RunWriter, spec: ExperimentSpec, results: list[TrialRes
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=120)
         plots.plt.close(figure)
-        atomic_write(
-            writer.path(f"plots/{name}.png"), lambda stream, b=buffer: stream.write(b.getvalue())
-        )
+        atomic_write(writer.path(f"plots/{name}.png"), _copy_from(buffer))
+
+
+def _copy_from(buffer: io.BytesIO) -> Callable[[IO[bytes]], object]:
+    return lambda stream: stream.write(buffer.getvalue())
 
 
 def _finite(value: Any) -> Any:

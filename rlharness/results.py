@@ -55,7 +55,7 @@ MANIFEST = "manifest.json"
 FILE_MODE = 0o644
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write a file through ``write`` into a temporary sibling, fsync, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -136,7 +136,7 @@ class RunWriter:
 
 def provenance(command: list[str] | None = None) -> dict[str, Any]:
     """What produced a run: versions, interpreter, platform, git commit and the command."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in TRACKED_PACKAGES:
         try:
             versions[package] = metadata.version(package)

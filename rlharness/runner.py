@@ -15,8 +15,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pandas as pd
-import rlharness_envs
 
+import rlharness_envs
 from rlharness.agents.linear import (
     RULES,
     LinearProblem,
@@ -158,12 +158,21 @@ def _initial_weights(base: np.ndarray, seeds: list[int], noise: float) -> np.nda
     return w0
 
 
+def env_creator(env_id: str) -> Callable[..., Any]:
+    """The class or factory registered for a Gymnasium id."""
+    entry_point = gym.spec(env_id).entry_point
+    if callable(entry_point):
+        return entry_point
+    creator: Callable[..., Any] = gym.envs.registration.load_env_creator(str(entry_point))
+    return creator
+
+
 def _exact_model(spec: ExperimentSpec, where: str) -> rlharness_envs.ExactModel:
     env_id = spec.env.id
     if env_id not in gym.registry:
         available = ", ".join(sorted(rlharness_envs.TRIAD_ENVS))
         raise SpecError(where, [f"env.id: unknown environment '{env_id}'; available: {available}"])
-    creator = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
+    creator = env_creator(env_id)
     parameters = inspect.signature(creator).parameters
     unknown = sorted(set(spec.env.kwargs) - set(parameters))
     if unknown:

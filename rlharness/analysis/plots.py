@@ -10,7 +10,7 @@ interquartile bands.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -139,7 +139,7 @@ def outcome_fractions(outcomes: pd.DataFrame, labels: dict[int, str], title: str
     return figure
 
 
-def is_triad_cube(grid: dict[str, Sequence[object]]) -> bool:
+def is_triad_cube(grid: Mapping[str, Sequence[object]]) -> bool:
     """Whether a grid is the 2 x 2 x 2 cube of the three triad axes."""
     return set(grid) == set(TRIAD_AXES) and all(len(grid[axis]) == 2 for axis in TRIAD_AXES)
 

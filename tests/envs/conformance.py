@@ -17,11 +17,12 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import rlharness_envs
 from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
-from rlharness_envs import TRIAD_ENVS, ExactModel, FiniteMDPEnv
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import rlharness_envs
+from rlharness_envs import TRIAD_ENVS, ExactModel, FiniteMDPEnv
 
 Kwargs = dict[str, Any]
 

@@ -16,7 +16,6 @@ import numpy as np
 from rlharness.agents.linear.expected import ExpectedStep
 from rlharness.agents.linear.problem import LinearProblem
 from rlharness.agents.linear.sampling import (
-    JIT_OPTIONS,
     allocate_trace,
     axpy_exploded,
     cumulative,
@@ -52,7 +51,7 @@ def sampled_emphatic_td(
     return LearnerTrace(marks, weights, td_mean, td_rms, hard_step)
 
 
-@numba.njit(parallel=True, **JIT_OPTIONS)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _emphatic_td_kernel(
     keys, w0, X, behaviour_cum, transition_cum, reward, importance_ratio, start_cum, terminal,
     gamma, alpha, marks, hard_limit,

@@ -17,7 +17,6 @@ import numpy as np
 from rlharness.agents.linear.expected import ExpectedStep
 from rlharness.agents.linear.problem import LinearProblem
 from rlharness.agents.linear.sampling import (
-    JIT_OPTIONS,
     allocate_trace,
     axpy,
     cumulative,
@@ -54,7 +53,7 @@ def sampled_gradient_td(
     return LearnerTrace(marks, weights, td_mean, td_rms, hard_step)
 
 
-@numba.njit(parallel=True, **JIT_OPTIONS)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _gradient_td_kernel(
     keys, w0, X, behaviour_cum, transition_cum, reward, importance_ratio, start_cum, terminal,
     gamma, alpha, beta, gtd2, marks, hard_limit,

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from rlharness_envs.model import ExactModel
 
 from rlharness.agents.linear.types import FloatArray
+from rlharness_envs.model import ExactModel
 
 
 @dataclass(frozen=True)

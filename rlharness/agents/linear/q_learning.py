@@ -16,7 +16,6 @@ import numpy as np
 from rlharness.agents.linear.expected import ExpectedStep
 from rlharness.agents.linear.problem import LinearProblem
 from rlharness.agents.linear.sampling import (
-    JIT_OPTIONS,
     allocate_trace,
     axpy_exploded,
     cumulative,
@@ -52,7 +51,7 @@ def sampled_q_learning(
     return LearnerTrace(marks, weights, td_mean, td_rms, hard_step)
 
 
-@numba.njit(parallel=True, **JIT_OPTIONS)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _q_learning_kernel(
     keys, w0, XA, behaviour_cum, transition_cum, reward, start_cum, terminal,
     gamma, alpha, target_update_period, marks, hard_limit,

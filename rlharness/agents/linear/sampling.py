@@ -14,9 +14,6 @@ import numpy as np
 
 from rlharness.agents.linear.types import FloatArray, IntArray
 
-JIT_OPTIONS = {"cache": True, "nogil": True}
-
-
 _GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX_2 = np.uint64(0x94D049BB133111EB)
@@ -35,7 +32,7 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-@numba.njit(inline="always", **JIT_OPTIONS)
+@numba.njit(inline="always", cache=True, nogil=True)
 def next_raw(rng: np.ndarray) -> np.uint64:
     """Advance the one-element SplitMix64 state ``rng`` and return 64 random bits."""
     rng[0] += _GOLDEN_GAMMA
@@ -45,13 +42,13 @@ def next_raw(rng: np.ndarray) -> np.uint64:
     return z ^ (z >> np.uint64(31))
 
 
-@numba.njit(inline="always", **JIT_OPTIONS)
+@numba.njit(inline="always", cache=True, nogil=True)
 def uniform(rng: np.ndarray) -> float:
     """A uniform draw from [0, 1) with 53 random bits."""
     return float(next_raw(rng) >> np.uint64(11)) * _UNIT
 
 
-@numba.njit(inline="always", **JIT_OPTIONS)
+@numba.njit(inline="always", cache=True, nogil=True)
 def new_stream(key: np.uint64) -> np.ndarray:
     """The generator state of one seed."""
     rng = np.empty(1, dtype=np.uint64)
@@ -66,7 +63,7 @@ def cumulative(probabilities: FloatArray) -> FloatArray:
     return np.ascontiguousarray(cumulative_sums)
 
 
-@numba.njit(inline="always", **JIT_OPTIONS)
+@numba.njit(inline="always", cache=True, nogil=True)
 def draw(cumulative_row: FloatArray, rng: np.ndarray) -> int:
     """Sample an index from a row of cumulative probabilities."""
     u = uniform(rng)
@@ -76,7 +73,7 @@ def draw(cumulative_row: FloatArray, rng: np.ndarray) -> int:
     return index
 
 
-@numba.njit(inline="always", **JIT_OPTIONS)
+@numba.njit(inline="always", cache=True, nogil=True)
 def dot(x: FloatArray, w: FloatArray) -> float:
     """x^T w without allocating."""
     total = 0.0
@@ -85,14 +82,14 @@ def dot(x: FloatArray, w: FloatArray) -> float:
     return total
 
 
-@numba.njit(inline="always", **JIT_OPTIONS)
+@numba.njit(inline="always", cache=True, nogil=True)
 def axpy(w: FloatArray, coefficient: float, x: FloatArray) -> None:
     """w <- w + coefficient * x, in place."""
     for j in range(w.size):
         w[j] += coefficient * x[j]
 
 
-@numba.njit(inline="always", **JIT_OPTIONS)
+@numba.njit(inline="always", cache=True, nogil=True)
 def axpy_exploded(w: FloatArray, coefficient: float, x: FloatArray, limit: float) -> bool:
     """w <- w + coefficient * x in place; whether any weight is now non-finite or beyond limit."""
     bad = False
@@ -102,7 +99,7 @@ def axpy_exploded(w: FloatArray, coefficient: float, x: FloatArray, limit: float
     return bad
 
 
-@numba.njit(inline="always", **JIT_OPTIONS)
+@numba.njit(inline="always", cache=True, nogil=True)
 def exploded(w: FloatArray, limit: float) -> bool:
     """Whether any weight is non-finite or beyond ``limit`` in magnitude."""
     for j in range(w.size):  # noqa: SIM110 (a plain loop compiles to the fastest code)
@@ -111,7 +108,7 @@ def exploded(w: FloatArray, limit: float) -> bool:
     return False
 
 
-@numba.njit(inline="always", **JIT_OPTIONS)
+@numba.njit(inline="always", cache=True, nogil=True)
 def record(
     out_weights: FloatArray,
     out_td_mean: FloatArray,

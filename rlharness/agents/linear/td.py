@@ -17,7 +17,6 @@ import numpy as np
 
 from rlharness.agents.linear.problem import LinearProblem
 from rlharness.agents.linear.sampling import (
-    JIT_OPTIONS,
     allocate_trace,
     axpy,
     axpy_exploded,
@@ -70,7 +69,7 @@ def semi_gradient_td(
     return LearnerTrace(marks, weights, td_mean, td_rms, hard_step)
 
 
-@numba.njit(parallel=True, **JIT_OPTIONS)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _one_step_td_kernel(
     keys, w0, X, behaviour_cum, transition_cum, reward, importance_ratio, start_cum, terminal,
     gamma, alpha, n, target_update_period, marks, hard_limit,
@@ -108,7 +107,7 @@ def _one_step_td_kernel(
                 td_sum, td_square_sum, td_count, log = 0.0, 0.0, 0, log + 1
 
 
-@numba.njit(parallel=True, **JIT_OPTIONS)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _n_step_td_kernel(
     keys, w0, X, behaviour_cum, transition_cum, reward, importance_ratio, start_cum, terminal,
     gamma, alpha, n, target_update_period, marks, hard_limit,
@@ -174,7 +173,7 @@ def _n_step_td_kernel(
                 td_sum, td_square_sum, td_count, log = 0.0, 0.0, 0, log + 1
 
 
-@numba.njit(inline="always", **JIT_OPTIONS)
+@numba.njit(inline="always", cache=True, nogil=True)
 def _ring_index(slot: int, age: int, capacity: int) -> int:
     """Where the transition ``age`` steps older than the one in ``slot`` is stored."""
     index = slot - age

@@ -61,6 +61,10 @@ def run(
         check_experiment(spec, f"experiment file {spec_path}")
     except SpecError as error:
         _fail(error)
+    try:
+        (out / spec.name).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        _fail(SpecError("--out", [f"cannot hold results under {out}: {error.strerror}"]))
     progress = Progress(
         "[progress.description]{task.description}",
         BarColumn(),

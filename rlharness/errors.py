@@ -17,19 +17,23 @@ class SpecError(Exception):
 
 
 def format_validation_error(error: ValidationError, model: type[BaseModel]) -> list[str]:
-    """Turn pydantic's errors into one line per field, listing allowed fields for unknown ones."""
-    messages = []
+    """Turn pydantic's errors into one line per field, listing allowed fields for unknown ones.
+
+    The alternatives of a union (e.g. an integer or 'inf') are joined on one line.
+    """
+    problems: dict[str, list[str]] = {}
     for item in error.errors(include_url=False):
         location = [part for part in item["loc"] if not _is_union_tag(part)]
         path = ".".join(str(part) for part in location) or "(top level)"
         if item["type"] == "extra_forbidden":
             allowed = ", ".join(sorted(_fields_at(model, location[:-1])))
-            messages.append(f"{path}: unknown field; allowed fields here: {allowed}")
+            problem = f"unknown field; allowed fields here: {allowed}"
         elif item["type"] == "missing":
-            messages.append(f"{path}: required field is missing")
+            problem = "required field is missing"
         else:
-            messages.append(f"{path}: {item['msg']} (got {_short(item.get('input'))})")
-    return messages
+            problem = f"{item['msg']} (got {_short(item.get('input'))})"
+        problems.setdefault(path, []).append(problem)
+    return [f"{path}: {' or '.join(found)}" for path, found in problems.items()]
 
 
 def _is_union_tag(part: Any) -> bool:

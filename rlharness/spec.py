@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from rlharness.errors import SpecError, format_validation_error
 
@@ -34,7 +41,7 @@ UpdateKind = Literal["sampled", "expected"]
 class StrictModel(BaseModel):
     """A model that rejects unknown fields and is immutable once validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class EnvSpec(StrictModel):
@@ -74,11 +81,11 @@ class TriadSpec(StrictModel):
         default="env",
         description="Function approximation: the env's linear features, or one-hot (off).",
     )
-    n_step: int | Literal["inf"] = Field(
+    n_step: StrictInt | Literal["inf"] = Field(
         default=1,
         description="Bootstrapping: n of the n-step target; 'inf' is a Monte Carlo target (off).",
     )
-    target_update_period: int = Field(
+    target_update_period: StrictInt = Field(
         default=1, ge=1, description="Steps between copies of w into the bootstrap target's w-."
     )
     off_policy: bool = Field(
@@ -98,10 +105,10 @@ class TriadSpec(StrictModel):
 class RunSpec(StrictModel):
     """How long to run, how often to log, and which seeds."""
 
-    steps: int = Field(ge=1, description="Transitions (sampled) or sweeps (expected).")
-    log_every: int = Field(default=1, ge=1, description="Steps between logged metrics.")
-    seeds: int = Field(default=1, ge=1, description="Number of seeds.")
-    first_seed: int = Field(default=0, ge=0, description="Seeds are first_seed, +1, ...")
+    steps: StrictInt = Field(ge=1, description="Transitions (sampled) or sweeps (expected).")
+    log_every: StrictInt = Field(default=1, ge=1, description="Steps between logged metrics.")
+    seeds: StrictInt = Field(default=1, ge=1, description="Number of seeds.")
+    first_seed: StrictInt = Field(default=0, ge=0, description="Seeds are first_seed, +1, ...")
 
     @property
     def seed_list(self) -> list[int]:

@@ -1,0 +1,377 @@
+"""The ``rlharness`` console script, run for real: exit codes, stdout, stderr, results on disk."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+import rlharness_envs
+from rlharness.agents.linear import RULES
+from rlharness.spec import load_spec, parse_spec
+from tests.conftest import REPO, TINY_SPEC
+
+RLHARNESS = Path(sys.executable).parent / "rlharness"
+BAD_INPUT = 2
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+RUN_FILES = {
+    "config.yaml",
+    "provenance.json",
+    "metrics.parquet",
+    "outcomes.parquet",
+    "summary.json",
+    "manifest.json",
+}
+LOGGED_STEPS = [0, 10, 20, 30, 40, 50]
+
+
+def cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script; a narrow terminal must not break messages."""
+    env = {**os.environ, "COLUMNS": "80"}
+    env.pop("FORCE_COLOR", None)
+    return subprocess.run(
+        [str(RLHARNESS), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env=env,
+    )
+
+
+def write_spec(directory: Path, data: Any, name: str = "spec.yaml") -> Path:
+    path = directory / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for directories)."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def run_dirs(root: Path, name: str = "tiny") -> list[Path]:
+    experiment = root / name
+    return sorted(experiment.iterdir()) if experiment.exists() else []
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_bad_input(completed: subprocess.CompletedProcess[str], *expected: str) -> None:
+    """Exit 2, every expected fragment on stderr, and no traceback anywhere."""
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == BAD_INPUT, output
+    assert "Traceback" not in output
+    lines = completed.stderr.splitlines()
+    for fragment in expected:
+        # on one line: messages are not wrapped, even on an 80-column terminal
+        assert any(fragment in line for line in lines), (fragment, completed.stderr)
+
+
+def mutated(**changes: Any) -> dict[str, Any]:
+    """The tiny spec with ``section.field`` (or top-level) values replaced or added."""
+    data = copy.deepcopy(TINY_SPEC)
+    for dotted, value in changes.items():
+        *parents, key = dotted.split("__")
+        node = data
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[key] = value
+    return data
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory) -> dict[str, Any]:
+    """One good run of the tiny spec into a fresh results root, with what it printed."""
+    base = tmp_path_factory.mktemp("first_run")
+    spec_path = write_spec(base, TINY_SPEC, "tiny.yaml")
+    root = base / "results"
+    completed = cli("run", spec_path, "--out", root)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return {
+        "spec_path": spec_path,
+        "root": root,
+        "completed": completed,
+        "dirs": run_dirs(root),
+        "tree": snapshot(root),
+    }
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+BAD_SPECS: dict[str, tuple[Any, list[str]]] = {
+    "malformed_yaml": (
+        "name: tiny\nenv:\n  id: [triad/Baird-v0\nagent: {name: semi_gradient_td}\n",
+        ["is not valid YAML at line 4, column 6: expected ',' or ']'"],
+    ),
+    "not_utf8": (b"name: tiny\xff\xfe\n", ["is not valid YAML: not UTF-8 text"]),
+    "unknown_env": (
+        mutated(env__id="triad/Bard-v0"),
+        [
+            "env.id: unknown environment 'triad/Bard-v0'; available: triad/Baird-v0, "
+            "triad/BairdControl-v0, triad/RandomWalk-v0, triad/TsitsiklisVanRoy-v0, "
+            "triad/TwoState-v0 (in grid point triad.off_policy=True)"
+        ],
+    ),
+    "unknown_env_kwarg": (
+        mutated(env__kwargs={"gama": 0.9}),
+        ["env.kwargs.gama: not an argument of triad/Baird-v0; allowed: gamma"],
+    ),
+    "unknown_agent": (
+        mutated(agent__name="sarsa"),
+        [
+            "agent.name: Input should be 'semi_gradient_td', 'semi_gradient_dp', 'q_learning', "
+            "'tdc', 'gtd2', 'emphatic_td' or 'least_squares_dp' (got 'sarsa')"
+        ],
+    ),
+    "unknown_field": (
+        mutated(run__n_seeds=3),
+        ["run.n_seeds: unknown field; allowed fields here: first_seed, log_every, seeds, steps"],
+    ),
+    "steps_wrong_type": (
+        mutated(run__steps="many"),
+        ["run.steps: Input should be a valid integer", "(got 'many')"],
+    ),
+    "alpha_negative": (
+        mutated(agent__alpha=-0.01),
+        ["agent.alpha: Input should be greater than 0 (got -0.01)"],
+    ),
+    "seeds_negative": (
+        mutated(run__seeds=-1),
+        ["run.seeds: Input should be greater than or equal to 1 (got -1)"],
+    ),
+    "sampled_monte_carlo_on_baird": (
+        mutated(triad__n_step="inf", grid={}),
+        ["triad.n_step: a sampled Monte Carlo target ('inf') needs an episodic env"],
+    ),
+    "tdc_without_beta": (
+        mutated(agent__name="tdc", grid={}),
+        ["agent.beta: tdc needs a secondary step size beta > 0"],
+    ),
+    "initial_weights_wrong_length": (
+        mutated(agent__initial_weights=[1.0, 1.0, 1.0], grid={}),
+        ["agent.initial_weights: needs 8 values (the env's feature dimension), got 3"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SPECS))
+def test_bad_spec_exits_2_names_field_and_writes_nothing(case, first_run, tmp_path):
+    data, expected = BAD_SPECS[case]
+    spec_path = tmp_path / "spec.yaml"
+    if isinstance(data, bytes):
+        spec_path.write_bytes(data)
+    else:
+        write_spec(tmp_path, data)
+    root = first_run["root"]
+    before = snapshot(root)
+    assert before == first_run["tree"]
+    completed = cli("run", spec_path, "--out", root)
+    assert_bad_input(completed, f"error: experiment file {spec_path}:", *expected)
+    assert snapshot(root) == before
+
+
+def test_validate_reports_every_problem_one_line_each(tmp_path):
+    spec_path = write_spec(tmp_path, mutated(agent__alpha=-1, run__seeds=0, colour="red"))
+    completed = cli("validate", spec_path)
+    assert_bad_input(
+        completed,
+        "agent.alpha: Input should be greater than 0",
+        "run.seeds: Input should be greater than or equal to 1",
+        "colour: unknown field; allowed fields here: agent, description, diagnostics, env, grid, "
+        "name, run, triad",
+    )
+    problems = [line for line in completed.stderr.splitlines() if line.startswith("  - ")]
+    assert sorted(line[4:].split(":")[0] for line in problems) == [
+        "agent.alpha",
+        "colour",
+        "run.seeds",
+    ]
+
+
+def test_missing_file_with_markup_like_name(first_run, tmp_path):
+    before = snapshot(first_run["root"])
+    absent = tmp_path / "absent[/b][red].yaml"
+    completed = cli("run", absent, "--out", first_run["root"])
+    assert_bad_input(completed, f"error: experiment file {absent}:", "cannot be read")
+    assert snapshot(first_run["root"]) == before
+
+
+def test_seeds_option_zero(first_run):
+    before = snapshot(first_run["root"])
+    completed = cli("run", first_run["spec_path"], "--seeds", "0", "--out", first_run["root"])
+    assert_bad_input(completed, "Invalid value for '--seeds'")
+    assert snapshot(first_run["root"]) == before
+
+
+def test_out_that_is_a_file_is_refused_before_running(first_run, tmp_path):
+    not_a_directory = tmp_path / "results-file"
+    not_a_directory.write_text("keep me")
+    completed = cli("run", first_run["spec_path"], "--out", not_a_directory)
+    assert_bad_input(completed, "error: --out:", "Not a directory")
+    assert not_a_directory.read_text() == "keep me"
+
+
+# --- a good run --------------------------------------------------------------------------------
+
+
+def test_run_writes_one_complete_run_dir(first_run):
+    root, completed = first_run["root"], first_run["completed"]
+    assert "Traceback" not in completed.stderr
+    [run_dir] = first_run["dirs"]
+    assert not run_dir.name.startswith(".")
+    assert [p.name for p in (root / "tiny").iterdir()] == [run_dir.name], "no .partial left"
+    assert not list(root.rglob("*.partial")) and not list(root.rglob("*.tmp"))
+    assert f"results: {run_dir}" in completed.stdout.splitlines()
+    assert "6/6" in completed.stderr, "the progress bar counts grid points x seeds"
+
+    files = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+    plots = {f for f in files if f.startswith("plots/")}
+    assert files == RUN_FILES | plots
+    assert len(plots) >= 4
+    for plot in plots:
+        assert plot.endswith(".png")
+        assert (run_dir / plot).read_bytes().startswith(PNG_SIGNATURE)
+        assert (run_dir / plot).stat().st_size > 1000
+
+
+def test_manifest_matches_the_files(first_run):
+    [run_dir] = first_run["dirs"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["run_id"] == run_dir.name
+    on_disk = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()} - {
+        "manifest.json"
+    }
+    assert set(manifest["files"]) == on_disk
+    for name, entry in manifest["files"].items():
+        assert entry["sha256"] == sha256(run_dir / name), name
+        assert entry["bytes"] == (run_dir / name).stat().st_size
+
+
+def test_config_provenance_and_summary(first_run):
+    [run_dir] = first_run["dirs"]
+    config = load_spec(run_dir / "config.yaml")
+    assert config == parse_spec(TINY_SPEC), "config.yaml is the resolved, re-runnable spec"
+
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    assert provenance["packages"]["numpy"]
+    assert provenance["packages"]["rlharness"]
+    assert set(provenance["git"]) >= {"commit", "dirty"}
+    assert provenance["command"][:2] == ["rlharness", "run"]
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["experiment"] == "tiny"
+    assert summary["run_id"] == run_dir.name
+    assert [v["settings"] for v in summary["variants"]] == [
+        {"triad.off_policy": False},
+        {"triad.off_policy": True},
+    ]
+    for variant in summary["variants"]:
+        assert variant["seeds"] == 3
+        assert sum(variant["outcome_counts"].values()) == 3
+        assert len(variant["per_seed"]) == 3
+
+
+def test_metrics_one_row_per_point_seed_and_logged_step(first_run):
+    [run_dir] = first_run["dirs"]
+    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    assert len(metrics) == 2 * 3 * len(LOGGED_STEPS)
+    assert {"variant", "triad.off_policy", "seed", "step", "sqrt_ve", "w_0", "w_7"} <= set(
+        metrics.columns
+    )
+    for (variant, seed), rows in metrics.groupby(["variant", "seed"]):
+        assert sorted(rows["step"]) == LOGGED_STEPS, (variant, seed)
+    assert sorted(metrics["seed"].unique()) == [0, 1, 2]
+    assert metrics.groupby("variant")["triad.off_policy"].first().tolist() == [False, True]
+    start = metrics[metrics["step"] == 0]
+    assert (start[[f"w_{i}" for i in range(8)]].to_numpy() == [1, 1, 1, 1, 1, 1, 10, 1]).all()
+
+    outcomes = pd.read_parquet(run_dir / "outcomes.parquet")
+    assert len(outcomes) == 2 * 3
+    assert set(outcomes["outcome"]) <= {"converged", "soft-diverged", "hard-diverged"}
+
+
+def test_second_run_gets_its_own_dir_and_leaves_the_first_alone(first_run, tmp_path):
+    root = tmp_path / "results"
+    shutil.copytree(first_run["root"], root)
+    before = snapshot(root)
+    completed = cli("run", first_run["spec_path"], "--out", root, "--quiet")
+    assert completed.returncode == 0, completed.stderr
+    dirs = run_dirs(root)
+    assert len(dirs) == 2
+    [old] = first_run["dirs"]
+    [new] = [d for d in dirs if d.name != old.name]
+    assert {k: v for k, v in snapshot(root).items() if not k.startswith(f"tiny/{new.name}")} == (
+        before
+    )
+    assert (new / "manifest.json").exists()
+    assert json.loads((new / "manifest.json").read_text())["run_id"] == new.name
+
+
+def test_seeds_option_overrides_run_seeds(first_run, tmp_path):
+    root = tmp_path / "results"
+    completed = cli("run", first_run["spec_path"], "--seeds", "2", "--out", root, "--quiet")
+    assert completed.returncode == 0, completed.stderr
+    [run_dir] = run_dirs(root)
+    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    assert len(metrics) == 2 * 2 * len(LOGGED_STEPS)
+    assert sorted(metrics["seed"].unique()) == [0, 1]
+    assert len(pd.read_parquet(run_dir / "outcomes.parquet")) == 2 * 2
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["run"]["seeds"] == 2
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [v["seeds"] for v in summary["variants"]] == [2, 2]
+
+
+# --- the other commands ------------------------------------------------------------------------
+
+
+def test_validate_good_file():
+    path = REPO / "experiments" / "triad_cube_baird.yaml"
+    completed = cli("validate", path)
+    assert completed.returncode == 0, completed.stderr
+    assert "valid (8 grid point(s) x 10 seed(s)" in completed.stdout
+
+
+def test_envs_lists_triad_ids():
+    completed = cli("envs")
+    assert completed.returncode == 0, completed.stderr
+    for env_id in rlharness_envs.TRIAD_ENVS:
+        assert env_id in completed.stdout, "ids are listed whole"
+
+
+def test_agents_lists_rule_names():
+    completed = cli("agents")
+    assert completed.returncode == 0, completed.stderr
+    for name in RULES:
+        assert name in completed.stdout, "names are listed whole"
+
+
+def test_help_is_fast_and_imports_lightly():
+    heavy = ["torch", "ray", "gymnasium", "numba", "pandas", "matplotlib"]
+    probe = f"import sys, rlharness.cli\nprint(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == "[]"
+
+    completed = cli("--help")
+    assert completed.returncode == 0, completed.stderr
+    for command in ("run", "validate", "envs", "agents"):
+        assert command in completed.stdout

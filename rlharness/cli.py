@@ -116,7 +116,7 @@ def envs() -> None:
     import inspect
 
     import rlharness_envs
-    from rlharness.runner import env_creator
+    from rlharness.environments import env_creator
 
     table = Table(Column("id", no_wrap=True), "arguments (defaults)", "description")
     for env_id in rlharness_envs.TRIAD_ENVS:
@@ -173,28 +173,20 @@ def _fail(error: SpecError) -> NoReturn:
 
 
 def _summary_table(summary: dict) -> Table:
+    """Outcome counts and median final metrics per grid point."""
+    variants = summary["variants"]
+    outcomes = list(dict.fromkeys(o for v in variants for o in v["outcome_counts"]))
+    finals = list(variants[0]["median_final"])
     table = Table(title=f"{summary['experiment']} ({summary['agent']} on {summary['env']})")
-    for column in (
-        "grid point",
-        "seeds",
-        "converged",
-        "soft-div.",
-        "hard-div.",
-        "max |v|",
-        "sqrt(VE)",
-        "sqrt(PBE)",
-    ):
-        table.add_column(column, justify="left" if column == "grid point" else "right")
-    for variant in summary["variants"]:
-        counts = variant["outcome_counts"]
-        final = variant["median_final"]
+    table.add_column("grid point")
+    for column in ("seeds", *outcomes, *(f"median final {name}" for name in finals)):
+        table.add_column(column, justify="right")
+    for variant in variants:
         table.add_row(
             variant["label"],
             str(variant["seeds"]),
-            str(counts.get("converged", 0)),
-            str(counts.get("soft-diverged", 0)),
-            str(counts.get("hard-diverged", 0)),
-            *(_number(final[name]) for name in ("max_abs_value", "sqrt_ve", "sqrt_pbe")),
+            *(str(variant["outcome_counts"].get(outcome, 0)) for outcome in outcomes),
+            *(_number(variant["median_final"][name]) for name in finals),
         )
     return table
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -26,29 +27,58 @@ def format_validation_error(error: ValidationError, model: type[BaseModel]) -> l
         location = [part for part in item["loc"] if not _is_union_tag(part)]
         path = ".".join(str(part) for part in location) or "(top level)"
         if item["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(_fields_at(model, location[:-1])))
+            allowed = ", ".join(sorted(_fields_at(model, list(item["loc"][:-1]))))
             problem = f"unknown field; allowed fields here: {allowed}"
         elif item["type"] == "missing":
             problem = "required field is missing"
+        elif item["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            context = item.get("ctx", {})
+            path = f"{path}.{str(context.get('discriminator', 'name')).strip(chr(39))}"
+            expected = context.get("expected_tags", "")
+            problem = (
+                f"unknown value {context['tag']!r}; allowed: {expected}"
+                if item["type"] == "union_tag_invalid"
+                else "required field is missing"
+            )
         else:
-            problem = f"{item['msg']} (got {_short(item.get('input'))})"
+            message = item["msg"].removeprefix("Value error, ")
+            problem = f"{message} (got {_short(item.get('input'))})"
         problems.setdefault(path, []).append(problem)
     return [f"{path}: {' or '.join(found)}" for path, found in problems.items()]
 
 
 def _is_union_tag(part: Any) -> bool:
-    return isinstance(part, str) and part in {"int", "literal['inf']", "list[float]", "float"}
+    """Parts of pydantic's error locations that name a union member, not a field."""
+    from rlharness.spec import AGENT_NAMES
+
+    return isinstance(part, str) and (
+        part in {"int", "literal['inf']", "list[float]", "float"} or part in AGENT_NAMES
+    )
 
 
 def _fields_at(model: type[BaseModel], location: list[Any]) -> list[str]:
+    """The fields of the model at a raw error location (union members picked by their tag)."""
     current: type[BaseModel] = model
-    for part in location:
-        field = current.model_fields.get(str(part))
-        annotation = field.annotation if field is not None else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+    index = 0
+    while index < len(location):
+        field = current.model_fields.get(str(location[index]))
+        members = _model_members(field.annotation) if field is not None else []
+        if len(members) == 1:
+            current, index = members[0], index + 1
+            continue
+        tag = location[index + 1] if index + 1 < len(location) else None
+        tagged = [m for m in members if tag in typing.get_args(m.model_fields["name"].annotation)]
+        if not tagged:
             return []
-        current = annotation
+        current, index = tagged[0], index + 2
     return list(current.model_fields)
+
+
+def _model_members(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation admits (itself, or the members of a union)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [member for arg in typing.get_args(annotation) for member in _model_members(arg)]
 
 
 def _short(value: Any) -> str:

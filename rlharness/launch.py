@@ -14,7 +14,9 @@ from rlharness.results import RunWriter, atomic_write, provenance
 from rlharness.runner import TrialConfig, TrialResult, check_experiment, plan_trials, run_trial
 from rlharness.spec import ExperimentSpec
 
-SUMMARY_METRICS = ("max_abs_value", "sqrt_ve", "sqrt_pbe", "weight_norm")
+LINEAR_SUMMARY = ("max_abs_value", "sqrt_ve", "sqrt_pbe", "weight_norm")
+DEEP_SUMMARY = ("eval_return", "probe_max_abs_q", "loss", "param_norm")
+STABLE_OUTCOMES = ("converged", "stable")
 
 
 def run_experiment(
@@ -65,6 +67,7 @@ def summarise(spec: ExperimentSpec, run_id: str, results: list[TrialResult]) -> 
         config = result.config
         outcomes = result.outcomes
         last = result.metrics.groupby("seed").tail(1)
+        names = DEEP_SUMMARY if "eval_return" in last.columns else LINEAR_SUMMARY
         variants.append(
             {
                 "variant": config.variant,
@@ -73,8 +76,8 @@ def summarise(spec: ExperimentSpec, run_id: str, results: list[TrialResult]) -> 
                 "soft_divergence_threshold": result.soft_divergence_threshold,
                 "seeds": len(config.seeds),
                 "outcome_counts": outcomes["outcome"].value_counts().to_dict(),
-                "diverged_fraction": float((outcomes["outcome"] != "converged").mean()),
-                "median_final": {name: _finite(last[name].median()) for name in SUMMARY_METRICS},
+                "diverged_fraction": float((~outcomes["outcome"].isin(STABLE_OUTCOMES)).mean()),
+                "median_final": {name: _finite(last[name].median()) for name in names},
                 "per_seed": [
                     {key: _finite(value) for key, value in record.items()}
                     for record in outcomes.to_dict(orient="records")
@@ -115,15 +118,25 @@ def _write_plots(writer: RunWriter, spec: ExperimentSpec, results: list[TrialRes
     outcomes = _stack(results, "outcomes")
     labels = {result.config.variant: result.config.label for result in results}
     thresholds = {r.config.variant: r.soft_divergence_threshold for r in results}
-    figures = {
-        "weights": plots.weight_components(metrics, labels, spec.name),
-        "errors": plots.error_curves(metrics, labels, spec.name),
-        "max_abs_value": plots.max_abs_value_curves(metrics, labels, thresholds, spec.name),
-        "outcomes": plots.outcome_fractions(outcomes, labels, spec.name),
-    }
-    if plots.is_triad_cube(spec.grid):
-        settings = {r.config.variant: r.config.settings for r in results}
-        figures["triad_cube"] = plots.triad_cube(outcomes, settings, spec.name)
+    if "eval_return" in metrics.columns:
+        figures = {
+            "returns": plots.metric_curves(
+                metrics, labels, "eval_return", "greedy evaluation return", f"{spec.name}: returns"
+            ),
+            "max_abs_q": plots.max_abs_value_curves(
+                metrics, labels, thresholds, spec.name, column="probe_max_abs_q"
+            ),
+            "loss": plots.metric_curves(
+                metrics, labels, "loss", "Huber loss", f"{spec.name}: loss"
+            ),
+        }
+    else:
+        figures = {
+            "weights": plots.weight_components(metrics, labels, spec.name),
+            "errors": plots.error_curves(metrics, labels, spec.name),
+            "max_abs_value": plots.max_abs_value_curves(metrics, labels, thresholds, spec.name),
+        }
+    figures["outcomes"] = plots.outcome_fractions(outcomes, labels, spec.name)
     for name, figure in figures.items():
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=120)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import copy
 import itertools
+import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -21,6 +22,7 @@ from pydantic import (
     Field,
     StrictInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -36,6 +38,7 @@ AgentName = Literal[
     "least_squares_dp",
 ]
 UpdateKind = Literal["sampled", "expected"]
+AGENT_NAMES = frozenset((*typing.get_args(AgentName), "dqn"))
 
 
 class StrictModel(BaseModel):
@@ -51,8 +54,8 @@ class EnvSpec(StrictModel):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Constructor arguments.")
 
 
-class AgentSpec(StrictModel):
-    """The learning rule and its step sizes."""
+class LinearAgentSpec(StrictModel):
+    """A batched linear learning rule and its step sizes."""
 
     name: AgentName
     update: UpdateKind | None = Field(
@@ -72,6 +75,83 @@ class AgentSpec(StrictModel):
     initial_weight_noise: float = Field(
         default=0.0, ge=0, description="Std of a per-seed Gaussian perturbation of w0."
     )
+
+
+class NetworkSpec(StrictModel):
+    """The Q-network: an MLP of ``depth`` hidden layers of ``width`` units (ReLU)."""
+
+    width: StrictInt = Field(default=64, ge=1, description="Units per hidden layer.")
+    depth: StrictInt = Field(default=2, ge=1, description="Number of hidden layers.")
+
+
+class PrioritySpec(StrictModel):
+    """Prioritised replay (Schaul et al. 2016): P(i) ~ p_i^alpha, weights (N P(i))^-beta."""
+
+    alpha: float = Field(default=0.0, ge=0, description="Priority exponent; 0 is uniform replay.")
+    beta: float = Field(default=0.4, ge=0, le=1, description="Importance-correction exponent.")
+    epsilon: float = Field(default=1e-6, gt=0, description="Added to |TD error| for priorities.")
+
+
+class ExplorationSpec(StrictModel):
+    """Epsilon-greedy exploration, decayed linearly over a fraction of training."""
+
+    initial_epsilon: float = Field(default=1.0, ge=0, le=1)
+    final_epsilon: float = Field(default=0.05, ge=0, le=1)
+    fraction: float = Field(default=0.1, gt=0, le=1, description="Fraction of steps to decay.")
+
+
+BootstrapTarget = Literal["q_learning", "target_q", "double_q", "inverse_double_q"]
+
+
+class DQNAgentSpec(StrictModel):
+    """A DQN-family agent with the knobs of van Hasselt et al. (2018), the deadly-triad study.
+
+    The bootstrap target: ``q_learning`` bootstraps on the online network (no
+    target network), ``target_q`` on the target network, ``double_q`` picks
+    the action with the online network and evaluates it with the target
+    network, ``inverse_double_q`` picks with the target and evaluates with the
+    online network.
+    """
+
+    name: Literal["dqn"]
+    backend: Literal["sb3", "rllib"] = "sb3"
+    bootstrap_target: BootstrapTarget = "target_q"
+    replay_capacity: StrictInt = Field(default=50_000, ge=1, description="Transitions kept.")
+    n_step: StrictInt = Field(default=1, ge=1, description="Multi-step return length.")
+    target_update_period: StrictInt = Field(
+        default=500, ge=1, description="Env steps between target-network updates."
+    )
+    target_update_tau: float = Field(
+        default=1.0, gt=0, le=1, description="Polyak rate of each target update (1: copy)."
+    )
+    prioritized_replay: PrioritySpec = Field(default_factory=PrioritySpec)
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
+    gamma: float = Field(default=0.99, ge=0, lt=1)
+    reward_clip: float | None = Field(
+        default=1.0, gt=0, description="Clip rewards to [-c, c] (None: no clipping)."
+    )
+    exploration: ExplorationSpec = Field(default_factory=ExplorationSpec)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    batch_size: StrictInt = Field(default=64, ge=1)
+    train_frequency: StrictInt = Field(default=4, ge=1, description="Env steps per update.")
+    gradient_steps: StrictInt = Field(default=1, ge=1, description="Updates per training call.")
+    learning_starts: StrictInt = Field(default=1000, ge=0, description="Steps before learning.")
+    max_grad_norm: float = Field(default=10.0, gt=0)
+    eval_episodes: StrictInt = Field(default=5, ge=1, description="Greedy episodes per log.")
+    probe_states: StrictInt = Field(
+        default=256, ge=1, description="Fixed states (from a random policy) for max |Q|."
+    )
+
+    @field_validator("n_step", "batch_size")
+    @classmethod
+    def _fits_in_replay(cls, value: int, info: ValidationInfo) -> int:
+        capacity = info.data.get("replay_capacity")
+        if capacity is not None and value > capacity:
+            raise ValueError(f"must not exceed replay_capacity ({capacity})")
+        return value
+
+
+AgentSpec = Annotated[LinearAgentSpec | DQNAgentSpec, Field(discriminator="name")]
 
 
 class TriadSpec(StrictModel):

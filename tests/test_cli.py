@@ -125,7 +125,8 @@ BAD_SPECS: dict[str, tuple[Any, list[str]]] = {
         [
             "env.id: unknown environment 'triad/Bard-v0'; available: triad/Baird-v0, "
             "triad/BairdControl-v0, triad/RandomWalk-v0, triad/TsitsiklisVanRoy-v0, "
-            "triad/TwoState-v0 (in grid point triad.off_policy=True)"
+            "triad/TwoState-v0 (dqn also takes any registered Gymnasium id, e.g. CartPole-v1) "
+            "(in grid point triad.off_policy=True)"
         ],
     ),
     "unknown_env_kwarg": (
@@ -135,8 +136,8 @@ BAD_SPECS: dict[str, tuple[Any, list[str]]] = {
     "unknown_agent": (
         mutated(agent__name="sarsa"),
         [
-            "agent.name: Input should be 'semi_gradient_td', 'semi_gradient_dp', 'q_learning', "
-            "'tdc', 'gtd2', 'emphatic_td' or 'least_squares_dp' (got 'sarsa')"
+            "agent.name: unknown value 'sarsa'; allowed: 'semi_gradient_td', 'semi_gradient_dp', "
+            "'q_learning', 'tdc', 'gtd2', 'emphatic_td', 'least_squares_dp', 'dqn'"
         ],
     ),
     "unknown_field": (

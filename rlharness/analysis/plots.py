@@ -22,7 +22,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 STYLE = "tableau-colorblind10"
-OUTCOME_COLOURS = {"converged": "#0173B2", "soft-diverged": "#DE8F05", "hard-diverged": "#D55E00"}
+OUTCOME_COLOURS = {
+    "converged": "#0173B2",
+    "stable": "#0173B2",
+    "soft-diverged-then-recovered": "#CC78BC",
+    "soft-diverged": "#DE8F05",
+    "hard-diverged": "#D55E00",
+}
 TRIAD_AXES = ("triad.features", "triad.n_step", "triad.off_policy")
 
 
@@ -92,13 +98,17 @@ def error_curves(metrics: pd.DataFrame, labels: dict[int, str], title: str) -> F
 
 
 def max_abs_value_curves(
-    metrics: pd.DataFrame, labels: dict[int, str], thresholds: dict[int, float], title: str
+    metrics: pd.DataFrame,
+    labels: dict[int, str],
+    thresholds: dict[int, float],
+    title: str,
+    column: str = "max_abs_value",
 ) -> Figure:
-    """max |v| against steps per variant (log scale), with the soft-divergence bounds."""
+    """max |v| (or probe max |Q|) against steps per variant, log scale, with the soft bounds."""
     with plt.style.context(STYLE):
         figure, axis = plt.subplots(figsize=(7.5, 4.5))
         for variant, label in labels.items():
-            curve = _quantiles(metrics[metrics["variant"] == variant], "max_abs_value")
+            curve = _quantiles(metrics[metrics["variant"] == variant], column)
             (line,) = axis.plot(curve.index, curve["median"], label=label)
             axis.fill_between(
                 curve.index, curve["low"], curve["high"], color=line.get_color(), alpha=0.2
@@ -113,9 +123,36 @@ def max_abs_value_curves(
                 va="bottom",
             )
         axis.set_yscale("log")
-        axis.set_xlabel("step (updates or sweeps)")
-        axis.set_ylabel("max |v| over states (value units)")
+        deep = column == "probe_max_abs_q"
+        axis.set_xlabel("env steps" if deep else "step (updates or sweeps)")
+        axis.set_ylabel(
+            "max |Q| over probe states (return units)"
+            if deep
+            else "max |v| over states (value units)"
+        )
         axis.set_title(f"{title}: largest value estimate")
+        axis.legend(fontsize=7, loc="best")
+        figure.tight_layout()
+    return figure
+
+
+def metric_curves(
+    metrics: pd.DataFrame, labels: dict[int, str], column: str, ylabel: str, title: str
+) -> Figure:
+    """Any logged metric against env steps, one line per variant, median and IQR over seeds."""
+    with plt.style.context(STYLE):
+        figure, axis = plt.subplots(figsize=(7.5, 4.5))
+        for variant, label in labels.items():
+            curve = _quantiles(
+                metrics[metrics["variant"] == variant].dropna(subset=[column]), column
+            )
+            (line,) = axis.plot(curve.index, curve["median"], label=label)
+            axis.fill_between(
+                curve.index, curve["low"], curve["high"], color=line.get_color(), alpha=0.2
+            )
+        axis.set_xlabel("env steps")
+        axis.set_ylabel(ylabel)
+        axis.set_title(title)
         axis.legend(fontsize=7, loc="best")
         figure.tight_layout()
     return figure
@@ -124,11 +161,13 @@ def max_abs_value_curves(
 def outcome_fractions(outcomes: pd.DataFrame, labels: dict[int, str], title: str) -> Figure:
     """The fraction of seeds per outcome for each variant, as stacked bars."""
     counts = pd.crosstab(outcomes["variant"], outcomes["outcome"], normalize="index")
-    counts = counts.reindex(columns=list(OUTCOME_COLOURS), fill_value=0.0)
+    present = [o for o in OUTCOME_COLOURS if o in counts.columns]
+    counts = counts.reindex(columns=present, fill_value=0.0)
     figure, axis = plt.subplots(figsize=(7.5, 0.45 * len(labels) + 1.6))
     left = np.zeros(len(counts))
     names = [labels[variant] for variant in counts.index]
-    for outcome, colour in OUTCOME_COLOURS.items():
+    for outcome in present:
+        colour = OUTCOME_COLOURS[outcome]
         axis.barh(names, counts[outcome], left=left, color=colour, label=outcome)
         left += counts[outcome].to_numpy()
     axis.set_xlim(0, 1)

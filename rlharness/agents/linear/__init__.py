@@ -18,7 +18,7 @@ from rlharness.agents.linear.problem import LinearProblem, build_problem
 from rlharness.agents.linear.q_learning import expected_q_learning, sampled_q_learning
 from rlharness.agents.linear.td import semi_gradient_td
 from rlharness.agents.linear.types import FloatArray, IntArray, LearnerTrace, logged_steps
-from rlharness.spec import AgentSpec, TriadSpec
+from rlharness.spec import LinearAgentSpec, TriadSpec
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,12 @@ RULES: dict[str, RuleInfo] = {
 }
 
 
-def update_kind(agent: AgentSpec) -> str:
+def update_kind(agent: LinearAgentSpec) -> str:
     """The update the agent runs: its own choice or the rule's default."""
     return agent.update or RULES[agent.name].updates[0]
 
 
-def check_rule(agent: AgentSpec, triad: TriadSpec, episodic: bool) -> list[str]:
+def check_rule(agent: LinearAgentSpec, triad: TriadSpec, episodic: bool) -> list[str]:
     """Field-named messages for every setting the rule cannot honour (empty if none)."""
     rule = RULES[agent.name]
     problems = []
@@ -97,7 +97,7 @@ def check_rule(agent: AgentSpec, triad: TriadSpec, episodic: bool) -> list[str]:
 
 def run_linear(
     problem: LinearProblem,
-    agent: AgentSpec,
+    agent: LinearAgentSpec,
     triad: TriadSpec,
     w0: FloatArray,
     seeds: list[int],

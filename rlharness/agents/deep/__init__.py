@@ -1,0 +1,1 @@
+"""DQN-family agents with the triad knobs, on stable-baselines3 and on RLlib."""

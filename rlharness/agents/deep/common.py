@@ -1,0 +1,124 @@
+"""What both deep backends share: envs, probe states, bootstrap targets and the trace they return.
+
+The outcome classes follow van Hasselt et al. (2018): a seed *soft-diverges*
+when its estimates exceed the largest realisable return, R_max / (1 - gamma)
+(100 with rewards clipped to [-1, 1] and gamma = 0.99); it *recovers* when
+they come back within the bound by the end; it *hard-diverges* when the loss
+or parameters become non-finite (or explode past the hard threshold), which
+ends the seed's training at that step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import rlharness_envs  # noqa: F401 (registers the triad/* ids)
+from rlharness.spec import DQNAgentSpec, EnvSpec
+
+METRICS = (
+    "eval_return",
+    "probe_max_abs_q",
+    "probe_mean_q",
+    "batch_max_abs_q",
+    "td_error_mean",
+    "td_error_abs_mean",
+    "loss",
+    "param_norm",
+    "exploration_rate",
+)
+"""The columns a deep agent logs every ``run.log_every`` env steps, besides seed and step."""
+
+
+class DeepOutcome(StrEnum):
+    """How a deep seed ended."""
+
+    STABLE = "stable"
+    SOFT_DIVERGED = "soft-diverged"
+    RECOVERED = "soft-diverged-then-recovered"
+    HARD_DIVERGED = "hard-diverged"
+
+
+@dataclass
+class DeepTrace:
+    """One seed's log: a record per logged step (``step`` plus `METRICS`) and how it ended."""
+
+    records: list[dict[str, float]] = field(default_factory=list)
+    hard_divergence_step: int | None = None
+    hard_divergence_reason: str | None = None
+
+
+def make_env(env: EnvSpec, reward_clip: float | None) -> gym.Env:
+    """The Gymnasium env of the spec, with rewards clipped to [-c, c] when asked."""
+    made = gym.make(env.id, **env.kwargs)
+    if reward_clip is not None:
+        bound = float(reward_clip)
+        made = gym.wrappers.TransformReward(
+            made, lambda reward: float(np.clip(reward, -bound, bound))
+        )
+    return made
+
+
+def probe_observations(env: EnvSpec, count: int, seed: int) -> np.ndarray:
+    """``count`` observations visited by a uniform random policy, the fixed set for max |Q|."""
+    probe_env = gym.make(env.id, **env.kwargs)
+    probe_env.action_space.seed(seed)
+    observation, _ = probe_env.reset(seed=seed)
+    observations = []
+    while len(observations) < count:
+        observations.append(np.asarray(observation, dtype=np.float32))
+        observation, _, terminated, truncated, _ = probe_env.step(probe_env.action_space.sample())
+        if terminated or truncated:
+            observation, _ = probe_env.reset()
+    probe_env.close()
+    return np.stack(observations)
+
+
+def soft_bound(agent: DQNAgentSpec, threshold: float | None) -> float:
+    """The soft bound: the spec's threshold, else R_max / (1 - gamma) with R_max = the clip."""
+    if threshold is not None:
+        return threshold
+    if agent.reward_clip is None:
+        raise ValueError("needs reward_clip or diagnostics.soft_divergence_threshold")
+    return agent.reward_clip / (1.0 - agent.gamma)
+
+
+def bootstrap_values(
+    target: str, online_next: torch.Tensor, target_next: torch.Tensor | None
+) -> torch.Tensor:
+    """The bootstrap value of the next state under each of the four targets (van Hasselt 2018).
+
+    ``online_next`` and ``target_next`` are Q(s', .) of the online and the
+    target network, shape [batch, actions]; the result has shape [batch, 1].
+        q_learning:        max_a Q_online(s', a)
+        target_q:          max_a Q_target(s', a)
+        double_q:          Q_target(s', argmax_a Q_online(s', a))
+        inverse_double_q:  Q_online(s', argmax_a Q_target(s', a))
+    """
+    if target == "q_learning":
+        return online_next.max(dim=1, keepdim=True).values
+    assert target_next is not None
+    if target == "target_q":
+        return target_next.max(dim=1, keepdim=True).values
+    if target == "double_q":
+        return target_next.gather(1, online_next.argmax(dim=1, keepdim=True))
+    if target == "inverse_double_q":
+        return online_next.gather(1, target_next.argmax(dim=1, keepdim=True))
+    raise ValueError(f"unknown bootstrap target {target!r}")
+
+
+def classify(trace: DeepTrace, bound: float) -> tuple[DeepOutcome, int | None]:
+    """The seed's outcome and the first logged step at which max |Q| exceeded ``bound``."""
+    beyond = [r["step"] for r in trace.records if r["probe_max_abs_q"] > bound]
+    first_beyond = int(beyond[0]) if beyond else None
+    if trace.hard_divergence_step is not None:
+        return DeepOutcome.HARD_DIVERGED, first_beyond
+    if not beyond:
+        return DeepOutcome.STABLE, None
+    if trace.records[-1]["probe_max_abs_q"] > bound:
+        return DeepOutcome.SOFT_DIVERGED, first_beyond
+    return DeepOutcome.RECOVERED, first_beyond

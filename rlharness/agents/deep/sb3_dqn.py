@@ -1,0 +1,249 @@
+"""The stable-baselines3 backend: SB3's DQN with the four bootstrap targets and diagnostics.
+
+`TriadDQN` changes only the target computation of SB3's training step (and
+weights the loss for prioritised replay); exploration, replay, n-step returns
+(SB3's NStepReplayBuffer), target updates and optimisation are SB3's own.
+`DiagnosticsCallback` logs max |Q| on fixed probe states, batch statistics,
+parameter norm and greedy evaluation returns, and stops a seed that
+hard-diverges.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import DQN
+from stable_baselines3.common.buffers import NStepReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
+from torch.nn import functional
+
+from rlharness.agents.deep.common import (
+    METRICS,
+    DeepTrace,
+    bootstrap_values,
+    make_env,
+    probe_observations,
+)
+from rlharness.agents.deep.replay import PrioritizedNStepReplayBuffer, PrioritizedSamples
+from rlharness.spec import DQNAgentSpec, EnvSpec
+
+EVAL_SEED_OFFSET = 1_000_003
+"""The evaluation env's seed is the training seed plus this, so the two streams differ."""
+
+
+class TriadDQN(DQN):
+    """SB3 DQN whose bootstrap target is one of q_learning, target_q, double_q, inverse_double_q.
+
+    The training step, in the order it runs (Mnih et al. 2015; van Hasselt et al. 2018):
+        sample a batch (uniformly, or by priority with importance weights w)
+        y = R^(n) + (1 - done) gamma^n * bootstrap(Q_online(s'), Q_target(s'))
+        loss = mean_i w_i Huber(Q_online(s_i, a_i) - y_i)
+        gradient step with clipped norm; new priorities |y - Q| for prioritised replay
+    """
+
+    def __init__(self, *args: Any, bootstrap_target: str = "target_q", **kwargs: Any) -> None:
+        self.bootstrap_target = bootstrap_target
+        self.batch_statistics: list[tuple[float, float, float, float]] = []
+        self.non_finite_loss = False
+        super().__init__(*args, **kwargs)
+
+    def td_targets(self, batch: ReplayBufferSamples | PrioritizedSamples) -> torch.Tensor:
+        """y = R^(n) + (1 - done) gamma^k bootstrap(s'), k the steps actually summed (<= n)."""
+        discounts = batch.discounts if batch.discounts is not None else self.gamma
+        with torch.no_grad():
+            online_next = self.q_net(batch.next_observations)
+            target_next = (
+                None
+                if self.bootstrap_target == "q_learning"
+                else self.q_net_target(batch.next_observations)
+            )
+            bootstrap = bootstrap_values(self.bootstrap_target, online_next, target_next)
+            return batch.rewards + (1 - batch.dones) * discounts * bootstrap
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        """SB3's DQN training step with the configured bootstrap target."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        losses = []
+        for _ in range(gradient_steps):
+            batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            targets = self.td_targets(batch)
+            q_values = self.q_net(batch.observations)
+            chosen = torch.gather(q_values, dim=1, index=batch.actions.long())
+            weights = getattr(batch, "weights", None)
+            elementwise = functional.smooth_l1_loss(chosen, targets, reduction="none")
+            loss = (elementwise * weights).mean() if weights is not None else elementwise.mean()
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+            td_errors = (targets - chosen).detach()
+            if isinstance(self.replay_buffer, PrioritizedNStepReplayBuffer):
+                self.replay_buffer.update_priorities(batch.indices, td_errors.squeeze(1).numpy())
+            statistics = torch.stack(
+                [
+                    loss.detach(),
+                    q_values.detach().abs().max(),
+                    td_errors.mean(),
+                    td_errors.abs().mean(),
+                ]
+            ).tolist()
+            self.batch_statistics.append(tuple(statistics))
+            losses.append(statistics[0])
+            if not math.isfinite(statistics[0]):
+                self.non_finite_loss = True
+                break
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", float(np.mean(losses)))
+
+
+class DiagnosticsCallback(BaseCallback):
+    """Every ``log_every`` env steps: probe max |Q|, batch statistics, norms and evaluation.
+
+    Evaluation runs ``eval_episodes`` greedy episodes on an unclipped copy of the
+    env, so returns are in the task's own units.
+
+    A non-finite loss stops training at the step it happens; parameters that
+    become non-finite, or probe values beyond ``hard_limit``, at the next log.
+    """
+
+    def __init__(
+        self,
+        log_every: int,
+        probes: np.ndarray,
+        agent: DQNAgentSpec,
+        env: EnvSpec,
+        seed: int,
+        hard_limit: float,
+    ) -> None:
+        super().__init__()
+        self.log_every = log_every
+        self.probes = torch.as_tensor(probes)
+        self.eval_episodes = agent.eval_episodes
+        self.eval_env = Monitor(make_env(env, reward_clip=None))
+        self.eval_env.reset(seed=seed + EVAL_SEED_OFFSET)
+        self.hard_limit = hard_limit
+        self.trace = DeepTrace()
+
+    def _on_training_start(self) -> None:
+        self.log()
+
+    def _on_step(self) -> bool:
+        model: TriadDQN = self.model  # type: ignore[assignment]
+        if model.non_finite_loss:
+            return self.log()
+        if self.num_timesteps % self.log_every != 0:
+            return True
+        return self.log()
+
+    def log(self) -> bool:
+        """Append a record for the current step; False (stop) if the seed hard-diverged."""
+        model: TriadDQN = self.model  # type: ignore[assignment]
+        with torch.no_grad():
+            probe_q = model.q_net(self.probes)
+            parameters = torch.cat([p.detach().reshape(-1) for p in model.q_net.parameters()])
+        statistics = np.array(model.batch_statistics or [(math.nan,) * 4])
+        model.batch_statistics.clear()
+        record = {
+            "step": self.num_timesteps,
+            "probe_max_abs_q": float(probe_q.abs().max()),
+            "probe_mean_q": float(probe_q.mean()),
+            "loss": float(np.mean(statistics[:, 0])),
+            "batch_max_abs_q": float(np.max(statistics[:, 1])),
+            "td_error_mean": float(np.mean(statistics[:, 2])),
+            "td_error_abs_mean": float(np.mean(statistics[:, 3])),
+            "param_norm": float(parameters.norm()),
+            "exploration_rate": float(model.exploration_rate),
+            "eval_return": math.nan,
+        }
+        reason = self._hard_divergence(model, record["probe_max_abs_q"], parameters)
+        if reason is None:
+            returns, _ = evaluate_policy(
+                model, self.eval_env, n_eval_episodes=self.eval_episodes, deterministic=True
+            )
+            record["eval_return"] = float(returns)
+        else:
+            self.trace.hard_divergence_step = self.num_timesteps
+            self.trace.hard_divergence_reason = reason
+        self.trace.records.append({name: record[name] for name in ("step", *METRICS)})
+        return reason is None
+
+    def _hard_divergence(
+        self, model: TriadDQN, probe_max_abs_q: float, parameters: torch.Tensor
+    ) -> str | None:
+        if model.non_finite_loss:
+            return "non-finite loss"
+        if not bool(torch.isfinite(parameters).all()):
+            return "non-finite parameters"
+        if not probe_max_abs_q <= self.hard_limit:
+            return "max |Q| non-finite or beyond the hard threshold"
+        return None
+
+
+def build_sb3_dqn(agent: DQNAgentSpec, env: EnvSpec, seed: int) -> TriadDQN:
+    """SB3 DQN configured from the spec's knobs."""
+    replay_kwargs: dict[str, Any] = {"n_steps": agent.n_step, "gamma": agent.gamma}
+    replay_class: type[NStepReplayBuffer] = NStepReplayBuffer
+    if agent.prioritized_replay.alpha > 0:
+        replay_class = PrioritizedNStepReplayBuffer
+        replay_kwargs |= {
+            "priority_exponent": agent.prioritized_replay.alpha,
+            "importance_exponent": agent.prioritized_replay.beta,
+            "priority_epsilon": agent.prioritized_replay.epsilon,
+        }
+    return TriadDQN(
+        "MlpPolicy",
+        make_env(env, agent.reward_clip),
+        bootstrap_target=agent.bootstrap_target,
+        learning_rate=agent.learning_rate,
+        buffer_size=agent.replay_capacity,
+        learning_starts=agent.learning_starts,
+        batch_size=agent.batch_size,
+        tau=agent.target_update_tau,
+        gamma=agent.gamma,
+        train_freq=agent.train_frequency,
+        gradient_steps=agent.gradient_steps,
+        replay_buffer_class=replay_class,
+        replay_buffer_kwargs=replay_kwargs,
+        target_update_interval=agent.target_update_period,
+        exploration_fraction=agent.exploration.fraction,
+        exploration_initial_eps=agent.exploration.initial_epsilon,
+        exploration_final_eps=agent.exploration.final_epsilon,
+        max_grad_norm=agent.max_grad_norm,
+        policy_kwargs={"net_arch": [agent.network.width] * agent.network.depth},
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
+
+
+def run_sb3_dqn(
+    agent: DQNAgentSpec, env: EnvSpec, seed: int, steps: int, log_every: int, hard_limit: float
+) -> DeepTrace:
+    """Train one seed for ``steps`` env steps, logging every ``log_every``; divergence ends it.
+
+    Torch runs on one thread: these networks are too small to gain from more,
+    and oversubscribed cores slowed training tenfold here (seeds run in parallel instead).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model = build_sb3_dqn(agent, env, seed)
+    probes = probe_observations(env, agent.probe_states, seed)
+    callback = DiagnosticsCallback(log_every, probes, agent, env, seed, hard_limit)
+    try:
+        model.learn(total_timesteps=steps, callback=callback)
+        finished = callback.trace.hard_divergence_step is not None
+        if not finished and callback.trace.records[-1]["step"] != model.num_timesteps:
+            callback.log()
+    finally:
+        torch.set_num_threads(threads)
+        model.env.close()
+        callback.eval_env.close()
+    return callback.trace

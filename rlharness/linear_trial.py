@@ -1,0 +1,107 @@
+"""Linear learners as trials: resolve a grid point against its exact model, run its seeds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+import rlharness_envs
+from rlharness.agents.linear import (
+    RULES,
+    LinearProblem,
+    build_problem,
+    check_rule,
+    logged_steps,
+    run_linear,
+)
+from rlharness.diagnostics import classify_seeds, trace_metrics
+from rlharness.environments import instantiate_env
+from rlharness.errors import SpecError
+from rlharness.spec import ExperimentSpec, LinearAgentSpec
+
+SEED_BATCH = 4096
+"""Seeds per compiled call; batches only pace the progress bar (seeds are independent)."""
+
+
+@dataclass(frozen=True)
+class ResolvedLinearTrial:
+    """A grid point checked against its env: the linear problem and the base w0."""
+
+    problem: LinearProblem
+    initial_weights: np.ndarray
+    soft_divergence_threshold: float
+
+
+def resolve_linear(spec: ExperimentSpec) -> ResolvedLinearTrial:
+    """Build the env's exact model and the agent's problem, or raise `SpecError`."""
+    where = f"experiment {spec.name}"
+    agent = spec.agent
+    assert isinstance(agent, LinearAgentSpec)
+    env = instantiate_env(spec.env, where)
+    if not isinstance(env, rlharness_envs.FiniteMDPEnv):
+        allowed = ", ".join(sorted(rlharness_envs.TRIAD_ENVS))
+        raise SpecError(
+            where, [f"env.id: linear learners need an env with an exact model; allowed: {allowed}"]
+        )
+    model = env.model
+    problems = check_rule(agent, spec.triad, model.episodic)
+    if problems:
+        raise SpecError(where, problems)
+    control = RULES[agent.name].control
+    try:
+        problem = build_problem(model, spec.triad.features, spec.triad.off_policy, control)
+    except ValueError as error:
+        raise SpecError(where, [f"env.id: {spec.env.id}: {error}"]) from None
+    try:
+        w0 = problem.initial_weights(agent.initial_weights)
+    except ValueError as error:
+        raise SpecError(where, [f"agent.initial_weights: {error}"]) from None
+    threshold = spec.diagnostics.soft_divergence_threshold or model.max_return()
+    return ResolvedLinearTrial(problem, w0, threshold)
+
+
+def run_linear_trial(
+    spec: ExperimentSpec, seeds: list[int], progress: Callable[[int], None] | None
+) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """Metrics, outcomes and the soft threshold of every seed, in batches of compiled calls."""
+    resolved = resolve_linear(spec)
+    agent = spec.agent
+    assert isinstance(agent, LinearAgentSpec)
+    marks = logged_steps(spec.run.steps, spec.run.log_every)
+    metrics, outcomes = [], []
+    for start in range(0, len(seeds), SEED_BATCH):
+        batch = seeds[start : start + SEED_BATCH]
+        w0 = _initial_weights(resolved.initial_weights, batch, agent.initial_weight_noise)
+        trace = run_linear(
+            resolved.problem,
+            agent,
+            spec.triad,
+            w0,
+            batch,
+            marks,
+            spec.diagnostics.hard_divergence_threshold,
+        )
+        batch_metrics = trace_metrics(resolved.problem, trace, batch)
+        metrics.append(batch_metrics)
+        outcomes.append(
+            classify_seeds(batch_metrics, trace, batch, resolved.soft_divergence_threshold)
+        )
+        if progress is not None:
+            progress(len(batch))
+    return (
+        pd.concat(metrics, ignore_index=True),
+        pd.concat(outcomes, ignore_index=True),
+        resolved.soft_divergence_threshold,
+    )
+
+
+def _initial_weights(base: np.ndarray, seeds: list[int], noise: float) -> np.ndarray:
+    """w0 for each seed: the base plus, if asked, Gaussian noise from the seed's own stream."""
+    w0 = np.tile(base, (len(seeds), 1))
+    if noise > 0:
+        for row, seed in enumerate(seeds):
+            w0[row] += noise * np.random.default_rng(seed).standard_normal(base.size)
+    return w0

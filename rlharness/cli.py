@@ -87,6 +87,8 @@ def run(
             _fail(error)
     if not quiet:
         console.print(_summary_table(summary))
+        if "knob_effects" in summary:
+            console.print(_knob_table(summary))
     console.print(f"results: {run_dir}", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -187,6 +189,26 @@ def _summary_table(summary: dict) -> Table:
             str(variant["seeds"]),
             *(str(variant["outcome_counts"].get(outcome, 0)) for outcome in outcomes),
             *(_number(variant["median_final"][name]) for name in finals),
+        )
+    return table
+
+
+def _knob_table(summary: dict) -> Table:
+    """Diverged fraction with its 95% Wilson interval per value of each grid field."""
+    rows = summary["knob_effects"]
+    extra = [key for key in rows[0] if key.startswith("median_")]
+    table = Table(title="divergence by knob value (pooled over the other fields and seeds)")
+    for column in ("knob", "value", "runs", "diverged", "fraction [95% CI]", *extra):
+        table.add_column(column, justify="left" if column in ("knob", "value") else "right")
+    for row in rows:
+        interval = f"{row['diverged_fraction']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+        table.add_row(
+            row["knob"],
+            row["value"],
+            str(row["runs"]),
+            str(row["diverged"]),
+            interval,
+            *(_number(row[key]) for key in extra),
         )
     return table
 

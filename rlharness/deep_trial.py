@@ -26,9 +26,7 @@ def resolve_deep(spec: ExperimentSpec) -> float:
         )
     env = instantiate_env(spec.env, where)
     if not isinstance(env.action_space, spaces.Discrete):
-        problems.append(
-            f"env.id: dqn needs discrete actions; {spec.env.id} has {env.action_space}"
-        )
+        problems.append(f"env.id: dqn needs discrete actions; {spec.env.id} has {env.action_space}")
     if not isinstance(env.observation_space, spaces.Box):
         problems.append(
             f"env.id: dqn needs Box observations; {spec.env.id} has {env.observation_space}"

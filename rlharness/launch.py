@@ -10,7 +10,8 @@ from typing import IO, Any
 
 import pandas as pd
 
-from rlharness.results import RunWriter, atomic_write, provenance
+from rlharness.analysis.knobs import knob_effects
+from rlharness.results import RunWriter, atomic_write, atomic_write_text, provenance
 from rlharness.runner import TrialConfig, TrialResult, check_experiment, plan_trials, run_trial
 from rlharness.spec import ExperimentSpec
 
@@ -52,6 +53,10 @@ def run_experiment(
         writer.write_json("provenance.json", provenance(command))
         writer.write_parquet("metrics.parquet", _stack(results, "metrics"))
         writer.write_parquet("outcomes.parquet", _stack(results, "outcomes"))
+        if spec.grid:
+            effects = knob_effects(_stack(results, "outcomes"), list(spec.grid))
+            summary["knob_effects"] = effects.to_dict(orient="records")
+            atomic_write_text(writer.path("knob_effects.csv"), effects.to_csv(index=False))
         writer.write_json("summary.json", summary)
         _write_plots(writer, spec, results)
         return writer.finish(), summary
@@ -137,6 +142,9 @@ def _write_plots(writer: RunWriter, spec: ExperimentSpec, results: list[TrialRes
             "max_abs_value": plots.max_abs_value_curves(metrics, labels, thresholds, spec.name),
         }
     figures["outcomes"] = plots.outcome_fractions(outcomes, labels, spec.name)
+    if spec.grid:
+        effects = knob_effects(outcomes, list(spec.grid))
+        figures["knob_effects"] = plots.knob_effects(effects, spec.name)
     for name, figure in figures.items():
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=120)

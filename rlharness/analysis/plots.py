@@ -32,11 +32,13 @@ OUTCOME_COLOURS = {
 TRIAD_AXES = ("triad.features", "triad.n_step", "triad.off_policy")
 
 
-def _panels(count: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, np.ndarray]:
+def _panels(
+    count: int, width: float = 4.2, height: float = 3.2, share_x: bool = True
+) -> tuple[Figure, np.ndarray]:
     columns = min(count, 4)
     rows = math.ceil(count / columns)
     figure, axes = plt.subplots(
-        rows, columns, figsize=(width * columns, height * rows), squeeze=False, sharex=True
+        rows, columns, figsize=(width * columns, height * rows), squeeze=False, sharex=share_x
     )
     for extra in axes.flat[count:]:
         extra.set_visible(False)
@@ -175,6 +177,26 @@ def outcome_fractions(outcomes: pd.DataFrame, labels: dict[int, str], title: str
     axis.set_title(f"{title}: outcomes")
     axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
+    return figure
+
+
+def knob_effects(effects: pd.DataFrame, title: str) -> Figure:
+    """Diverged fraction with its 95% interval for each value of each grid field."""
+    knobs = list(dict.fromkeys(effects["knob"]))
+    with plt.style.context(STYLE):
+        figure, axes = _panels(len(knobs), width=3.6, height=3.0, share_x=False)
+        for axis, knob in zip(axes.flat, knobs, strict=False):
+            rows = effects[effects["knob"] == knob]
+            positions = np.arange(len(rows))
+            fraction = rows["diverged_fraction"]
+            errors = [fraction - rows["ci_low"], rows["ci_high"] - fraction]
+            axis.errorbar(positions, fraction, yerr=errors, fmt="o", capsize=4)
+            axis.set_xticks(positions, rows["value"], rotation=20, fontsize=8)
+            axis.set_ylim(-0.02, 1.02)
+            axis.set_title(knob, fontsize=9)
+            axis.set_ylabel("fraction diverged (95% CI)")
+        figure.suptitle(f"{title}: divergence by knob value")
+        figure.tight_layout()
     return figure
 
 

@@ -89,6 +89,8 @@ def run(
         console.print(_summary_table(summary))
         if "knob_effects" in summary:
             console.print(_knob_table(summary))
+    for figure, problem in summary.get("plot_errors", {}).items():
+        errors.print(f"warning: figure {figure} was not drawn: {problem}", markup=False)
     console.print(f"results: {run_dir}", markup=False, highlight=False, soft_wrap=True)
 
 

@@ -22,8 +22,26 @@ def env_creator(env_id: str) -> Callable[..., Any]:
     return creator
 
 
+MINATAR_PREFIX = "MinAtar/"
+
+
+def register_optional_envs(env_id: str, where: str) -> None:
+    """Register MinAtar's ids when one is asked for (the optional extra ``minatar``)."""
+    if not env_id.startswith(MINATAR_PREFIX) or env_id in gym.registry:
+        return
+    try:
+        import minatar.gym
+    except ImportError:
+        raise SpecError(
+            where,
+            [f"env.id: {env_id} needs MinAtar: pip install -e '.[minatar]'"],
+        ) from None
+    minatar.gym.register_envs()
+
+
 def instantiate_env(env: EnvSpec, where: str) -> gym.Env:
     """The env of a spec, built once to check its id and arguments, or `SpecError`."""
+    register_optional_envs(env.id, where)
     if env.id not in gym.registry:
         triad = ", ".join(sorted(rlharness_envs.TRIAD_ENVS))
         raise SpecError(
@@ -47,7 +65,7 @@ def instantiate_env(env: EnvSpec, where: str) -> gym.Env:
             ],
         )
     try:
-        made: gym.Env = creator(**env.kwargs)
+        made: gym.Env = creator(**{**gym.spec(env.id).kwargs, **env.kwargs})
     except (TypeError, ValueError) as error:
         raise SpecError(where, [f"env.kwargs: {env.id}: {error}"]) from None
     return made

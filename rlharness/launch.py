@@ -6,7 +6,7 @@ import io
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -14,6 +14,9 @@ from rlharness.analysis.knobs import knob_effects
 from rlharness.results import RunWriter, atomic_write, atomic_write_text, provenance
 from rlharness.runner import TrialConfig, TrialResult, check_experiment, plan_trials, run_trial
 from rlharness.spec import ExperimentSpec
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LINEAR_SUMMARY = ("max_abs_value", "sqrt_ve", "sqrt_pbe", "weight_norm")
 DEEP_SUMMARY = ("eval_return", "probe_max_abs_q", "loss", "param_norm")
@@ -57,8 +60,10 @@ def run_experiment(
             effects = knob_effects(_stack(results, "outcomes"), list(spec.grid))
             summary["knob_effects"] = effects.to_dict(orient="records")
             atomic_write_text(writer.path("knob_effects.csv"), effects.to_csv(index=False))
+        failed = _write_plots(writer, spec, results)
+        if failed:
+            summary["plot_errors"] = failed
         writer.write_json("summary.json", summary)
-        _write_plots(writer, spec, results)
         return writer.finish(), summary
     except BaseException:
         writer.abandon()
@@ -116,40 +121,55 @@ def _stack(results: list[TrialResult], table: str) -> pd.DataFrame:
     return stacked
 
 
-def _write_plots(writer: RunWriter, spec: ExperimentSpec, results: list[TrialResult]) -> None:
+def _write_plots(
+    writer: RunWriter, spec: ExperimentSpec, results: list[TrialResult]
+) -> dict[str, str]:
+    """Draw and stage every figure; a figure that fails is reported, not fatal to the run."""
     from rlharness.analysis import plots
 
     metrics = _stack(results, "metrics")
     outcomes = _stack(results, "outcomes")
     labels = {result.config.variant: result.config.label for result in results}
     thresholds = {r.config.variant: r.soft_divergence_threshold for r in results}
+    name = spec.name
+    figures: dict[str, Callable[[], Figure]]
     if "eval_return" in metrics.columns:
         figures = {
-            "returns": plots.metric_curves(
-                metrics, labels, "eval_return", "greedy evaluation return", f"{spec.name}: returns"
+            "returns": lambda: plots.metric_curves(
+                metrics, labels, "eval_return", "greedy evaluation return", f"{name}: returns"
             ),
-            "max_abs_q": plots.max_abs_value_curves(
-                metrics, labels, thresholds, spec.name, column="probe_max_abs_q"
+            "max_abs_q": lambda: plots.max_abs_value_curves(
+                metrics, labels, thresholds, name, column="probe_max_abs_q"
             ),
-            "loss": plots.metric_curves(
-                metrics, labels, "loss", "Huber loss", f"{spec.name}: loss"
+            "loss": lambda: plots.metric_curves(
+                metrics, labels, "loss", "Huber loss", f"{name}: loss"
             ),
         }
     else:
         figures = {
-            "weights": plots.weight_components(metrics, labels, spec.name),
-            "errors": plots.error_curves(metrics, labels, spec.name),
-            "max_abs_value": plots.max_abs_value_curves(metrics, labels, thresholds, spec.name),
+            "weights": lambda: plots.weight_components(metrics, labels, name),
+            "errors": lambda: plots.error_curves(metrics, labels, name),
+            "max_abs_value": lambda: plots.max_abs_value_curves(metrics, labels, thresholds, name),
         }
-    figures["outcomes"] = plots.outcome_fractions(outcomes, labels, spec.name)
+    figures["outcomes"] = lambda: plots.outcome_fractions(outcomes, labels, name)
     if spec.grid:
         effects = knob_effects(outcomes, list(spec.grid))
-        figures["knob_effects"] = plots.knob_effects(effects, spec.name)
-    for name, figure in figures.items():
+        figures["knob_effects"] = lambda: plots.knob_effects(effects, name)
+    if plots.is_triad_cube(spec.grid):
+        settings = {r.config.variant: r.config.settings for r in results}
+        figures["triad_cube"] = lambda: plots.triad_cube(outcomes, settings, name)
+    failed = {}
+    for figure_name, draw in figures.items():
+        try:
+            figure = draw()
+        except Exception as error:  # a broken figure must not discard computed results
+            failed[figure_name] = f"{type(error).__name__}: {error}"
+            continue
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=120)
         plots.plt.close(figure)
-        atomic_write(writer.path(f"plots/{name}.png"), _copy_from(buffer))
+        atomic_write(writer.path(f"plots/{figure_name}.png"), _copy_from(buffer))
+    return failed
 
 
 def _copy_from(buffer: io.BytesIO) -> Callable[[IO[bytes]], object]:

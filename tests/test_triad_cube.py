@@ -65,3 +65,17 @@ def test_switching_off_any_one_ingredient_prevents_divergence(knob: str) -> None
     assert set(result.outcomes["outcome"]) == {"converged"}
     per_seed = result.metrics.groupby("seed")["max_abs_value"]
     assert (per_seed.max() <= per_seed.first() + 1e-9).all()
+
+
+def test_cube_run_draws_the_cube_figure(tmp_path: Path) -> None:
+    from rlharness.launch import run_experiment
+
+    spec = load_spec(EXPERIMENTS / "triad_cube_baird.yaml")
+    spec = spec.model_copy(
+        update={"run": spec.run.model_copy(update={"steps": 50, "log_every": 25})}
+    )
+    run_dir, summary = run_experiment(spec, tmp_path, seeds=1)
+    assert "plot_errors" not in summary
+    for figure in ("triad_cube", "weights", "errors", "max_abs_value", "outcomes", "knob_effects"):
+        assert (run_dir / "plots" / f"{figure}.png").read_bytes().startswith(b"\x89PNG"), figure
+    assert (run_dir / "knob_effects.csv").exists()

@@ -189,7 +189,7 @@ def knob_effects(effects: pd.DataFrame, title: str) -> Figure:
             rows = effects[effects["knob"] == knob]
             positions = np.arange(len(rows))
             fraction = rows["diverged_fraction"]
-            errors = [fraction - rows["ci_low"], rows["ci_high"] - fraction]
+            errors = np.clip([fraction - rows["ci_low"], rows["ci_high"] - fraction], 0.0, None)
             axis.errorbar(positions, fraction, yerr=errors, fmt="o", capsize=4)
             axis.set_xticks(positions, rows["value"], rotation=20, fontsize=8)
             axis.set_ylim(-0.02, 1.02)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import rlharness_envs  # noqa: F401 (registers the triad/* ids)
+from rlharness.environments import register_optional_envs
 from rlharness.spec import DQNAgentSpec, EnvSpec
 
 METRICS = (
@@ -54,6 +55,7 @@ class DeepTrace:
 
 def make_env(env: EnvSpec, reward_clip: float | None) -> gym.Env:
     """The Gymnasium env of the spec, with rewards clipped to [-c, c] when asked."""
+    register_optional_envs(env.id, "env")
     made = gym.make(env.id, **env.kwargs)
     if reward_clip is not None:
         bound = float(reward_clip)
@@ -65,6 +67,7 @@ def make_env(env: EnvSpec, reward_clip: float | None) -> gym.Env:
 
 def probe_observations(env: EnvSpec, count: int, seed: int) -> np.ndarray:
     """``count`` observations visited by a uniform random policy, the fixed set for max |Q|."""
+    register_optional_envs(env.id, "env")
     probe_env = gym.make(env.id, **env.kwargs)
     probe_env.action_space.seed(seed)
     observation, _ = probe_env.reset(seed=seed)

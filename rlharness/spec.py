@@ -8,7 +8,6 @@ messages name the field and the allowed values.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import typing
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from rlharness.errors import SpecError, format_validation_error
@@ -210,8 +210,61 @@ class DiagnosticsSpec(StrictModel):
     )
 
 
+class ParameterSpec(StrictModel):
+    """One dimension of a sweep's search space."""
+
+    type: Literal["categorical", "int", "float"]
+    choices: list[Any] | None = Field(default=None, description="Values of a categorical.")
+    low: float | None = None
+    high: float | None = None
+    log: bool = Field(default=False, description="Sample on a log scale (int and float).")
+    step: float | None = Field(default=None, gt=0, description="Grid step (int and float).")
+
+    @model_validator(mode="after")
+    def _bounds_match_type(self) -> ParameterSpec:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical needs a non-empty 'choices' list")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError(f"an {self.type} needs 'low' <= 'high'")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scale parameter needs 'low' > 0")
+        return self
+
+
+class SweepSpec(StrictModel):
+    """An Optuna study over spec fields; each trial runs ``run.seeds`` seeds of one point.
+
+    Without a ``space``, the experiment's ``grid`` is the search space (sampler grid).
+    """
+
+    sampler: Literal["grid", "tpe", "random", "cmaes"] = "grid"
+    space: dict[str, ParameterSpec] = Field(
+        default_factory=dict, description="Dotted spec field -> parameter, e.g. agent.alpha."
+    )
+    n_trials: StrictInt | None = Field(
+        default=None, ge=1, description="Trials to complete (grid: every point once)."
+    )
+    objective: Literal[
+        "final_max_abs_value",
+        "final_sqrt_ve",
+        "final_sqrt_pbe",
+        "divergence_rate",
+        "final_return",
+        "return_auc",
+    ] = "divergence_rate"
+    direction: Literal["minimize", "maximize"] = "minimize"
+    aggregate: Literal["mean", "median", "iqm"] = Field(
+        default="mean", description="How the per-seed values become the trial's value."
+    )
+    pruner: Literal["none", "median", "hyperband"] = "none"
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+    gpus_per_trial: float = Field(default=0.0, ge=0)
+    seed: StrictInt = Field(default=0, ge=0, description="Seed of the sampler.")
+
+
 class ExperimentSpec(StrictModel):
-    """One experiment: env, agent, triad knobs, run length, diagnostics, optional grid."""
+    """One experiment: env, agent, triad knobs, run length, diagnostics, optional grid and sweep."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str = ""
@@ -224,6 +277,7 @@ class ExperimentSpec(StrictModel):
         default_factory=dict,
         description="Full-factorial grid: dotted field path -> values, e.g. triad.features.",
     )
+    sweep: SweepSpec | None = Field(default=None, description="How rlharness sweep explores.")
 
 
 def load_spec(path: Path) -> ExperimentSpec:
@@ -272,20 +326,25 @@ def grid_points(
     spec: ExperimentSpec, where: str = "experiment"
 ) -> Iterator[tuple[dict[str, Any], ExperimentSpec]]:
     """Each point of the full-factorial grid: its settings and the spec with them applied."""
-    base = spec.model_dump(exclude={"grid"})
     paths = list(spec.grid)
     for values in itertools.product(*(spec.grid[path] for path in paths)):
         settings = dict(zip(paths, values, strict=True))
-        data = copy.deepcopy(base)
-        for path, value in settings.items():
-            _set_path(data, path, value, where)
-        try:
-            point = ExperimentSpec.model_validate(data)
-        except ValidationError as error:
-            label = ", ".join(f"{path}={value!r}" for path, value in settings.items())
-            messages = format_validation_error(error, ExperimentSpec)
-            raise SpecError(where, [f"{m} (in grid point {label})" for m in messages]) from None
-        yield settings, point
+        yield settings, with_settings(spec, settings, where)
+
+
+def with_settings(
+    spec: ExperimentSpec, settings: dict[str, Any], where: str = "experiment"
+) -> ExperimentSpec:
+    """The spec with dotted-path ``settings`` applied, re-validated, without grid and sweep."""
+    data = spec.model_dump(exclude={"grid", "sweep"})
+    for path, value in settings.items():
+        _set_path(data, path, value, where)
+    try:
+        return ExperimentSpec.model_validate(data)
+    except ValidationError as error:
+        label = ", ".join(f"{path}={value!r}" for path, value in settings.items())
+        messages = format_validation_error(error, ExperimentSpec)
+        raise SpecError(where, [f"{m} (in grid point {label})" for m in messages]) from None
 
 
 def _set_path(data: dict[str, Any], path: str, value: Any, where: str) -> None:

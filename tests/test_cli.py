@@ -31,6 +31,7 @@ RUN_FILES = {
     "outcomes.parquet",
     "summary.json",
     "manifest.json",
+    "knob_effects.csv",
 }
 LOGGED_STEPS = [0, 10, 20, 30, 40, 50]
 
@@ -195,7 +196,7 @@ def test_validate_reports_every_problem_one_line_each(tmp_path):
         "agent.alpha: Input should be greater than 0",
         "run.seeds: Input should be greater than or equal to 1",
         "colour: unknown field; allowed fields here: agent, description, diagnostics, env, grid, "
-        "name, run, triad",
+        "name, run, sweep, triad",
     )
     problems = [line for line in completed.stderr.splitlines() if line.startswith("  - ")]
     assert sorted(line[4:].split(":")[0] for line in problems) == [

@@ -16,7 +16,7 @@ from rlharness.spec import AgentName, ExperimentSpec, RunSpec, grid_points, load
 from tests.conftest import REPO
 
 SHIPPED = sorted((REPO / "experiments").glob("*.yaml"))
-TOP_FIELDS = "agent, description, diagnostics, env, grid, name, run, triad"
+TOP_FIELDS = "agent, description, diagnostics, env, grid, name, run, sweep, triad"
 
 
 def errors_of(data: object) -> list[str]:

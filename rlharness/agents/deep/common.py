@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -53,16 +55,19 @@ class DeepTrace:
     hard_divergence_reason: str | None = None
 
 
-def make_env(env: EnvSpec, reward_clip: float | None) -> gym.Env:
+def make_env(env: EnvSpec, reward_clip: float | None) -> gym.Env[Any, Any]:
     """The Gymnasium env of the spec, with rewards clipped to [-c, c] when asked."""
     register_optional_envs(env.id, "env")
     made = gym.make(env.id, **env.kwargs)
     if reward_clip is not None:
         bound = float(reward_clip)
-        made = gym.wrappers.TransformReward(
-            made, lambda reward: float(np.clip(reward, -bound, bound))
-        )
+        made = gym.wrappers.TransformReward(made, partial(_clip, bound=bound))
     return made
+
+
+def _clip(reward: float, bound: float) -> float:
+    """A reward clipped to [-bound, bound] (plain floats: cheaper than NumPy per step)."""
+    return min(max(float(reward), -bound), bound)
 
 
 def probe_observations(env: EnvSpec, count: int, seed: int) -> np.ndarray:
@@ -71,7 +76,7 @@ def probe_observations(env: EnvSpec, count: int, seed: int) -> np.ndarray:
     probe_env = gym.make(env.id, **env.kwargs)
     probe_env.action_space.seed(seed)
     observation, _ = probe_env.reset(seed=seed)
-    observations = []
+    observations: list[np.ndarray] = []
     while len(observations) < count:
         observations.append(np.asarray(observation, dtype=np.float32))
         observation, _, terminated, truncated, _ = probe_env.step(probe_env.action_space.sample())
@@ -90,23 +95,30 @@ def soft_bound(agent: DQNAgentSpec, threshold: float | None) -> float:
     return agent.reward_clip / (1.0 - agent.gamma)
 
 
+ONLINE_BOOTSTRAP = ("q_learning", "double_q", "inverse_double_q")
+"""The targets that need the online network's values at the next state."""
+
+
 def bootstrap_values(
-    target: str, online_next: torch.Tensor, target_next: torch.Tensor | None
+    target: str, online_next: torch.Tensor | None, target_next: torch.Tensor | None
 ) -> torch.Tensor:
     """The bootstrap value of the next state under each of the four targets (van Hasselt 2018).
 
     ``online_next`` and ``target_next`` are Q(s', .) of the online and the
-    target network, shape [batch, actions]; the result has shape [batch, 1].
+    target network, shape [batch, actions] (None where the target does not
+    need them); the result has shape [batch, 1].
         q_learning:        max_a Q_online(s', a)
         target_q:          max_a Q_target(s', a)
         double_q:          Q_target(s', argmax_a Q_online(s', a))
         inverse_double_q:  Q_online(s', argmax_a Q_target(s', a))
     """
     if target == "q_learning":
+        assert online_next is not None
         return online_next.max(dim=1, keepdim=True).values
     assert target_next is not None
     if target == "target_q":
         return target_next.max(dim=1, keepdim=True).values
+    assert online_next is not None
     if target == "double_q":
         return target_next.gather(1, online_next.argmax(dim=1, keepdim=True))
     if target == "inverse_double_q":

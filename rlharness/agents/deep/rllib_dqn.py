@@ -425,10 +425,10 @@ class _Run:
     def __init__(
         self, agent: DQNAgentSpec, env: EnvSpec, seed: int, steps: int, log_every: int
     ) -> None:
+        self.probes = torch.as_tensor(probe_observations(env, agent.probe_states, seed))
         per_iteration = _steps_per_iteration(agent, steps, log_every)
         config = build_rllib_dqn_config(agent, env, seed, steps, per_iteration)
         self.algo: Algorithm = config.build_algo()
-        self.probes = torch.as_tensor(probe_observations(env, agent.probe_states, seed))
         self.evaluator = GreedyEvaluator(env, agent.eval_episodes, seed + EVAL_SEED_OFFSET)
         self.trace = DeepTrace()
         self.step = 0

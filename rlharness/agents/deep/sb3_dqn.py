@@ -25,6 +25,7 @@ from torch.nn import functional
 
 from rlharness.agents.deep.common import (
     METRICS,
+    ONLINE_BOOTSTRAP,
     DeepTrace,
     bootstrap_values,
     make_env,
@@ -49,21 +50,22 @@ class TriadDQN(DQN):
 
     def __init__(self, *args: Any, bootstrap_target: str = "target_q", **kwargs: Any) -> None:
         self.bootstrap_target = bootstrap_target
-        self.batch_statistics: list[tuple[float, float, float, float]] = []
+        self.batch_statistics: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.non_finite_loss = False
         super().__init__(*args, **kwargs)
 
     def td_targets(self, batch: ReplayBufferSamples | PrioritizedSamples) -> torch.Tensor:
         """y = R^(n) + (1 - done) gamma^k bootstrap(s'), k the steps actually summed (<= n)."""
         discounts = batch.discounts if batch.discounts is not None else self.gamma
+        target = self.bootstrap_target
         with torch.no_grad():
-            online_next = self.q_net(batch.next_observations)
-            target_next = (
-                None
-                if self.bootstrap_target == "q_learning"
-                else self.q_net_target(batch.next_observations)
+            online_next = (
+                self.q_net(batch.next_observations) if target in ONLINE_BOOTSTRAP else None
             )
-            bootstrap = bootstrap_values(self.bootstrap_target, online_next, target_next)
+            target_next = (
+                self.q_net_target(batch.next_observations) if target != "q_learning" else None
+            )
+            bootstrap = bootstrap_values(target, online_next, target_next)
             return batch.rewards + (1 - batch.dones) * discounts * bootstrap
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
@@ -77,31 +79,43 @@ class TriadDQN(DQN):
             q_values = self.q_net(batch.observations)
             chosen = torch.gather(q_values, dim=1, index=batch.actions.long())
             weights = getattr(batch, "weights", None)
-            elementwise = functional.smooth_l1_loss(chosen, targets, reduction="none")
-            loss = (elementwise * weights).mean() if weights is not None else elementwise.mean()
+            if weights is None:
+                loss = functional.smooth_l1_loss(chosen, targets)
+            else:
+                loss = (
+                    functional.smooth_l1_loss(chosen, targets, reduction="none") * weights
+                ).mean()
             self.policy.optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
             td_errors = (targets - chosen).detach()
-            if isinstance(self.replay_buffer, PrioritizedNStepReplayBuffer):
+            if isinstance(batch, PrioritizedSamples):
+                assert isinstance(self.replay_buffer, PrioritizedNStepReplayBuffer)
                 self.replay_buffer.update_priorities(batch.indices, td_errors.squeeze(1).numpy())
-            statistics = torch.stack(
-                [
-                    loss.detach(),
-                    q_values.detach().abs().max(),
-                    td_errors.mean(),
-                    td_errors.abs().mean(),
-                ]
-            ).tolist()
-            self.batch_statistics.append(tuple(statistics))
-            losses.append(statistics[0])
-            if not math.isfinite(statistics[0]):
+            losses.append(loss.item())
+            self.batch_statistics.append((loss.detach(), q_values.detach(), td_errors))
+            if not math.isfinite(losses[-1]):
                 self.non_finite_loss = True
                 break
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/loss", float(np.mean(losses)))
+
+    def pop_batch_statistics(self) -> tuple[float, float, float, float]:
+        """Mean loss, max |Q|, mean and mean |TD error| over the batches since the last call."""
+        if not self.batch_statistics:
+            return (math.nan,) * 4
+        losses, q_values, td_errors = (
+            torch.cat([s[k].reshape(-1) for s in self.batch_statistics]) for k in range(3)
+        )
+        self.batch_statistics.clear()
+        return (
+            float(losses.mean()),
+            float(q_values.abs().max()),
+            float(td_errors.mean()),
+            float(td_errors.abs().mean()),
+        )
 
 
 class DiagnosticsCallback(BaseCallback):
@@ -127,7 +141,7 @@ class DiagnosticsCallback(BaseCallback):
         self.log_every = log_every
         self.probes = torch.as_tensor(probes)
         self.eval_episodes = agent.eval_episodes
-        self.eval_env = Monitor(make_env(env, reward_clip=None))
+        self.eval_env: Monitor = Monitor(make_env(env, reward_clip=None))
         self.eval_env.reset(seed=seed + EVAL_SEED_OFFSET)
         self.hard_limit = hard_limit
         self.trace = DeepTrace()
@@ -149,26 +163,26 @@ class DiagnosticsCallback(BaseCallback):
         with torch.no_grad():
             probe_q = model.q_net(self.probes)
             parameters = torch.cat([p.detach().reshape(-1) for p in model.q_net.parameters()])
-        statistics = np.array(model.batch_statistics or [(math.nan,) * 4])
-        model.batch_statistics.clear()
+        loss, batch_max_abs_q, td_error_mean, td_error_abs_mean = model.pop_batch_statistics()
         record = {
             "step": self.num_timesteps,
             "probe_max_abs_q": float(probe_q.abs().max()),
             "probe_mean_q": float(probe_q.mean()),
-            "loss": float(np.mean(statistics[:, 0])),
-            "batch_max_abs_q": float(np.max(statistics[:, 1])),
-            "td_error_mean": float(np.mean(statistics[:, 2])),
-            "td_error_abs_mean": float(np.mean(statistics[:, 3])),
+            "loss": loss,
+            "batch_max_abs_q": batch_max_abs_q,
+            "td_error_mean": td_error_mean,
+            "td_error_abs_mean": td_error_abs_mean,
             "param_norm": float(parameters.norm()),
             "exploration_rate": float(model.exploration_rate),
             "eval_return": math.nan,
         }
         reason = self._hard_divergence(model, record["probe_max_abs_q"], parameters)
         if reason is None:
-            returns, _ = evaluate_policy(
+            mean_return, _ = evaluate_policy(
                 model, self.eval_env, n_eval_episodes=self.eval_episodes, deterministic=True
             )
-            record["eval_return"] = float(returns)
+            assert isinstance(mean_return, float)
+            record["eval_return"] = mean_return
         else:
             self.trace.hard_divergence_step = self.num_timesteps
             self.trace.hard_divergence_reason = reason
@@ -244,6 +258,6 @@ def run_sb3_dqn(
             callback.log()
     finally:
         torch.set_num_threads(threads)
-        model.env.close()
+        model.get_env().close()  # type: ignore[union-attr]
         callback.eval_env.close()
     return callback.trace

@@ -118,3 +118,33 @@ def test_dqn_needs_discrete_actions_and_no_linear_triad_section() -> None:
     messages = " | ".join(raised.value.messages)
     assert "env.id: dqn needs discrete actions" in messages
     assert "triad: the triad section configures linear learners" in messages
+
+
+@pytest.mark.parametrize("env_id", ["triad/BairdControl-v0", "Acrobot-v1", "MountainCar-v0"])
+def test_dqn_runs_on_the_other_tasks(env_id: str) -> None:
+    spec = parse_spec(
+        {
+            "name": "dqn_tasks",
+            "env": {"id": env_id},
+            "agent": {"name": "dqn", "learning_starts": 100, "eval_episodes": 1},
+            "run": {"steps": 300, "log_every": 300},
+        }
+    )
+    result = run_one(spec)
+    assert result.metrics["step"].tolist() == [0, 300]
+    assert np.isfinite(result.metrics["probe_max_abs_q"]).all()
+
+
+def test_dqn_runs_on_minatar_when_installed() -> None:
+    pytest.importorskip("minatar")
+    spec = parse_spec(
+        {
+            "name": "dqn_minatar",
+            "env": {"id": "MinAtar/Breakout-v1"},
+            "agent": {"name": "dqn", "learning_starts": 100, "eval_episodes": 1},
+            "run": {"steps": 300, "log_every": 300},
+        }
+    )
+    result = run_one(spec)
+    assert result.metrics["step"].tolist() == [0, 300]
+    assert result.outcomes["outcome"].iloc[0] == "stable"

@@ -192,6 +192,7 @@ def knob_effects(effects: pd.DataFrame, title: str) -> Figure:
             errors = np.clip([fraction - rows["ci_low"], rows["ci_high"] - fraction], 0.0, None)
             axis.errorbar(positions, fraction, yerr=errors, fmt="o", capsize=4)
             axis.set_xticks(positions, rows["value"], rotation=20, fontsize=8)
+            axis.set_xlim(-0.5, len(rows) - 0.5)
             axis.set_ylim(-0.02, 1.02)
             axis.set_title(knob, fontsize=9)
             axis.set_ylabel("fraction diverged (95% CI)")

@@ -36,6 +36,9 @@ METRICS = (
 )
 """The columns a deep agent logs every ``run.log_every`` env steps, besides seed and step."""
 
+EVAL_SEED_OFFSET = 1_000_003
+"""The evaluation env's seed is the training seed plus this, so the two streams differ."""
+
 
 class DeepOutcome(StrEnum):
     """How a deep seed ended."""

@@ -2,38 +2,41 @@
 
 RLlib (ray 2.60) runs the agent: a `DefaultDQNTorchRLModule` (a plain MLP,
 no dueling head, no distributional atoms, no noisy layers), its
-`SingleAgentEnvRunner` with epsilon-greedy exploration, its episode replay
-buffers and its torch DQN learner (Huber loss, Adam, gradient clipping by
-global norm, target-network updates). `TriadDQNTorchLearner` changes only
-which network picks and which evaluates the next action of the bootstrap
-target, and records per-update statistics.
+`SingleAgentEnvRunner` with epsilon-greedy exploration, its prioritised
+episode replay buffer and its torch DQN learner (Huber loss with delta 1,
+Adam, gradient clipping by global norm, target-network updates).
+`TriadDQNTorchLearner` changes only which network picks and which evaluates
+the next action of the bootstrap target, and records per-update statistics.
 
 How the spec's knobs map onto RLlib's (`rllib_unsupported` lists the
 settings this backend refuses):
 
-- exact: ``gamma``, ``learning_rate`` (Adam, eps 1e-8), ``batch_size``,
-  ``max_grad_norm`` (global norm), ``network`` (``fcnet_hiddens`` =
-  [width] * depth with ReLU, a linear Q head), ``reward_clip`` (the env
-  creator applies `common.make_env`), ``exploration`` (a linear schedule
-  from the initial to the final epsilon over ``fraction * steps`` env steps),
-  ``bootstrap_target`` (all four, see `TriadDQNTorchLearner`),
-  ``prioritized_replay`` (alpha > 0: `PrioritizedEpisodeReplayBuffer` with
-  priorities |delta| + epsilon; alpha = 0: uniform `EpisodeReplayBuffer`),
-  ``learning_starts`` (the first update comes after the first rollout that
-  ends beyond ``learning_starts`` steps, as in stable-baselines3),
+- exact: ``gamma``; ``learning_rate`` (Adam, eps 1e-8); ``batch_size``;
+  ``max_grad_norm`` (global norm); ``network`` (``fcnet_hiddens`` =
+  [width] * depth with ReLU, a linear Q head); ``reward_clip`` (the env
+  creator applies `common.make_env`); ``exploration`` (linear from the
+  initial to the final epsilon over ``fraction * steps`` env steps);
+  ``bootstrap_target`` (all four, see `TriadDQNTorchLearner`);
+  ``prioritized_replay`` (priorities |delta| + epsilon, alpha = 0 uniform);
+  ``learning_starts`` (the first update follows the first rollout that ends
+  beyond ``learning_starts`` steps, as in stable-baselines3);
   ``train_frequency`` and ``gradient_steps`` (a rollout fragment of
   ``train_frequency`` env steps, then ``gradient_steps`` updates; see
-  `_rollout_length` for n_step > train_frequency).
+  `_rollout_length` for n_step > train_frequency); ``target_update_tau``.
 - approximate: ``replay_capacity`` (RLlib evicts whole episodes, oldest
-  first, once the buffer holds more than ``replay_capacity`` steps);
-  ``target_update_period`` (RLlib updates the target right after the first
-  update at least a period after the previous target update, so the period
-  is exact but its phase follows the first update rather than multiples of
-  the period); ``n_step`` > 1 (uniform replay bootstraps with gamma^n even
-  where fewer than n steps remained in an unfinished episode; prioritised
-  replay never starts a return within n - 1 steps of an episode's end);
-  an ``initial_epsilon`` below 1 (RLlib explores epsilon-greedily during the
+  first, once it holds more than ``replay_capacity`` steps);
+  ``target_update_period`` (the period is exact, but RLlib counts it from
+  the first update and updates the target right after an update, where
+  stable-baselines3 does so at multiples of the period, before the update;
+  with several gradient steps per training step the copy follows the first
+  of them); ``n_step`` > 1 (the buffer never starts a return within n - 1
+  steps of an episode's end, where stable-baselines3 sums fewer steps); an
+  ``initial_epsilon`` below 1 (RLlib explores epsilon-greedily during the
   first ``learning_starts`` steps, stable-baselines3 uniformly at random).
+
+Speed (benchmarks/bench_rllib_dqn.py): torch on one thread, a local learner
+and env runner, the prioritised buffer also for uniform replay, and
+``train()`` calls that each cover a whole logging interval.
 """
 
 from __future__ import annotations
@@ -55,8 +58,10 @@ from ray.rllib.algorithms.dqn.dqn_learner import (
     QF_PREDS,
     QF_TARGET_NEXT_PREDS,
 )
+from ray.rllib.algorithms.dqn.torch.default_dqn_torch_rl_module import DefaultDQNTorchRLModule
 from ray.rllib.algorithms.dqn.torch.dqn_torch_learner import DQNTorchLearner
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.learner import Learner
 from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
@@ -65,9 +70,11 @@ from ray.rllib.utils.metrics import (
 from ray.rllib.utils.replay_buffers.prioritized_episode_buffer import (
     PrioritizedEpisodeReplayBuffer,
 )
+from ray.rllib.utils.typing import TensorType
 from ray.tune.registry import register_env
 
 from rlharness.agents.deep.common import (
+    EVAL_SEED_OFFSET,
     METRICS,
     DeepTrace,
     bootstrap_values,
@@ -79,8 +86,6 @@ from rlharness.spec import DQNAgentSpec, EnvSpec
 ENV_NAME = "rlharness-dqn-env"
 """The name under which the env creator is registered with RLlib."""
 
-EVAL_SEED_OFFSET = 1_000_003
-"""The evaluation env's seed is the training seed plus this (as in the sb3 backend)."""
 
 PICK_AND_EVALUATE: dict[str, tuple[str, str]] = {
     "q_learning": (QF_NEXT_PREDS, QF_NEXT_PREDS),
@@ -125,7 +130,7 @@ class TriadDQNTorchLearner(DQNTorchLearner):
 
     def compute_loss_for_module(
         self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
-    ) -> torch.Tensor:
+    ) -> TensorType:
         """RLlib's DQN loss with the configured bootstrap target."""
         pick, evaluate = PICK_AND_EVALUATE[self.bootstrap_target]
         remapped = {
@@ -140,7 +145,7 @@ class TriadDQNTorchLearner(DQNTorchLearner):
         return loss
 
     def _statistics(
-        self, loss: torch.Tensor, gamma: float, batch: dict[str, Any], fwd_out: dict[str, Any]
+        self, loss: TensorType, gamma: float, batch: dict[str, Any], fwd_out: dict[str, Any]
     ) -> list[float]:
         with torch.no_grad():
             q_values = fwd_out[QF_PREDS]
@@ -153,7 +158,12 @@ class TriadDQNTorchLearner(DQNTorchLearner):
             td_errors = batch[Columns.REWARDS].unsqueeze(1) + not_done * discounts * bootstrap
             td_errors = td_errors - chosen
             values = torch.stack(
-                [loss.detach(), q_values.abs().max(), td_errors.mean(), td_errors.abs().mean()]
+                [
+                    torch.as_tensor(loss).detach(),
+                    q_values.abs().max(),
+                    td_errors.mean(),
+                    td_errors.abs().mean(),
+                ]
             )
         return [float(self._env_step), *values.tolist()]
 
@@ -167,15 +177,24 @@ class EpsilonPrioritizedEpisodeReplayBuffer(PrioritizedEpisodeReplayBuffer):
     """RLlib's prioritised episode buffer with priorities |delta| + epsilon (Schaul et al. 2016).
 
     RLlib's own buffer sets p = max(|delta|, 1e-12); adding ``epsilon`` makes
-    it the rule of the spec (and of the sb3 backend's buffer).
+    it the rule of the spec (and of the sb3 backend's buffer). With alpha = 0
+    every p^alpha is 1, so sampling is uniform, the importance weights are 1
+    and the priority updates are skipped. (RLlib's uniform `EpisodeReplayBuffer`
+    takes about 1.6 times as long per batch here, and with n_step > 1 it
+    bootstraps with gamma^n even where fewer than n steps remained.)
     """
 
-    def __init__(self, *args: Any, epsilon: float = 1e-6, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, *args: Any, alpha: float = 1.0, epsilon: float = 1e-6, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, alpha=alpha, **kwargs)
+        self.priority_exponent = alpha
         self.priority_epsilon = epsilon
 
     def update_priorities(self, priorities: np.ndarray, module_id: str | None = None) -> None:
         """Set p_i = |delta_i| + epsilon for the transitions of the last sample."""
+        if self.priority_exponent == 0:
+            return
         super().update_priorities(np.abs(priorities) + self.priority_epsilon, module_id)
 
 
@@ -194,8 +213,9 @@ def rllib_unsupported(agent: DQNAgentSpec) -> list[str]:
 
     RLlib updates the target network only right after an update, so at most
     once per rollout fragment: the period must be a multiple of the fragment,
-    or (with a plain copy, tau = 1) shorter than it, which copies before
-    every training step as stable-baselines3 does.
+    or shorter than it with a plain copy (tau = 1), which leaves the target
+    equal to the online network at the start of every training step, as in
+    stable-baselines3.
     """
     problems = []
     rollout = _rollout_length(agent)
@@ -219,8 +239,6 @@ def rllib_unsupported(agent: DQNAgentSpec) -> list[str]:
 
 def _replay_buffer_config(agent: DQNAgentSpec) -> dict[str, Any]:
     priority = agent.prioritized_replay
-    if priority.alpha == 0:
-        return {"type": "EpisodeReplayBuffer", "capacity": agent.replay_capacity}
     return {
         "type": f"{__name__}.{EpsilonPrioritizedEpisodeReplayBuffer.__name__}",
         "capacity": agent.replay_capacity,
@@ -273,6 +291,7 @@ def build_rllib_dqn_config(
         )
         .env_runners(num_env_runners=0, num_envs_per_env_runner=1, rollout_fragment_length=rollout)
         .learners(
+            learner_class=TriadDQNTorchLearner,
             num_learners=0,
             num_gpus_per_learner=0,
             learner_config_dict={"bootstrap_target": agent.bootstrap_target},
@@ -285,11 +304,10 @@ def build_rllib_dqn_config(
             }
         )
         .training(
-            learner_class=TriadDQNTorchLearner,
             gamma=agent.gamma,
             lr=agent.learning_rate,
             train_batch_size_per_learner=agent.batch_size,
-            grad_clip=agent.max_grad_norm,
+            grad_clip=agent.max_grad_norm,  # type: ignore[arg-type]  # RLlib's hint says int
             grad_clip_by="global_norm",
             td_error_loss_fn="huber",
             # The module must compute the online Q(s', .) for every target; the learner
@@ -419,6 +437,11 @@ def _hard_divergence(
     return None
 
 
+def _drain_learner_statistics(learner: Learner, _: Any = None) -> list[list[float]]:
+    assert isinstance(learner, TriadDQNTorchLearner)
+    return learner.drain_statistics()
+
+
 class _Run:
     """One seed's training: the algorithm, the fixed probe states, the evaluator and the trace."""
 
@@ -442,9 +465,10 @@ class _Run:
     def log(self, hard_limit: float) -> bool:
         """Append a record for the current step; False if the seed hard-diverged (it stops)."""
         module = self.algo.get_module()
+        assert isinstance(module, DefaultDQNTorchRLModule)
         statistics = self._drain_statistics()
         with torch.no_grad():
-            probe_q = module.compute_q_values({Columns.OBS: self.probes})[QF_PREDS]
+            probe_q = torch.as_tensor(module.compute_q_values({Columns.OBS: self.probes})[QF_PREDS])
             parameters = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
         record: dict[str, float] = {
             "step": float(self.step),
@@ -465,9 +489,8 @@ class _Run:
         return reason is None
 
     def _drain_statistics(self) -> list[list[float]]:
-        results = self.algo.learner_group.foreach_learner(
-            lambda learner: learner.drain_statistics()
-        )
+        assert self.algo.learner_group is not None
+        results = self.algo.learner_group.foreach_learner(_drain_learner_statistics)
         return [row for result in results for row in result.get()]
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from torch.nn import functional
 
 from rlharness.agents.deep.common import (
+    EVAL_SEED_OFFSET,
     METRICS,
     ONLINE_BOOTSTRAP,
     DeepTrace,
@@ -33,9 +34,6 @@ from rlharness.agents.deep.common import (
 )
 from rlharness.agents.deep.replay import PrioritizedNStepReplayBuffer, PrioritizedSamples
 from rlharness.spec import DQNAgentSpec, EnvSpec
-
-EVAL_SEED_OFFSET = 1_000_003
-"""The evaluation env's seed is the training seed plus this, so the two streams differ."""
 
 
 class TriadDQN(DQN):

@@ -1,4 +1,4 @@
-"""The ``rlharness`` command line: run experiments, validate specs, list envs and agents.
+"""The ``rlharness`` command line: run and sweep experiments, show studies, validate specs.
 
 Heavy libraries are imported inside the commands so that ``rlharness --help``
 answers at once. Bad input exits with status 2 and a message naming the
@@ -7,7 +7,9 @@ field, never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -17,6 +19,8 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
     from rlharness.errors import SpecError
     from rlharness.spec import ExperimentSpec
 
@@ -31,6 +35,8 @@ console = Console()
 errors = Console(stderr=True)
 
 BAD_INPUT = 2
+INTERRUPTED = 130
+TABLE_ROWS = 20
 
 SpecArgument = Annotated[
     Path, typer.Argument(help="Experiment YAML file, e.g. experiments/triad_cube_baird.yaml.")
@@ -92,6 +98,157 @@ def run(
     for figure, problem in summary.get("plot_errors", {}).items():
         errors.print(f"warning: figure {figure} was not drawn: {problem}", markup=False)
     console.print(f"results: {run_dir}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def sweep(
+    spec_path: SpecArgument,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            envvar="RLHARNESS_STORAGE",
+            help="Optuna storage URL (default: sqlite:///OUT/<experiment>/optuna.db); "
+            "postgresql://user:password@host/db on a cluster. Pass a URL with a password "
+            "through RLHARNESS_STORAGE, not the command line.",
+        ),
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", help="Study name (default: the experiment's name).")
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT "
+            "(default: start a local Ray on this machine).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Trials in flight at once (default: every core, or the cluster's CPUs).",
+        ),
+    ] = None,
+    n_trials: Annotated[
+        int | None,
+        typer.Option("--n-trials", min=1, help="Trials to finish (overrides sweep.n_trials)."),
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Results root; trials go to OUT/<experiment>/sweep-<study>/trial-<n>/."
+        ),
+    ] = Path("results"),
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or table.")] = False,
+) -> None:
+    """Sweep an experiment with Optuna on Ray workers; running it again resumes the study."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from rlharness.errors import SpecError
+    from rlharness.search_space import plan_sweep
+
+    spec = _load(spec_path)
+    try:
+        plan = plan_sweep(spec, n_trials, f"experiment file {spec_path}")
+        _check_out(out)
+    except SpecError as error:
+        _fail(error)
+    import optuna
+
+    from rlharness.sweep import run_sweep  # Ray and the results store: only once the input is good
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        disable=quiet,
+    )
+    try:
+        with progress:
+            task = progress.add_task(f"{study or spec.name}: trials", total=plan.budget)
+            report = run_sweep(
+                plan,
+                out,
+                storage,
+                study,
+                address,
+                workers,
+                command=["rlharness", *sys.argv[1:]],
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except SpecError as error:
+        _fail(error)
+    except KeyboardInterrupt:
+        errors.print("interrupted; run the same command again to resume", highlight=False)
+        raise typer.Exit(INTERRUPTED) from None
+    if not quiet:
+        maximize = plan.sweep.direction == "maximize"
+        console.print(_trials_table(report.trials, report.study, maximize, best_first=True))
+    for note in report.notes:
+        errors.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    _plain(
+        f"study: {report.study} in {report.storage}: "
+        f"{min(report.finished, report.budget)} of {report.budget} trials finished"
+    )
+    _plain(f"results: {report.results_dir}")
+    if report.error is not None:
+        errors.print(f"error: {report.error}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    if report.interrupted:
+        errors.print(
+            "interrupted: trials in flight were re-queued; run the same command again to resume",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(INTERRUPTED)
+
+
+@app.command()
+def status(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A study name, or an experiment file (its name is the default study name)."
+        ),
+    ],
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            envvar="RLHARNESS_STORAGE",
+            help="Optuna storage URL (default: sqlite:///OUT/<study>/optuna.db).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Results root holding the default storage.")
+    ] = Path("results"),
+) -> None:
+    """Show a study's trials from its storage: state, params, value, divergence outcomes."""
+    from rlharness.errors import SpecError
+    from rlharness.storage import default_url, load_study, mask
+
+    name = _load(Path(target)).name if target.endswith((".yaml", ".yml")) else target
+    url = storage or default_url(out, name)
+    try:
+        study = load_study(url, name)
+    except SpecError as error:
+        _fail(error)
+    definition = study.user_attrs.get("rlharness", {})
+    trials = study.get_trials(deepcopy=False)
+    counts = Counter(trial.state.name for trial in trials)
+    _plain(
+        f"study {name} in {mask(url)}: {definition.get('objective', 'value')} "
+        f"({definition.get('aggregate', '-')} over seeds), {study.direction.name.lower()}; "
+        + (", ".join(f"{count} {state}" for state, count in sorted(counts.items())) or "no trials")
+    )
+    maximize = study.direction.name == "MAXIMIZE"
+    console.print(_trials_table(trials, name, maximize, best_first=False))
 
 
 @app.command()
@@ -174,6 +331,70 @@ def _fail(error: SpecError) -> NoReturn:
     for message in error.messages:
         errors.print(f"  - {message}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(BAD_INPUT)
+
+
+def _check_out(out: Path) -> None:
+    """``out`` is, or can become, a writable directory (nothing is created here)."""
+    from rlharness.errors import SpecError
+
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise SpecError(
+            "--out", [f"cannot hold results under {out}: {existing} is not a writable directory"]
+        )
+
+
+def _trials_table(trials: list[FrozenTrial], study: str, maximize: bool, best_first: bool) -> Table:
+    """One row per trial: state, params, value, seeds, divergence outcomes and why it failed."""
+    from optuna.trial import TrialState
+
+    from rlharness.storage import params_of
+
+    rows = list(trials)
+    if best_first:
+        rows = [t for t in rows if t.state == TrialState.COMPLETE and t.value is not None]
+        rows.sort(key=lambda t: float(t.value or 0.0), reverse=maximize)
+        rows = rows[:TABLE_ROWS]
+    paths = list(dict.fromkeys(path for trial in trials for path in params_of(trial)))
+    title = f"{study}: best {len(rows)} trials" if best_first else f"{study}: {len(rows)} trials"
+    table = Table(title=title)
+    for column in ("#", "state", *paths, "value", "seeds", "outcomes", "note"):
+        table.add_column(column, justify="right" if column in ("#", "value", "seeds") else "left")
+    for trial in rows:
+        params = params_of(trial)
+        attrs = trial.user_attrs
+        table.add_row(
+            str(trial.number),
+            trial.state.name,
+            *(_param(params.get(path, "-")) for path in paths),
+            _number(trial.value),
+            str(len(attrs["per_seed"])) if "per_seed" in attrs else "-",
+            ", ".join(f"{name} {count}" for name, count in attrs.get("outcomes", {}).items()),
+            _note(trial),
+        )
+    return table
+
+
+def _param(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _note(trial: FrozenTrial) -> str:
+    attrs = trial.user_attrs
+    for key in ("error", "fail_reason", "superseded"):
+        if key in attrs:
+            return str(attrs[key])
+    if trial.state.name == "PRUNED":
+        return f"pruned after {len(attrs.get('per_seed', {}))} seed(s)"
+    if "retry_of" in attrs:
+        return f"retry of trial {attrs['retry_of']}"
+    return ""
+
+
+def _plain(text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _summary_table(summary: dict) -> Table:

@@ -47,20 +47,37 @@ def run_experiment(
             on_progress(done, total)
 
     results = [run_trial(trial, advance) for trial in trials]
-    writer = RunWriter(root, spec)
+    return publish_run(RunWriter(root, spec), spec, results, provenance(command))
+
+
+def publish_run(
+    writer: RunWriter,
+    spec: ExperimentSpec,
+    results: list[TrialResult],
+    origin: dict[str, Any],
+    plots: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Write ``results`` of ``spec`` as one run through ``writer`` and publish it atomically.
+
+    ``origin`` is the run's provenance; ``extra`` is added to the summary.
+    ``plots=False`` skips the figures (a sweep's trials, where they would
+    dominate the time). Returns the run directory and the summary.
+    """
     try:
         resolved = spec.model_dump(mode="json")
-        resolved["run"]["seeds"] = len(trials[0].seeds)
+        resolved["run"]["seeds"] = len(results[0].config.seeds)
         summary = summarise(spec, writer.run_id, results)
+        summary.update(extra or {})
         writer.write_yaml("config.yaml", resolved)
-        writer.write_json("provenance.json", provenance(command))
+        writer.write_json("provenance.json", origin)
         writer.write_parquet("metrics.parquet", _stack(results, "metrics"))
         writer.write_parquet("outcomes.parquet", _stack(results, "outcomes"))
         if spec.grid:
             effects = knob_effects(_stack(results, "outcomes"), list(spec.grid))
             summary["knob_effects"] = effects.to_dict(orient="records")
             atomic_write_text(writer.path("knob_effects.csv"), effects.to_csv(index=False))
-        failed = _write_plots(writer, spec, results)
+        failed = _write_plots(writer, spec, results) if plots else {}
         if failed:
             summary["plot_errors"] = failed
         writer.write_json("summary.json", summary)
@@ -184,4 +201,4 @@ def _finite(value: Any) -> Any:
     return value
 
 
-__all__ = ["TrialConfig", "run_experiment", "summarise"]
+__all__ = ["TrialConfig", "publish_run", "run_experiment", "summarise"]

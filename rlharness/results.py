@@ -35,6 +35,7 @@ import pandas as pd
 import yaml
 
 from rlharness.spec import ExperimentSpec
+from rlharness.storage import mask
 
 TRACKED_PACKAGES = (
     "rlharness",
@@ -90,10 +91,14 @@ def new_run_id() -> str:
 class RunWriter:
     """Stages one run's files and publishes the run directory atomically on `finish`."""
 
-    def __init__(self, root: Path, spec: ExperimentSpec) -> None:
-        self.run_id = new_run_id()
-        self.final_dir = root / spec.name / self.run_id
-        self.staging_dir = root / spec.name / f".{self.run_id}.partial"
+    def __init__(
+        self, root: Path, spec: ExperimentSpec, run_id: str | None = None, group: str = ""
+    ) -> None:
+        """Stage ``root/<experiment>/[group/]<run_id>`` (a fresh time-stamped id by default)."""
+        self.run_id = run_id or new_run_id()
+        parent = root / spec.name / group
+        self.final_dir = parent / self.run_id
+        self.staging_dir = parent / f".{self.run_id}.partial"
         self.staging_dir.mkdir(parents=True)
 
     def path(self, relative: str) -> Path:
@@ -135,7 +140,10 @@ class RunWriter:
 
 
 def provenance(command: list[str] | None = None) -> dict[str, Any]:
-    """What produced a run: versions, interpreter, platform, git commit and the command."""
+    """What produced a run: versions, interpreter, platform, git commit and the command.
+
+    Passwords in URLs on the command line (a storage URL) are masked.
+    """
     versions: dict[str, str | None] = {}
     for package in TRACKED_PACKAGES:
         try:
@@ -144,7 +152,7 @@ def provenance(command: list[str] | None = None) -> dict[str, Any]:
             versions[package] = None
     return {
         "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": command if command is not None else sys.argv,
+        "command": [mask(part) for part in (command if command is not None else sys.argv)],
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),

@@ -225,17 +225,28 @@ class ParameterSpec(StrictModel):
         if self.type == "categorical":
             if not self.choices:
                 raise ValueError("a categorical needs a non-empty 'choices' list")
+            if not all(isinstance(c, str | int | float | bool | None) for c in self.choices):
+                raise ValueError("choices must be strings, numbers, booleans or null")
         elif self.low is None or self.high is None or self.low > self.high:
             raise ValueError(f"an {self.type} needs 'low' <= 'high'")
         elif self.log and self.low <= 0:
             raise ValueError("a log-scale parameter needs 'low' > 0")
+        elif self.log and self.step is not None:
+            raise ValueError("'step' and 'log' cannot be combined")
+        elif self.type == "int" and not all(
+            float(bound).is_integer() for bound in (self.low, self.high, self.step or 1)
+        ):
+            raise ValueError("an int needs whole-number 'low', 'high' and 'step'")
         return self
 
 
 class SweepSpec(StrictModel):
     """An Optuna study over spec fields; each trial runs ``run.seeds`` seeds of one point.
 
-    Without a ``space``, the experiment's ``grid`` is the search space (sampler grid).
+    Without a ``space``, the experiment's ``grid`` is the search space. The
+    trial's value is ``aggregate`` over its seeds of the per-seed ``objective``.
+    With a pruner, a trial runs its seeds ``seeds_per_step`` at a time and the
+    pruner's step is the number of seeds finished.
     """
 
     sampler: Literal["grid", "tpe", "random", "cmaes"] = "grid"
@@ -243,7 +254,7 @@ class SweepSpec(StrictModel):
         default_factory=dict, description="Dotted spec field -> parameter, e.g. agent.alpha."
     )
     n_trials: StrictInt | None = Field(
-        default=None, ge=1, description="Trials to complete (grid: every point once)."
+        default=None, ge=1, description="Trials to finish (grid: every point once, at most this)."
     )
     objective: Literal[
         "final_max_abs_value",
@@ -258,9 +269,26 @@ class SweepSpec(StrictModel):
         default="mean", description="How the per-seed values become the trial's value."
     )
     pruner: Literal["none", "median", "hyperband"] = "none"
+    prune_hard_diverged: bool = Field(
+        default=False, description="End a trial (pruned) as soon as one of its seeds hard-diverged."
+    )
+    seeds_per_step: StrictInt = Field(
+        default=1, ge=1, description="Seeds per pruning step (only used with a pruner)."
+    )
     cpus_per_trial: float = Field(default=1.0, gt=0)
     gpus_per_trial: float = Field(default=0.0, ge=0)
+    retries: StrictInt = Field(
+        default=2,
+        ge=0,
+        description="Times Ray re-runs a trial whose worker died before the trial is failed "
+        "and re-queued.",
+    )
     seed: StrictInt = Field(default=0, ge=0, description="Seed of the sampler.")
+
+    @property
+    def prunes(self) -> bool:
+        """Whether trials run their seeds in steps that a pruner may end early."""
+        return self.pruner != "none" or self.prune_hard_diverged
 
 
 class ExperimentSpec(StrictModel):
@@ -333,21 +361,24 @@ def grid_points(
 
 
 def with_settings(
-    spec: ExperimentSpec, settings: dict[str, Any], where: str = "experiment"
+    spec: ExperimentSpec, settings: dict[str, Any], where: str = "experiment", source: str = "grid"
 ) -> ExperimentSpec:
-    """The spec with dotted-path ``settings`` applied, re-validated, without grid and sweep."""
+    """The spec with dotted-path ``settings`` applied, re-validated, without grid and sweep.
+
+    ``source`` names the section the settings come from in messages (grid or sweep.space).
+    """
     data = spec.model_dump(exclude={"grid", "sweep"})
     for path, value in settings.items():
-        _set_path(data, path, value, where)
+        _set_path(data, path, value, where, source)
     try:
         return ExperimentSpec.model_validate(data)
     except ValidationError as error:
         label = ", ".join(f"{path}={value!r}" for path, value in settings.items())
         messages = format_validation_error(error, ExperimentSpec)
-        raise SpecError(where, [f"{m} (in grid point {label})" for m in messages]) from None
+        raise SpecError(where, [f"{m} (in {source} point {label})" for m in messages]) from None
 
 
-def _set_path(data: dict[str, Any], path: str, value: Any, where: str) -> None:
+def _set_path(data: dict[str, Any], path: str, value: Any, where: str, source: str) -> None:
     keys = path.split(".")
     node: Any = data
     model: type[BaseModel] | None = ExperimentSpec
@@ -359,7 +390,7 @@ def _set_path(data: dict[str, Any], path: str, value: Any, where: str) -> None:
             raise SpecError(
                 where,
                 [
-                    f"grid.{path}: '{prefix + '.' if prefix else ''}{key}' is not a field; "
+                    f"{source}.{path}: '{prefix + '.' if prefix else ''}{key}' is not a field; "
                     f"allowed: {allowed}"
                 ],
             )
@@ -367,7 +398,7 @@ def _set_path(data: dict[str, Any], path: str, value: Any, where: str) -> None:
             node[key] = value
             return
         if not isinstance(node.get(key), dict):
-            raise SpecError(where, [f"grid.{path}: '{key}' has no sub-fields"])
+            raise SpecError(where, [f"{source}.{path}: '{key}' has no sub-fields"])
         annotation = model.model_fields[key].annotation if model is not None else None
         model = (
             annotation

@@ -1,12 +1,18 @@
-"""Shared fixtures: a tiny, valid experiment that runs in well under a second."""
+"""Shared fixtures: a tiny, valid experiment; a Ray head and PostgreSQL for the sweep tests."""
 
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.clusters import POSTGRES_VARIABLE, RayHead, start_ray_head, use_test_token
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,3 +34,48 @@ TINY_SPEC: dict[str, Any] = {
 def tiny_spec() -> dict[str, Any]:
     """A fresh, mutable copy of a valid 2-point x 3-seed experiment (50 steps, log every 10)."""
     return copy.deepcopy(TINY_SPEC)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ray's token and settings for the session, set before any test module imports Ray."""
+    directory = Path(tempfile.mkdtemp(prefix="rlh-session-"))
+    config.add_cleanup(lambda: shutil.rmtree(directory, ignore_errors=True))
+    use_test_token(directory)
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[RayHead]:
+    """A Ray head on loopback (job server included) for the whole session, stopped at the end."""
+    head = start_ray_head()
+    try:
+        yield head
+    finally:
+        head.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_client(ray_head: RayHead) -> Iterator[RayHead]:
+    """This process connected to the session's Ray head as a driver."""
+    import ray
+
+    if ray.is_initialized():  # a Ray that an earlier test left connected
+        ray.shutdown()
+    ray.init(address=ray_head.address, logging_level="WARNING", log_to_driver=False)
+    try:
+        yield ray_head
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The real PostgreSQL server that .ci/run starts (see .ci/postgres); CI must provide it."""
+    url = os.environ.get(POSTGRES_VARIABLE)
+    if url:
+        return url
+    if os.environ.get("CI"):
+        pytest.fail(f"{POSTGRES_VARIABLE} is not set: .ci/run starts PostgreSQL and exports it")
+    pytest.skip(
+        f"{POSTGRES_VARIABLE} is not set: run through .ci/run, or start a server with "
+        f"'.ci/postgres start DIR' and export its URL as {POSTGRES_VARIABLE}"
+    )

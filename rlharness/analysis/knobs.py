@@ -10,7 +10,6 @@ value error. This is the per-knob table of van Hasselt et al. (2018).
 from __future__ import annotations
 
 import pandas as pd
-from statsmodels.stats.proportion import proportion_confint
 
 DIVERGED = ("soft-diverged", "soft-diverged-then-recovered", "hard-diverged")
 CONFIDENCE = 0.95
@@ -19,6 +18,8 @@ FINAL_COLUMNS = ("final_eval_return", "final_sqrt_ve")
 
 def knob_effects(outcomes: pd.DataFrame, knobs: list[str]) -> pd.DataFrame:
     """One row per knob value: runs, diverged count, fraction and interval, median final metric."""
+    from statsmodels.stats.proportion import proportion_confint
+
     final = next((column for column in FINAL_COLUMNS if column in outcomes.columns), None)
     rows = []
     for knob in knobs:

@@ -37,6 +37,7 @@ from typing import Any
 import gymnasium as gym
 import numba
 import numpy as np
+from machine import cpu_model, facts_table
 from rich.console import Console
 from rich.table import Table
 
@@ -195,7 +196,7 @@ def machine_facts() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "numba_threads": numba.get_num_threads(),
         "numba_threading_layer": numba.threading_layer(),
         "numba": numba.__version__,
@@ -203,17 +204,6 @@ def machine_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-
-
-def _cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo, or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def speed_table(batched: Timing, plain: Timing, args: argparse.Namespace) -> Table:
@@ -265,16 +255,6 @@ def agreement_verdict(agreement: Agreement, args: argparse.Namespace) -> str:
         f"max |z| = {worst:.2f} (limit {Z_LIMIT:g}), "
         f"batched seeds hard-diverged: {agreement.batched_diverged} -> {verdict}"
     )
-
-
-def facts_table(facts: dict[str, Any]) -> Table:
-    """The machine facts as a two-column table."""
-    table = Table(title="Machine")
-    table.add_column("fact")
-    table.add_column("value")
-    for key, value in facts.items():
-        table.add_row(key, str(value))
-    return table
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

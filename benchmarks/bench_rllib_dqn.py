@@ -59,6 +59,7 @@ import numpy as np
 import ray
 import stable_baselines3
 import torch
+from machine import cpu_model, facts_table
 from ray.rllib.algorithms.dqn import DQNConfig
 from ray.rllib.utils.metrics import (
     ALL_MODULES,
@@ -357,7 +358,7 @@ def machine_facts() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "load_average_1_5_15": tuple(round(x, 2) for x in os.getloadavg()),
         "torch_default_threads": torch.get_num_threads(),
         "ray": ray.__version__,
@@ -367,26 +368,6 @@ def machine_facts() -> dict[str, Any]:
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def facts_table(facts: dict[str, Any]) -> Table:
-    """The machine facts as a two-column table."""
-    table = Table(title="Machine")
-    table.add_column("fact")
-    table.add_column("value")
-    for key, value in facts.items():
-        table.add_row(key, str(value))
-    return table
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -44,6 +44,7 @@ import gymnasium as gym
 import numpy as np
 import stable_baselines3
 import torch
+from machine import cpu_model, facts_table
 from rich.console import Console
 from rich.table import Table
 from stable_baselines3 import DQN
@@ -387,7 +388,7 @@ def machine_facts() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "load_average_1_5_15": tuple(round(x, 2) for x in os.getloadavg()),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
@@ -398,17 +399,6 @@ def machine_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-
-
-def _cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo, or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def speed_table(summary: dict[str, dict[str, Any]], args: argparse.Namespace) -> Table:
@@ -475,16 +465,6 @@ def verdict_line(summary: dict[str, dict[str, Any]], max_diff: float | None) -> 
     if max_diff is not None:
         parts.append(f"max |theta(a') - theta(b)| after training: {max_diff:.3g}")
     return "; ".join(parts)
-
-
-def facts_table(facts: dict[str, Any]) -> Table:
-    """The machine facts as a two-column table."""
-    table = Table(title="Machine")
-    table.add_column("fact")
-    table.add_column("value")
-    for key, value in facts.items():
-        table.add_row(key, str(value))
-    return table
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

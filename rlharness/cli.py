@@ -1,4 +1,5 @@
-"""The ``rlharness`` command line: run and sweep experiments, show studies, validate specs.
+"""The ``rlharness`` command line: run and sweep experiments, show studies, validate specs,
+compare and report results.
 
 Heavy libraries are imported inside the commands so that ``rlharness --help``
 answers at once. Bad input exits with status 2 and a message naming the
@@ -18,6 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
+from rlharness import cli_analysis
+
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
@@ -33,6 +36,8 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
+app.command()(cli_analysis.catalog)
+app.command()(cli_analysis.compare)
 
 BAD_INPUT = 2
 INTERRUPTED = 130

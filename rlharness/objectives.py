@@ -99,12 +99,16 @@ def _interquartile_mean(values: np.ndarray) -> float:
 
 
 def _return_auc(metrics: pd.DataFrame, seed: int) -> float:
-    """Area under the greedy-return curve over the logged span: the mean return in training."""
     history = metrics.loc[metrics["seed"] == seed, ["step", "eval_return"]].dropna()
-    steps = history["step"].to_numpy(dtype=float)
-    returns = history["eval_return"].to_numpy(dtype=float)
+    return curve_area(history["step"].to_numpy(), history["eval_return"].to_numpy())
+
+
+def curve_area(steps: np.ndarray, values: np.ndarray) -> float:
+    """Trapezoid area under a logged curve divided by its span: the curve's mean over training."""
+    steps = np.asarray(steps, dtype=float)
+    values = np.asarray(values, dtype=float)
     if len(steps) == 0:
         return math.nan
     if len(steps) == 1 or steps[-1] == steps[0]:
-        return float(returns[-1])
-    return float(np.trapezoid(returns, steps) / (steps[-1] - steps[0]))
+        return float(values[-1])
+    return float(np.trapezoid(values, steps) / (steps[-1] - steps[0]))

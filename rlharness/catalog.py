@@ -1,0 +1,239 @@
+"""The catalog: every published run and sweep trial under a results root, as tables.
+
+Derived from the results files alone (the source of truth) and rebuilt on
+every open, so it cannot go stale. Three tables:
+
+- ``runs``: one row per run or sweep trial: ``run`` (its key,
+  ``<experiment>/<run-id>`` or ``<experiment>/sweep-<study>/trial-<n>``),
+  experiment, kind (``run`` or ``trial``), study, trial, env, agent, backend,
+  seeds, steps, commit, path, and every field of its experiment file as a
+  dotted column (``agent.alpha``, ``triad.n_step``, ...).
+- ``outcomes``: one row per grid point x seed of every run: the run's
+  columns, the grid point (``variant``, ``label``, the grid fields overriding
+  the file's values), ``seed``, ``outcome`` and the final metrics.
+- ``metrics``: one row per logged step, read lazily from the Parquet files.
+
+`Catalog.sql` answers SQL over the three tables with DuckDB.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+RUN_FILES = ("config.yaml", "summary.json", "outcomes.parquet", "metrics.parquet")
+SKIPPED_SECTIONS = ("name", "description", "grid", "sweep")
+RUN_COLUMNS = (
+    "run",
+    "experiment",
+    "kind",
+    "study",
+    "trial",
+    "run_id",
+    "env",
+    "agent",
+    "backend",
+    "seeds",
+    "steps",
+    "commit",
+    "path",
+)
+
+
+class ResultsError(Exception):
+    """Results that cannot be read or compared as asked; the message says what is there."""
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """One published run or sweep trial: where it is and what it was."""
+
+    key: str
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    provenance: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return "trial" if "sweep" in self.summary else "run"
+
+    def record(self) -> dict[str, Any]:
+        """This run's row of the ``runs`` table."""
+        sweep = self.summary.get("sweep", {})
+        agent = self.config.get("agent", {})
+        git = self.provenance.get("git", {}) or {}
+        return {
+            "run": self.key,
+            "experiment": self.config.get("name", self.path.parent.name),
+            "kind": self.kind,
+            "study": sweep.get("study"),
+            "trial": sweep.get("trial"),
+            "run_id": self.summary.get("run_id", self.path.name),
+            "env": self.config.get("env", {}).get("id"),
+            "agent": agent.get("name"),
+            "backend": agent.get("backend"),
+            "seeds": self.config.get("run", {}).get("seeds"),
+            "steps": self.config.get("run", {}).get("steps"),
+            "commit": git.get("commit"),
+            "path": str(self.path),
+            **{
+                name: value
+                for name, value in knob_columns(self.config).items()
+                if name not in self.config.get("grid", {})
+            },
+        }
+
+
+def knob_columns(config: dict[str, Any]) -> dict[str, Any]:
+    """Every setting of an experiment file as ``section.field`` columns (lists as JSON text)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, list):
+            flat[prefix] = json.dumps(value)
+        else:
+            flat[prefix] = value
+
+    for section, value in config.items():
+        if section not in SKIPPED_SECTIONS:
+            walk(section, value)
+    return flat
+
+
+def find_runs(root: Path) -> list[RunEntry]:
+    """Every published run and trial under ``root`` (staged ``.partial`` runs are skipped)."""
+    if not root.is_dir():
+        raise ResultsError(f"results directory {root} does not exist")
+    entries = []
+    for manifest in sorted(root.glob("*/*/manifest.json")) + sorted(
+        root.glob("*/sweep-*/trial-*/manifest.json")
+    ):
+        run_dir = manifest.parent
+        if any(part.startswith(".") for part in run_dir.relative_to(root).parts):
+            continue
+        if not all((run_dir / name).is_file() for name in RUN_FILES):
+            continue
+        entries.append(
+            RunEntry(
+                key=run_dir.relative_to(root).as_posix(),
+                path=run_dir,
+                config=yaml.safe_load((run_dir / "config.yaml").read_text()) or {},
+                summary=json.loads((run_dir / "summary.json").read_text()),
+                provenance=_read_json(run_dir / "provenance.json"),
+            )
+        )
+    return entries
+
+
+class Catalog:
+    """All runs and trials under a results root; raises `ResultsError` if there are none."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.entries = {entry.key: entry for entry in find_runs(root)}
+        if not self.entries:
+            raise ResultsError(
+                f"results directory {root} holds no published runs "
+                "(expected <experiment>/<run-id>/ with manifest.json; run `rlharness run SPEC`)"
+            )
+
+    @cached_property
+    def runs(self) -> pd.DataFrame:
+        """One row per run or trial, oldest experiment and run id first."""
+        frame = pd.DataFrame.from_records([entry.record() for entry in self.entries.values()])
+        return _uniform(frame).sort_values(["experiment", "run"], ignore_index=True)
+
+    @cached_property
+    def _outcomes(self) -> pd.DataFrame:
+        frames = [self._run_outcomes(entry) for entry in self.entries.values()]
+        columns = list(dict.fromkeys(column for frame in frames for column in frame.columns))
+        filled = [frame.dropna(axis=1, how="all") for frame in frames]
+        return _uniform(pd.concat(filled, ignore_index=True).reindex(columns=columns))
+
+    def outcomes(self, runs: Iterable[str] | None = None) -> pd.DataFrame:
+        """One row per grid point x seed of the given runs (all runs if None)."""
+        if runs is None:
+            return self._outcomes.copy()
+        keys = list(runs)
+        return self._outcomes[self._outcomes["run"].isin(keys)].reset_index(drop=True)
+
+    def metrics(self, runs: Iterable[str], columns: Iterable[str] | None = None) -> pd.DataFrame:
+        """Logged metrics of the given runs with ``run``, ``variant``, ``seed`` and ``step``."""
+        frames = []
+        wanted = None if columns is None else list(columns)
+        for key in runs:
+            entry = self.entries[key]
+            frame = pd.read_parquet(entry.path / "metrics.parquet")
+            keep = ["variant", "seed", "step"]
+            keep += [c for c in frame.columns if c not in keep and (wanted is None or c in wanted)]
+            frame = frame[keep]
+            frame.insert(0, "run", key)
+            frames.append(frame)
+        if not frames:
+            return pd.DataFrame(columns=["run", "variant", "seed", "step"])
+        return pd.concat(frames, ignore_index=True)
+
+    def sql(self, query: str) -> pd.DataFrame:
+        """Run DuckDB SQL over the tables ``runs``, ``outcomes`` and ``metrics``."""
+        import duckdb
+
+        connection = duckdb.connect()
+        try:
+            connection.register("runs", self.runs)
+            connection.register("outcomes", self._outcomes)
+            files = [str(entry.path / "metrics.parquet") for entry in self.entries.values()]
+            keys = {str(entry.path / "metrics.parquet"): key for key, entry in self.entries.items()}
+            connection.register(
+                "metric_files", pd.DataFrame({"filename": list(keys), "run": list(keys.values())})
+            )
+            listed = ", ".join("'" + file.replace("'", "''") + "'" for file in files)
+            connection.execute(
+                "CREATE VIEW metrics AS SELECT f.run, m.* EXCLUDE (filename) FROM "
+                f"read_parquet([{listed}], union_by_name = true, filename = true) m "
+                "JOIN metric_files f USING (filename)"
+            )
+            return connection.execute(query).df()
+        except duckdb.Error as error:
+            raise ResultsError(f"query failed: {str(error).splitlines()[0]}") from None
+        finally:
+            connection.close()
+
+    def _run_outcomes(self, entry: RunEntry) -> pd.DataFrame:
+        outcomes = pd.read_parquet(entry.path / "outcomes.parquet")
+        if "variant" not in outcomes.columns:
+            outcomes.insert(0, "variant", 0)
+        labels = {v["variant"]: v.get("label") for v in entry.summary.get("variants", [])}
+        record = entry.record()
+        base = {name: value for name, value in record.items() if name not in outcomes.columns}
+        frame = pd.DataFrame({name: [value] * len(outcomes) for name, value in base.items()})
+        frame.insert(frame.columns.get_loc("path"), "label", outcomes["variant"].map(labels))
+        return pd.concat([frame, outcomes], axis=1)
+
+
+def _uniform(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns whose values mix types across runs become text, so SQL and grouping can use them."""
+    for column in frame.columns:
+        kinds = {type(value) for value in frame[column] if not _missing(value)}
+        if len(kinds) > 1 and not kinds <= {int, float}:
+            frame[column] = [None if _missing(v) else str(v) for v in frame[column]]
+    return frame
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}

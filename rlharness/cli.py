@@ -38,6 +38,7 @@ console = Console()
 errors = Console(stderr=True)
 app.command()(cli_analysis.catalog)
 app.command()(cli_analysis.compare)
+app.command()(cli_analysis.report)
 
 BAD_INPUT = 2
 INTERRUPTED = 130

@@ -110,6 +110,14 @@ def compare(
     ] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
     output: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            "--plots",
+            help="Also draw the IQM intervals and the performance profile into this directory "
+            "(PNG and SVG).",
+        ),
+    ] = None,
 ) -> None:
     """Mean, median and IQM with 95% stratified bootstrap intervals, divergence rates with
     Wilson intervals, and the probability of improvement between groups of runs."""
@@ -128,6 +136,63 @@ def compare(
         _print_frame(comparison.tidy(), output, "comparison")
     else:
         _print_comparison(comparison, output)
+    if plots is not None:
+        from rlharness.analysis.figures import interval_figure, profile_figure
+        from rlharness.analysis.style import save_figures
+
+        figures = {
+            "iqm_intervals": interval_figure(comparison),
+            "profile": profile_figure(comparison),
+        }
+        for files in save_figures(figures, plots).values():
+            for path in files:
+                errors.print(f"figure: {path}", markup=False, highlight=False, soft_wrap=True)
+
+
+def report(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="An experiment (its latest run), a run key EXPERIMENT/RUN_ID or its path, "
+            "or a study EXPERIMENT/sweep-STUDY."
+        ),
+    ],
+    results: ResultsOption = Path("results"),
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="Metric compared (default as in compare).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="HTML file (default: RESULTS/<experiment>/reports/<run-id>.html)."
+        ),
+    ] = None,
+    reps: Annotated[
+        int, typer.Option("--reps", min=100, help="Bootstrap resamples for the intervals.")
+    ] = 2000,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            envvar="RLHARNESS_STORAGE",
+            help="Optuna storage of a study (default: sqlite:///RESULTS/<experiment>/optuna.db).",
+        ),
+    ] = None,
+) -> None:
+    """Write a self-contained HTML report: provenance, spec, comparison tables and figures."""
+    from rlharness.analysis.report import build_report, default_report_path, write_report
+    from rlharness.catalog import Catalog, ResultsError
+
+    try:
+        found = Catalog(results)
+        page = build_report(found, target, metric=metric, reps=reps, storage=storage)
+        path = out or default_report_path(found, target)
+        write_report(page, path)
+    except ResultsError as error:
+        _fail(error)
+    except OSError as error:
+        _fail(ResultsError(f"cannot write the report to {out}: {error.strerror}"))
+    console.print(f"report: {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_comparison(comparison: Comparison, output: Format) -> None:

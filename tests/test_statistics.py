@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 
 from rlharness.analysis.statistics import (
+    improvement,
     interval_estimates,
     performance_profiles,
+    point_estimates,
     probability_of_improvement,
     proportion_interval,
+    resampled_estimates,
 )
 
 Z95 = 1.959963984540054
@@ -112,3 +115,26 @@ def test_performance_profile_is_the_fraction_beyond_each_threshold() -> None:
     assert bands["a"].shape == (2, 4)
     below, _ = performance_profiles(scores, thresholds, higher_is_better=False, reps=200)
     np.testing.assert_allclose(below["a"], [0.0, 0.25, 0.75, 1.0])
+    from rliable import library as rly
+
+    matrix = np.random.default_rng(0).normal(size=(9, 2))
+    profile, _ = performance_profiles({"m": matrix}, thresholds, reps=100)
+    expected = [rly.run_score_deviation(matrix, tau) for tau in thresholds]
+    np.testing.assert_allclose(profile["m"], expected)
+
+
+@pytest.mark.parametrize("shape", [(4, 1), (10, 1), (7, 3), (25, 2)])
+def test_resample_statistics_equal_rliables_on_random_and_tied_scores(
+    shape: tuple[int, int],
+) -> None:
+    from rliable import metrics
+
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(0, 4, size=shape).astype(float)
+    y = rng.normal(size=shape)
+    y[0, 0] = np.inf
+    for scores in (x, y):
+        np.testing.assert_allclose(resampled_estimates(scores), point_estimates(scores), rtol=1e-12)
+    assert improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y), abs=1e-12)
+    assert improvement(y, x) == pytest.approx(metrics.probability_of_improvement(y, x), abs=1e-12)
+    assert improvement(x, x) == pytest.approx(0.5)

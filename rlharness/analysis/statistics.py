@@ -1,9 +1,9 @@
 """Aggregate statistics over seeds with stratified bootstrap intervals (Agarwal et al. 2021).
 
 Scores of one group (an agent, a grid point, a trial) are a matrix of
-``runs x tasks``: one row per seed, one column per environment. The
-interquartile mean, the mean and the 95% stratified bootstrap intervals come
-from rliable; the stratified bootstrap resamples seeds within each task.
+``runs x tasks``: one row per seed, one column per environment. Point
+estimates use rliable's metrics; the 95% percentile intervals come from
+rliable's stratified bootstrap, which resamples seeds within each task.
 The median is the median over all runs and tasks (rliable's median is the
 median of per-task means, which for one task is the mean).
 
@@ -15,16 +15,20 @@ interval bound that falls among infinite bootstrap values is that infinity.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import trim_mean
 
 CONFIDENCE = 0.95
 DEFAULT_REPS = 2000
 ESTIMATORS = ("mean", "median", "iqm")
+IQM_TRIM = 0.25
+"""The interquartile mean cuts this fraction of the scores at each end (Agarwal et al. 2021)."""
 
 
 @dataclass(frozen=True)
@@ -62,17 +66,45 @@ def worst_as_infinite(scores: np.ndarray, higher_is_better: bool) -> np.ndarray:
     return array
 
 
-def _aggregates(scores: np.ndarray) -> np.ndarray:
+def point_estimates(scores: np.ndarray) -> np.ndarray:
+    """Mean, median and IQM of one ``runs x tasks`` matrix, by rliable's definitions."""
     from rliable import metrics
 
     with np.errstate(invalid="ignore"):
         return np.array(
+            [metrics.aggregate_mean(scores), np.median(scores), metrics.aggregate_iqm(scores)]
+        )
+
+
+def resampled_estimates(scores: np.ndarray) -> np.ndarray:
+    """`point_estimates` for one bootstrap resample, without scipy's per-call overhead.
+
+    The IQM is the mean of the sorted scores with a quarter of them cut at each
+    end, the elements `scipy.stats.trim_mean` keeps; tests check both agree.
+    """
+    ordered = np.sort(scores, axis=None)
+    cut = int(IQM_TRIM * ordered.size)
+    with np.errstate(invalid="ignore"):
+        return np.array(
             [
-                metrics.aggregate_mean(scores),
-                float(np.median(scores)),
-                metrics.aggregate_iqm(scores),
+                np.mean(np.mean(scores, axis=0)),
+                np.median(ordered),
+                np.mean(ordered[cut : ordered.size - cut]),
             ]
         )
+
+
+def improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
+    """P(X > Y) + P(X = Y) / 2 per task, averaged over tasks: the Mann-Whitney U / (n m)
+    that rliable's `probability_of_improvement` computes, by counting pairs directly."""
+    beats = (scores_x[:, None, :] > scores_y[None, :, :]).mean(axis=(0, 1))
+    ties = (scores_x[:, None, :] == scores_y[None, :, :]).mean(axis=(0, 1))
+    return float(np.mean(beats + 0.5 * ties))
+
+
+def _percentile_interval(bootstrap: object, func: Callable[..., Any], reps: int, size: float):
+    with np.errstate(invalid="ignore"):
+        return bootstrap.conf_int(func, reps=reps, size=size, method="percentile")  # type: ignore[attr-defined]
 
 
 def interval_estimates(
@@ -84,32 +116,62 @@ def interval_estimates(
 ) -> dict[str, dict[str, Estimate]]:
     """Mean, median and IQM of each group's ``runs x tasks`` scores, with bootstrap intervals.
 
-    The same ``seed`` gives the same intervals. Returns
-    ``{group: {"mean" | "median" | "iqm": Estimate}}``.
+    Percentile intervals from rliable's stratified bootstrap. The same ``seed``
+    gives the same intervals. Returns ``{group: {"mean" | "median" | "iqm": Estimate}}``.
     """
     from rliable import library as rly
 
-    prepared = {
-        name: worst_as_infinite(np.atleast_2d(values.T).T, higher_is_better)
-        for name, values in scores.items()
-    }
-    with _seeded(seed) as generator:
-        points, intervals = rly.get_interval_estimates(
-            prepared,
-            _aggregates,
-            reps=reps,
-            confidence_interval_size=confidence,
-            random_state=generator,
-        )
+    worst = -np.inf if higher_is_better else np.inf
     result = {}
-    for name in prepared:
-        worst = -np.inf if higher_is_better else np.inf
-        low, high = (np.where(np.isnan(bound), worst, bound) for bound in intervals[name])
-        result[name] = {
-            estimator: Estimate(float(points[name][i]), float(low[i]), float(high[i]))
-            for i, estimator in enumerate(ESTIMATORS)
-        }
+    with _seeded(seed) as generator:
+        for name, values in scores.items():
+            prepared = worst_as_infinite(np.atleast_2d(values.T).T, higher_is_better)
+            points = point_estimates(prepared)
+            bootstrap = rly.StratifiedBootstrap(prepared, random_state=generator)
+            low, high = (
+                np.where(np.isnan(bound), worst, bound)
+                for bound in _percentile_interval(bootstrap, resampled_estimates, reps, confidence)
+            )
+            result[name] = {
+                estimator: Estimate(float(points[i]), float(low[i]), float(high[i]))
+                for i, estimator in enumerate(ESTIMATORS)
+            }
     return result
+
+
+PER_STEP: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "iqm": lambda pooled: np.asarray(trim_mean(pooled, IQM_TRIM, axis=0)),
+    "mean": lambda pooled: np.mean(pooled, axis=0),
+    "median": lambda pooled: np.median(pooled, axis=0),
+}
+"""Estimators over the pooled runs and tasks (axis 0) of each logged step (axis 1)."""
+
+
+def curve_intervals(
+    scores: np.ndarray,
+    estimator: str = "iqm",
+    reps: int = DEFAULT_REPS,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-step estimate and percentile band of a ``runs x tasks x steps`` array of curves.
+
+    Each replicate of rliable's stratified bootstrap resamples whole curves
+    (runs) within each task, the same runs at every step, as in rliable's
+    sample-efficiency curves. Returns ``(estimate, low, high)``, one value per step.
+    """
+    from rliable import library as rly
+
+    statistic = PER_STEP[estimator]
+    steps = scores.shape[-1]
+
+    def per_step(resample: np.ndarray) -> np.ndarray:
+        return statistic(resample.reshape(-1, steps))
+
+    with _seeded(seed) as generator:
+        bootstrap = rly.StratifiedBootstrap(scores, random_state=generator)
+        low, high = _percentile_interval(bootstrap, per_step, reps, confidence)
+    return per_step(scores), low, high
 
 
 def probability_of_improvement(
@@ -122,8 +184,9 @@ def probability_of_improvement(
 ) -> dict[tuple[str, str], Estimate]:
     """P(X > Y) for each pair (X, Y): the chance that a run of X beats a run of Y on a task.
 
-    Averaged over tasks (Agarwal et al. 2021, eq. in section 4.3), with
-    stratified bootstrap intervals. When lower is better, "beats" means lower.
+    Averaged over tasks (Agarwal et al. 2021, section 4.3), with percentile
+    intervals from rliable's stratified independent bootstrap. When lower is
+    better, "beats" means lower.
     """
     from rliable import library as rly
     from rliable import metrics
@@ -133,23 +196,16 @@ def probability_of_improvement(
         name: sign * worst_as_infinite(np.atleast_2d(values.T).T, higher_is_better)
         for name, values in scores.items()
     }
-    keyed = {f"{x}\x00{y}": [prepared[x], prepared[y]] for x, y in pairs}
+    result = {}
     with _seeded(seed) as generator:
-        points, intervals = rly.get_interval_estimates(
-            keyed,
-            metrics.probability_of_improvement,
-            reps=reps,
-            confidence_interval_size=confidence,
-            random_state=generator,
-        )
-    return {
-        (x, y): Estimate(
-            float(points[f"{x}\x00{y}"]),
-            float(np.ravel(intervals[f"{x}\x00{y}"])[0]),
-            float(np.ravel(intervals[f"{x}\x00{y}"])[1]),
-        )
-        for x, y in pairs
-    }
+        for x, y in pairs:
+            point = float(metrics.probability_of_improvement(prepared[x], prepared[y]))
+            bootstrap = rly.StratifiedIndependentBootstrap(
+                prepared[x], prepared[y], random_state=generator
+            )
+            low, high = np.ravel(_percentile_interval(bootstrap, improvement, reps, confidence))
+            result[(x, y)] = Estimate(point, float(low), float(high))
+    return result
 
 
 def proportion_interval(successes: int, trials: int, confidence: float = CONFIDENCE) -> Estimate:
@@ -183,7 +239,8 @@ def performance_profiles(
     taus = sign * np.asarray(thresholds, dtype=float)
 
     def profile(runs: np.ndarray) -> np.ndarray:
-        return np.array([rly.run_score_deviation(runs, tau) for tau in taus])
+        # rliable's run_score_deviation (the mean of runs > tau), for all thresholds at once.
+        return np.mean(runs.reshape(-1, 1) > taus, axis=0)
 
     with _seeded(seed) as generator:
         profiles, bands = rly.get_interval_estimates(

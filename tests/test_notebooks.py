@@ -1,0 +1,294 @@
+"""The comparison notebooks run end to end on small real results, and the analysis they call.
+
+A module fixture publishes short versions of the experiments in experiments/
+(same names, fewer steps and seeds), a tiny SB3 DQN run and a tiny Optuna
+sweep on the test session's Ray head; each notebook in notebooks/ is then
+executed with nbclient in the venv's ``python3`` kernel, its inputs given by
+environment variables, as a user would run it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jupytext
+import nbclient
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from rliable import metrics as rliable_metrics
+
+from rlharness.analysis.chapter11 import CHECKS, reproductions
+from rlharness.analysis.curves import bootstrap_band, catalog_curves, curve_bands
+from rlharness.analysis.divergence import divergence_counts, divergence_heatmap, value_key
+from rlharness.analysis.inputs import latest_run, open_results
+from rlharness.catalog import Catalog, ResultsError
+from rlharness.launch import run_experiment
+from rlharness.search_space import plan_sweep
+from rlharness.spec import parse_spec
+from rlharness.sweep import run_sweep
+from tests.clusters import RayHead
+from tests.conftest import REPO
+
+NOTEBOOKS = REPO / "notebooks"
+SHORT_RUNS: dict[str, dict[str, Any]] = {
+    "triad_cube_baird": {"steps": 500, "log_every": 50, "seeds": 3},
+    "baird_td_dp": {"steps": 1000, "log_every": 50, "seeds": 3},
+    "baird_tdc": {"steps": 1000, "log_every": 50, "seeds": 3},
+    "baird_emphatic_td": {"steps": 1000, "log_every": 50},
+    "two_state_w2w": {"steps": 100, "log_every": 2},
+    "tsitsiklis_van_roy": {"steps": 50},
+    "random_walk_td": {"steps": 5000, "log_every": 500, "seeds": 3},
+}
+"""Run sections of the chapter-11 experiments, short but long enough for the book's claims."""
+STATEMENTS = 13
+"""Statements `reproductions` checks for SHORT_RUNS: 2 + 2 + 1 + 4 gammas + 1 + 2 + 1."""
+SWEEP_TRIALS = 4
+
+
+def short_spec(name: str, run: dict[str, Any], **sections: Any) -> dict[str, Any]:
+    """experiments/<name>.yaml with its run section (and any other section) replaced."""
+    data = yaml.safe_load((REPO / "experiments" / f"{name}.yaml").read_text())
+    data["run"] = run
+    data.update(sections)
+    return data
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory, ray_client: RayHead) -> Path:
+    """A results root with every chapter-11 experiment, a DQN run and a 4-trial sweep."""
+    root = tmp_path_factory.mktemp("notebook-results") / "results"
+    for name, run in SHORT_RUNS.items():
+        run_experiment(parse_spec(short_spec(name, run)), root)
+    dqn = short_spec("deadly_triad_dqn", {"steps": 1000, "log_every": 250, "seeds": 2})
+    dqn["agent"].update(learning_starts=250, target_update_period=250, eval_episodes=1)
+    dqn["grid"] = {"agent.bootstrap_target": ["q_learning", "target_q"]}
+    run_experiment(parse_spec(dqn), root)
+    sweep = short_spec("baird_tdc_sweep", {"steps": 200, "log_every": 50, "seeds": 2})
+    sweep["sweep"].update(n_trials=SWEEP_TRIALS, sampler="random", seeds_per_step=1)
+    report = run_sweep(plan_sweep(parse_spec(sweep)), root, workers=2)
+    assert report.finished == SWEEP_TRIALS
+    return root
+
+
+@pytest.fixture(scope="module")
+def catalog(results: Path) -> Catalog:
+    return Catalog(results)
+
+
+def execute(name: str, directory: Path, environment: dict[str, str], monkeypatch) -> str:
+    """Run notebooks/<name>.py in a fresh kernel; every text it printed or displayed."""
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    notebook = jupytext.read(NOTEBOOKS / f"{name}.py")
+    client = nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": directory}}
+    )
+    client.execute()
+    texts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            texts.append(output.get("text", ""))
+            texts.append(output.get("data", {}).get("text/plain", ""))
+    return "\n".join(texts)
+
+
+def saved(directory: Path) -> set[str]:
+    return {path.name for path in directory.iterdir()}
+
+
+def both_formats(*names: str) -> set[str]:
+    return {f"{name}.{extension}" for name in names for extension in ("png", "svg")}
+
+
+def test_triad_overview_notebook(results: Path, tmp_path: Path, monkeypatch) -> None:
+    figures = tmp_path / "figures"
+    text = execute(
+        "triad_overview",
+        tmp_path,
+        {"RLHARNESS_RESULTS": str(results), "RLHARNESS_FIGURES": str(figures)},
+        monkeypatch,
+    )
+    assert "latest run of triad_cube_baird" in text
+    assert saved(figures) == both_formats(
+        "triad_cube",
+        "divergence_features__n_step",
+        "divergence_features__off_policy",
+        "divergence_n_step__off_policy",
+    )
+
+
+def test_learning_curves_notebook_on_dqn(results: Path, tmp_path: Path, monkeypatch) -> None:
+    figures = tmp_path / "figures"
+    text = execute(
+        "learning_curves",
+        tmp_path,
+        {"RLHARNESS_RESULTS": str(results), "RLHARNESS_FIGURES": str(figures)},
+        monkeypatch,
+    )
+    assert saved(figures) == both_formats("eval_return", "probe_max_abs_q")
+    for target in ("bootstrap_target=q_learning", "bootstrap_target=target_q"):
+        assert text.count(target) >= 3, "the bands' table and both comparison tables"
+
+
+def test_chapter11_notebook_agrees_with_the_book(
+    results: Path, tmp_path: Path, monkeypatch
+) -> None:
+    figures = tmp_path / "figures"
+    text = execute(
+        "chapter11_reproductions",
+        tmp_path,
+        {"RLHARNESS_RESULTS": str(results), "RLHARNESS_FIGURES": str(figures)},
+        monkeypatch,
+    )
+    assert f"{STATEMENTS} of {STATEMENTS} statements agree" in text
+    assert saved(figures) == both_formats(
+        "figure_11_2",
+        "figure_11_5",
+        "figure_11_6",
+        "w_to_2w",
+        "example_11_1",
+        "triad_cube",
+        "random_walk",
+    )
+
+
+def test_sweep_notebook(results: Path, tmp_path: Path, monkeypatch) -> None:
+    figures = tmp_path / "figures"
+    text = execute(
+        "sweep_analysis",
+        tmp_path,
+        {"RLHARNESS_RESULTS": str(results), "RLHARNESS_FIGURES": str(figures)},
+        monkeypatch,
+    )
+    assert f"study baird_tdc_sweep: {SWEEP_TRIALS} trials" in text
+    assert both_formats("slice", "parallel", "history") <= saved(figures)
+
+
+def test_notebook_without_results_names_the_command(tmp_path: Path, monkeypatch) -> None:
+    empty = tmp_path / "results"
+    empty.mkdir()
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as raised:
+        execute("triad_overview", tmp_path, {"RLHARNESS_RESULTS": str(empty)}, monkeypatch)
+    assert "ResultsError" in str(raised.value)
+    assert f"rlharness run experiments/triad_cube_baird.yaml --out {empty}" in str(raised.value)
+
+
+def test_bootstrap_band_holds_the_iqm_and_is_deterministic() -> None:
+    values = np.random.default_rng(7).lognormal(size=(40, 10))
+    value, low, high = bootstrap_band(values, "iqm", reps=500, seed=3)
+    expected = [rliable_metrics.aggregate_iqm(row) for row in values]
+    np.testing.assert_allclose(value, expected)
+    assert np.all(low <= value) and np.all(value <= high) and np.all(low < high)
+    again = bootstrap_band(values, "iqm", reps=500, seed=3)
+    for first, second in zip((value, low, high), again, strict=True):
+        np.testing.assert_array_equal(first, second)
+    constant = bootstrap_band(np.full((3, 5), 2.5), "mean", reps=100)
+    for array in constant:
+        np.testing.assert_array_equal(array, 2.5)
+
+
+def test_curve_bands_drop_a_seed_after_it_stops_logging() -> None:
+    rows = [(seed, step, float(seed + step)) for seed in range(4) for step in (0, 10, 20)]
+    frame = pd.DataFrame(rows, columns=["seed", "step", "loss"]).assign(group="g")
+    frame = frame[~((frame["seed"] == 3) & (frame["step"] == 20))]  # seed 3 hard-diverged
+    bands = curve_bands(frame, "loss", estimator="mean", reps=200)
+    assert bands["seeds"].tolist() == [4, 4, 3]
+    assert bands["value"].tolist() == [1.5, 11.5, 21.0]
+
+
+def test_catalog_curves_bands_contain_their_iqm(catalog: Catalog) -> None:
+    run = str(latest_run(catalog, "baird_td_dp"))
+    curves = catalog_curves(catalog, [run], "max_abs_value", reps=300)
+    bands = curves.bands
+    assert list(dict.fromkeys(bands["group"])) == ["name=semi_gradient_td", "name=semi_gradient_dp"]
+    assert (bands["low"] <= bands["value"]).all() and (bands["value"] <= bands["high"]).all()
+    assert set(bands["seeds"]) == {3}
+    assert curves.thresholds == pytest.approx((100.0,))
+    metrics = catalog.metrics([run], ["max_abs_value"])
+    last = metrics[(metrics["variant"] == 0) & (metrics["step"] == 1000)]["max_abs_value"]
+    final = bands[(bands["group"] == "name=semi_gradient_td") & (bands["step"] == 1000)]
+    assert final["value"].iloc[0] == pytest.approx(rliable_metrics.aggregate_iqm(last))
+
+
+def test_divergence_counts_match_a_hand_count() -> None:
+    outcomes = pd.DataFrame(
+        {
+            "alpha": [0.1, 0.1, 0.1, 0.1, 1.0, 1.0, "1", "1"],
+            "n_step": [1, 1.0, "inf", "inf", 1, 1, "inf", "inf"],
+            "outcome": [
+                "soft-diverged",
+                "converged",
+                "converged",
+                "converged",
+                "hard-diverged",
+                "soft-diverged-then-recovered",
+                "stable",
+                "soft-diverged",
+            ],
+        }
+    )
+    counts = divergence_counts(outcomes, "alpha", "n_step", {"n_step": ["inf", 1]})
+    table = {
+        (row.alpha, row.n_step): (row.diverged, row.seeds) for row in counts.itertuples(index=False)
+    }
+    assert table == {
+        ("0.1", "inf"): (0, 2),
+        ("0.1", "1"): (1, 2),
+        ("1", "inf"): (1, 2),
+        ("1", "1"): (2, 2),
+    }
+    assert list(counts["n_step"].cat.categories) == ["inf", "1"]
+    figure = divergence_heatmap(counts, "alpha", "n_step", "test")
+    notes = sorted(text.get_text() for text in figure.axes[0].texts)
+    assert notes == ["0/2", "1/2", "1/2", "2/2"]
+    assert value_key(True) == "True" and value_key(np.float64(32.0)) == "32" == value_key("32")
+
+
+def test_chapter11_table_agrees_on_the_short_runs(catalog: Catalog) -> None:
+    table = reproductions(catalog)
+    assert set(table["experiment"]) == set(CHECKS)
+    assert len(table) == STATEMENTS
+    assert table["agrees"].all(), table.loc[~table["agrees"], ["experiment", "measured"]]
+
+
+def doctored(catalog: Catalog, experiment: str, root: Path) -> Path:
+    """A copy of the latest run of ``experiment`` alone under ``root``; returns its directory."""
+    source = catalog.entries[str(latest_run(catalog, experiment))].path
+    target = root / experiment / source.name
+    shutil.copytree(source, target)
+    return target
+
+
+def test_chapter11_table_flags_doctored_runs(catalog: Catalog, tmp_path: Path) -> None:
+    cube = doctored(catalog, "triad_cube_baird", tmp_path)
+    outcomes = pd.read_parquet(cube / "outcomes.parquet")
+    on_policy = (outcomes["triad.features"] == "env") & ~outcomes["triad.off_policy"]
+    outcomes.loc[on_policy & (outcomes["triad.n_step"] == "1"), "outcome"] = "soft-diverged"
+    outcomes.to_parquet(cube / "outcomes.parquet")
+    w2w = doctored(catalog, "two_state_w2w", tmp_path)
+    metrics = pd.read_parquet(w2w / "metrics.parquet")
+    metrics.loc[metrics["step"] == metrics["step"].max(), "w_0"] *= 1.01
+    metrics.to_parquet(w2w / "metrics.parquet")
+
+    table = reproductions(Catalog(tmp_path)).set_index("source")
+    assert not table.loc["Section 11.3 (the deadly triad)", "agrees"]
+    assert not table.loc["Section 11.2 (after Figure 11.2)", "agrees"]
+    assert not table.loc["Section 11.2 (the w -> 2w example)", "agrees"].any()
+
+
+def test_open_results_names_the_commands(tmp_path: Path) -> None:
+    with pytest.raises(ResultsError, match=r"rlharness run experiments/baird_tdc\.yaml --out "):
+        open_results(tmp_path, ["baird_tdc", "baird_td_dp"])
+
+
+@pytest.fixture(autouse=True)
+def _close_figures() -> Iterator[None]:
+    import matplotlib.pyplot as plt
+
+    yield
+    plt.close("all")

@@ -162,6 +162,14 @@ class Catalog:
         filled = [frame.dropna(axis=1, how="all") for frame in frames]
         return _uniform(pd.concat(filled, ignore_index=True).reindex(columns=columns))
 
+    def latest_run(self, experiment: str) -> str | None:
+        """The key of the newest plain run (not a sweep trial) of ``experiment``, or None."""
+        runs = self.runs
+        chosen = runs[(runs["experiment"] == experiment) & (runs["kind"] == "run")]
+        if chosen.empty:
+            return None
+        return str(chosen.sort_values("run_id")["run"].iloc[-1])
+
     def outcomes(self, runs: Iterable[str] | None = None) -> pd.DataFrame:
         """One row per grid point x seed of the given runs (all runs if None)."""
         if runs is None:

@@ -25,7 +25,7 @@ from rliable import metrics as rliable_metrics
 from rlharness.analysis.chapter11 import CHECKS, reproductions
 from rlharness.analysis.curves import bootstrap_band, catalog_curves, curve_bands
 from rlharness.analysis.divergence import divergence_counts, divergence_heatmap, value_key
-from rlharness.analysis.inputs import latest_run, open_results
+from rlharness.analysis.inputs import open_results
 from rlharness.catalog import Catalog, ResultsError
 from rlharness.launch import run_experiment
 from rlharness.search_space import plan_sweep
@@ -101,20 +101,22 @@ def saved(directory: Path) -> set[str]:
     return {path.name for path in directory.iterdir()}
 
 
+def run_on_results(name: str, results: Path, tmp_path: Path, monkeypatch) -> tuple[str, set[str]]:
+    """Execute a notebook on ``results``; its printed text and the figure files it saved."""
+    figures = tmp_path / "figures"
+    environment = {"RLHARNESS_RESULTS": str(results), "RLHARNESS_FIGURES": str(figures)}
+    text = execute(name, tmp_path, environment, monkeypatch)
+    return text, saved(figures)
+
+
 def both_formats(*names: str) -> set[str]:
     return {f"{name}.{extension}" for name in names for extension in ("png", "svg")}
 
 
 def test_triad_overview_notebook(results: Path, tmp_path: Path, monkeypatch) -> None:
-    figures = tmp_path / "figures"
-    text = execute(
-        "triad_overview",
-        tmp_path,
-        {"RLHARNESS_RESULTS": str(results), "RLHARNESS_FIGURES": str(figures)},
-        monkeypatch,
-    )
+    text, files = run_on_results("triad_overview", results, tmp_path, monkeypatch)
     assert "latest run of triad_cube_baird" in text
-    assert saved(figures) == both_formats(
+    assert files == both_formats(
         "triad_cube",
         "divergence_features__n_step",
         "divergence_features__off_policy",
@@ -123,14 +125,8 @@ def test_triad_overview_notebook(results: Path, tmp_path: Path, monkeypatch) -> 
 
 
 def test_learning_curves_notebook_on_dqn(results: Path, tmp_path: Path, monkeypatch) -> None:
-    figures = tmp_path / "figures"
-    text = execute(
-        "learning_curves",
-        tmp_path,
-        {"RLHARNESS_RESULTS": str(results), "RLHARNESS_FIGURES": str(figures)},
-        monkeypatch,
-    )
-    assert saved(figures) == both_formats("eval_return", "probe_max_abs_q")
+    text, files = run_on_results("learning_curves", results, tmp_path, monkeypatch)
+    assert files == both_formats("eval_return", "probe_max_abs_q")
     for target in ("bootstrap_target=q_learning", "bootstrap_target=target_q"):
         assert text.count(target) >= 3, "the bands' table and both comparison tables"
 
@@ -138,15 +134,9 @@ def test_learning_curves_notebook_on_dqn(results: Path, tmp_path: Path, monkeypa
 def test_chapter11_notebook_agrees_with_the_book(
     results: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    figures = tmp_path / "figures"
-    text = execute(
-        "chapter11_reproductions",
-        tmp_path,
-        {"RLHARNESS_RESULTS": str(results), "RLHARNESS_FIGURES": str(figures)},
-        monkeypatch,
-    )
+    text, files = run_on_results("chapter11_reproductions", results, tmp_path, monkeypatch)
     assert f"{STATEMENTS} of {STATEMENTS} statements agree" in text
-    assert saved(figures) == both_formats(
+    assert files == both_formats(
         "figure_11_2",
         "figure_11_5",
         "figure_11_6",
@@ -158,15 +148,9 @@ def test_chapter11_notebook_agrees_with_the_book(
 
 
 def test_sweep_notebook(results: Path, tmp_path: Path, monkeypatch) -> None:
-    figures = tmp_path / "figures"
-    text = execute(
-        "sweep_analysis",
-        tmp_path,
-        {"RLHARNESS_RESULTS": str(results), "RLHARNESS_FIGURES": str(figures)},
-        monkeypatch,
-    )
+    text, files = run_on_results("sweep_analysis", results, tmp_path, monkeypatch)
     assert f"study baird_tdc_sweep: {SWEEP_TRIALS} trials" in text
-    assert both_formats("slice", "parallel", "history") <= saved(figures)
+    assert both_formats("slice", "parallel", "history") <= files
 
 
 def test_notebook_without_results_names_the_command(tmp_path: Path, monkeypatch) -> None:
@@ -202,7 +186,7 @@ def test_curve_bands_drop_a_seed_after_it_stops_logging() -> None:
 
 
 def test_catalog_curves_bands_contain_their_iqm(catalog: Catalog) -> None:
-    run = str(latest_run(catalog, "baird_td_dp"))
+    run = str(catalog.latest_run("baird_td_dp"))
     curves = catalog_curves(catalog, [run], "max_abs_value", reps=300)
     bands = curves.bands
     assert list(dict.fromkeys(bands["group"])) == ["name=semi_gradient_td", "name=semi_gradient_dp"]
@@ -258,7 +242,7 @@ def test_chapter11_table_agrees_on_the_short_runs(catalog: Catalog) -> None:
 
 def doctored(catalog: Catalog, experiment: str, root: Path) -> Path:
     """A copy of the latest run of ``experiment`` alone under ``root``; returns its directory."""
-    source = catalog.entries[str(latest_run(catalog, experiment))].path
+    source = catalog.entries[str(catalog.latest_run(experiment))].path
     target = root / experiment / source.name
     shutil.copytree(source, target)
     return target

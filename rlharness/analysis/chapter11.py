@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlharness.analysis.inputs import latest_run
 from rlharness.analysis.knobs import DIVERGED
 from rlharness.catalog import Catalog
 
@@ -94,7 +93,7 @@ def reproductions(catalog: Catalog) -> pd.DataFrame:
     """
     rows = []
     for experiment, check in CHECKS.items():
-        key = latest_run(catalog, experiment)
+        key = catalog.latest_run(experiment)
         if key is None:
             continue
         for found in check(run_data(catalog, key)):

@@ -25,7 +25,6 @@ from rlharness.analysis.chapter11 import (
     w_to_2w_factor,
 )
 from rlharness.analysis.curves import catalog_curves, plot_curves
-from rlharness.analysis.inputs import latest_run
 from rlharness.catalog import Catalog
 
 ERROR_NAMES = {"sqrt_ve": "sqrt(VE)", "sqrt_pbe": "sqrt(PBE)"}
@@ -103,7 +102,7 @@ def reproduction_figures(catalog: Catalog) -> dict[str, Figure]:
     """The book's figure for each chapter-11 experiment present, keyed by `FIGURE_NAMES` name."""
     figures = {}
     for experiment, draw in DRAWERS.items():
-        key = latest_run(catalog, experiment)
+        key = catalog.latest_run(experiment)
         if key is not None:
             figures[FIGURE_NAMES[experiment]] = draw(catalog, key)
     return figures

@@ -216,7 +216,7 @@ def select(catalog: Catalog, selectors: list[str]) -> list[tuple[str, list[str]]
     resolved = []
     for selector in selectors:
         text = _relative_to_root(catalog, selector).strip("/")
-        keys = _resolve(runs, text)
+        keys = _resolve(catalog, text)
         if not keys:
             raise ResultsError(f"nothing in {catalog.root} matches {selector!r}; " + _listing(runs))
         resolved.append((selector, keys))
@@ -227,15 +227,18 @@ def _relative_to_root(catalog: Catalog, selector: str) -> str:
     from pathlib import Path
 
     path = Path(selector)
-    if path.exists():
-        try:
-            return path.resolve().relative_to(catalog.root.resolve()).as_posix()
-        except ValueError:
-            raise ResultsError(f"{selector} is not under the results root {catalog.root}") from None
-    return selector
+    if not path.exists():
+        return selector
+    try:
+        return path.resolve().relative_to(catalog.root.resolve()).as_posix()
+    except ValueError:
+        if "/" not in selector:
+            return selector  # a name that happens to be a local directory's too
+        raise ResultsError(f"{selector} is not under the results root {catalog.root}") from None
 
 
-def _resolve(runs: pd.DataFrame, text: str) -> list[str]:
+def _resolve(catalog: Catalog, text: str) -> list[str]:
+    runs = catalog.runs
     if text in set(runs["run"]):
         return [text]
     parts = text.split("/")
@@ -250,9 +253,9 @@ def _resolve(runs: pd.DataFrame, text: str) -> list[str]:
         by_id = runs[(runs["kind"] == "run") & (runs["run_id"] == text)]
         if len(by_id):
             return by_id["run"].tolist()
-        plain = runs[(runs["experiment"] == text) & (runs["kind"] == "run")]
-        if len(plain):
-            return [plain.sort_values("run_id")["run"].iloc[-1]]
+        latest = catalog.latest_run(text)
+        if latest is not None:
+            return [latest]
         return studies[studies["experiment"] == text]["run"].tolist()
     return []
 

@@ -24,15 +24,6 @@ def sweep_command(experiment: str, root: Path, study: str | None = None) -> str:
     return f"rlharness sweep experiments/{experiment}.yaml --out {root}{named}"
 
 
-def latest_run(catalog: Catalog, experiment: str) -> str | None:
-    """The key of the newest plain run (not a sweep trial) of ``experiment``, or None."""
-    runs = catalog.runs
-    chosen = runs[(runs["experiment"] == experiment) & (runs["kind"] == "run")]
-    if chosen.empty:
-        return None
-    return str(chosen.sort_values("run_id")["run"].iloc[-1])
-
-
 def open_results(root: Path, experiments: Sequence[str]) -> Catalog:
     """The catalog of ``root``; `ResultsError` naming the commands if no experiment has a run.
 
@@ -44,7 +35,7 @@ def open_results(root: Path, experiments: Sequence[str]) -> Catalog:
         catalog = Catalog(root)
     except ResultsError as error:
         raise ResultsError(f"{error}\n{hint}") from None
-    if not any(latest_run(catalog, name) for name in experiments):
+    if not any(catalog.latest_run(name) for name in experiments):
         raise ResultsError(f"{root} holds no run of {', '.join(experiments)}; {hint}")
     return catalog
 
@@ -52,7 +43,7 @@ def open_results(root: Path, experiments: Sequence[str]) -> Catalog:
 def require_run(root: Path, experiment: str) -> tuple[Catalog, str]:
     """The catalog of ``root`` and the latest run of ``experiment``, or `ResultsError`."""
     catalog = open_results(root, [experiment])
-    return catalog, str(latest_run(catalog, experiment))
+    return catalog, str(catalog.latest_run(experiment))
 
 
 def study_storage(root: Path, experiment: str, storage_url: str | None = None) -> str:

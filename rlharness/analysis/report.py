@@ -12,16 +12,16 @@ file opens offline and loads nothing: its content security policy forbids it.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from rlharness.analysis.compare import Comparison, compare, select
 from rlharness.analysis.figures import interval_figure, profile_figure
@@ -37,23 +37,90 @@ if TYPE_CHECKING:
 
 REPORTS_DIR = "reports"
 FIGURE_DPI = 110
-CSS = """
-body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em;
-       padding: 0 1.5em; color: #1b1b1b; background: #fff; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; }
-h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f0f0f0; }
-td.number { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-pre { background: #f6f6f6; border: 1px solid #ddd; padding: 0.8em; overflow-x: auto; }
-figure { margin: 1.2em 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { font-size: 0.9em; color: #444; }
-.note { color: #444; font-style: italic; }
-.scroll { overflow-x: auto; }
-"""
-CONTENT_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+TEMPLATE = "report.html.j2"
+"""The page's markup and inline style, in ``rlharness/analysis/templates``."""
+ENVIRONMENT = Environment(
+    loader=PackageLoader("rlharness.analysis", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table's id, header row and body rows; the columns at ``numeric`` are right-aligned."""
+
+    name: str
+    headers: Sequence[str]
+    rows: Sequence[Sequence[object]]
+    numeric: Collection[int] = ()
+
+
+@dataclass(frozen=True)
+class Image:
+    """A PNG as base64 ``data``, with the ``caption`` that is also its alternative text."""
+
+    caption: str
+    data: str
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the first run came from, a ``note`` on the others, and its package versions."""
+
+    fields: Table
+    note: str
+    """Empty when there is nothing to note."""
+    versions: Table | None
+
+
+@dataclass(frozen=True)
+class ComparisonSection:
+    """The comparison table, and what its introduction names: ``reference`` is the first group."""
+
+    metric: str
+    direction: str
+    """``higher`` or ``lower`` (is better)."""
+    reps: int
+    reference: str
+    table: Table
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A study's trials and Optuna figures; ``url`` is masked, ``definition`` is YAML or empty."""
+
+    study: str
+    url: str
+    objective: str
+    direction: str
+    definition: str
+    trials: Table
+    figures: list[Image]
+    importances: bool
+
+
+@dataclass(frozen=True)
+class Page:
+    """What the template shows, in the order it shows it.
+
+    ``sweep`` is None for a run, and for a study its `Sweep` or why its storage
+    could not be read; ``spec_key`` names the trial whose experiment file a
+    study's report shows (None for a run).
+    """
+
+    title: str
+    description: str
+    provenance: Provenance
+    comparison: ComparisonSection
+    estimates: list[Image]
+    plots: list[Image]
+    sweep: Sweep | str | None
+    spec: str
+    spec_key: str | None
 
 
 @dataclass(frozen=True)
@@ -114,31 +181,30 @@ def build_report(
     resolved = resolve_target(catalog, target)
     first = catalog.entries[resolved.keys[0]]
     comparison = compare(catalog, [target], metric=metric, reps=reps)
-    sections = [
-        _section("Provenance", _provenance(first, [catalog.entries[k] for k in resolved.keys])),
-        _section("Comparison", _comparison(comparison)),
-        _section(
-            "Interval estimates and performance profile",
-            _figure(interval_figure(comparison), f"IQM of {comparison.metric} per group")
-            + _figure(profile_figure(comparison), f"Score distributions of {comparison.metric}"),
-        ),
-    ]
-    plots = sorted((first.path / "plots").glob("*.png"))
-    if plots:
-        sections.append(
-            _section("Plots of the run", "".join(_image(p.read_bytes(), p.stem) for p in plots))
-        )
-    if resolved.study is not None:
-        url = storage or default_url(catalog.root, resolved.experiment)
-        sections.append(_section("Sweep", _sweep(url, resolved.study)))
-    sections.append(_section("Experiment file", _spec(first, resolved.study)))
+    sweep: Sweep | str | None = None
     if resolved.study is None:
         title = f"{resolved.experiment}: run {resolved.slug}"
     else:
         title = f"{resolved.experiment}: study {resolved.study} ({len(resolved.keys)} trials)"
-    description = str(first.config.get("description") or first.summary.get("description") or "")
-    head = f"<h1>{_text(title)}</h1>" + (f"<p>{_text(description)}</p>" if description else "")
-    return _document(title, head + "".join(sections))
+        sweep = _sweep(storage or default_url(catalog.root, resolved.experiment), resolved.study)
+    page = Page(
+        title=title,
+        description=str(first.config.get("description") or first.summary.get("description") or ""),
+        provenance=_provenance(first, [catalog.entries[k] for k in resolved.keys]),
+        comparison=_comparison(comparison),
+        estimates=[
+            _figure(interval_figure(comparison), f"IQM of {comparison.metric} per group"),
+            _figure(profile_figure(comparison), f"Score distributions of {comparison.metric}"),
+        ],
+        plots=[
+            _image(plot.read_bytes(), plot.stem)
+            for plot in sorted((first.path / "plots").glob("*.png"))
+        ],
+        sweep=sweep,
+        spec=(first.path / "config.yaml").read_text(),
+        spec_key=None if resolved.study is None else first.key,
+    )
+    return ENVIRONMENT.get_template(TEMPLATE).render(report=page)
 
 
 def write_report(html_text: str, path: Path) -> None:
@@ -146,11 +212,8 @@ def write_report(html_text: str, path: Path) -> None:
     atomic_write_text(path, html_text)
 
 
-def _text(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
 def _number(value: float | None) -> str:
+    """``value`` to four significant digits; ``n/a`` for None or NaN; infinities as symbols."""
     if value is None or math.isnan(value):
         return "n/a"
     if math.isinf(value):
@@ -159,48 +222,16 @@ def _number(value: float | None) -> str:
 
 
 def _interval(estimate: Estimate) -> str:
+    """``VALUE [LOW, HIGH]``."""
     return f"{_number(estimate.value)} [{_number(estimate.low)}, {_number(estimate.high)}]"
 
 
-def _section(title: str, body: str) -> str:
-    return f"<section><h2>{_text(title)}</h2>{body}</section>"
+def _image(png: bytes, caption: str) -> Image:
+    """``png`` base64-encoded for a data URI, captioned."""
+    return Image(caption, base64.b64encode(png).decode("ascii"))
 
 
-def _table(
-    headers: Sequence[str],
-    rows: Iterable[Sequence[Any]],
-    numeric: Sequence[int] = (),
-    name: str = "",
-) -> str:
-    """An escaped table; columns at ``numeric`` are right-aligned."""
-    head = "".join(f"<th>{_text(header)}</th>" for header in headers)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="number">{_text(cell)}</td>'
-            if index in numeric
-            else f"<td>{_text(cell)}</td>"
-            for index, cell in enumerate(row)
-        )
-        + "</tr>"
-        for row in rows
-    )
-    identity = f' id="{_text(name)}"' if name else ""
-    return (
-        f'<div class="scroll"><table{identity}><thead><tr>{head}</tr></thead>'
-        f"<tbody>{body}</tbody></table></div>"
-    )
-
-
-def _image(png: bytes, caption: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return (
-        f'<figure><img src="data:image/png;base64,{data}" alt="{_text(caption)}">'
-        f"<figcaption>{_text(caption)}</figcaption></figure>"
-    )
-
-
-def _figure(figure: Figure, caption: str) -> str:
+def _figure(figure: Figure, caption: str) -> Image:
     """Embed ``figure`` as a PNG and close it."""
     import matplotlib.pyplot as plt
 
@@ -210,7 +241,8 @@ def _figure(figure: Figure, caption: str) -> str:
     return _image(buffer.getvalue(), caption)
 
 
-def _provenance(first: RunEntry, entries: list[RunEntry]) -> str:
+def _provenance(first: RunEntry, entries: list[RunEntry]) -> Provenance:
+    """``first``'s provenance and packages, noting whether ``entries`` ran at several commits."""
     provenance = first.provenance
     git = provenance.get("git") or {}
     command = provenance.get("command")
@@ -230,18 +262,19 @@ def _provenance(first: RunEntry, entries: list[RunEntry]) -> str:
     commits = sorted({str((e.provenance.get("git") or {}).get("commit")) for e in entries})
     note = ""
     if len(commits) > 1:
-        note = f'<p class="note">Trials ran at several commits: {_text(", ".join(commits))}.</p>'
+        note = f"Trials ran at several commits: {', '.join(commits)}."
     elif len(entries) > 1:
-        note = f'<p class="note">As recorded by {_text(first.key)}.</p>'
+        note = f"As recorded by {first.key}."
     packages = sorted((provenance.get("packages") or {}).items())
-    return (
-        _table(("field", "value"), rows, name="provenance")
-        + note
-        + (_table(("package", "version"), packages, name="versions") if packages else "")
+    return Provenance(
+        fields=Table("provenance", ("field", "value"), rows),
+        note=note,
+        versions=Table("versions", ("package", "version"), packages) if packages else None,
     )
 
 
-def _comparison(comparison: Comparison) -> str:
+def _comparison(comparison: Comparison) -> ComparisonSection:
+    """One row per group: its estimates, divergences and P(better than the first group)."""
     names = [group.name for group in comparison.groups]
     reference = names[0]
     level = f"{comparison.confidence:.0%} CI"
@@ -267,23 +300,22 @@ def _comparison(comparison: Comparison) -> str:
                 _interval(improvement) if improvement else "(reference)",
             ]
         )
-    direction = "higher" if comparison.higher_is_better else "lower"
-    intro = (
-        f"<p>Metric <code>{_text(comparison.metric)}</code> ({direction} is better), per seed; "
-        f"{comparison.reps} stratified bootstrap resamples. IQM: interquartile mean. A diverged "
-        "seed's missing score counts as the worst value. P(better than first): the probability "
-        f"that a run of the group beats a run of {_text(reference)}.</p>"
+    return ComparisonSection(
+        metric=comparison.metric,
+        direction="higher" if comparison.higher_is_better else "lower",
+        reps=comparison.reps,
+        reference=reference,
+        table=Table("comparison", headers, rows, numeric=range(1, len(headers))),
     )
-    return intro + _table(headers, rows, numeric=range(1, len(headers)), name="comparison")
 
 
-def _sweep(url: str, study_name: str) -> str:
+def _sweep(url: str, study_name: str) -> Sweep | str:
     """The study's trials and Optuna figures, or why the study could not be read."""
     try:
         study = load_study(url, study_name)
         figures = sweep_figures(url, study_name)
     except SpecError as error:
-        return f'<p class="note">Optuna study unavailable: {_text(mask(str(error)))}</p>'
+        return mask(str(error))
     rows = [
         (
             trial.number,
@@ -294,51 +326,24 @@ def _sweep(url: str, study_name: str) -> str:
         for trial in study.get_trials(deepcopy=False)
     ]
     definition = study.user_attrs.get(DEFINITION_ATTR) or {}
-    intro = (
-        f"<p>Study <code>{_text(study_name)}</code> in <code>{_text(mask(url))}</code>: "
-        f"{_text(objective_name(study))}, {_text(study.direction.name.lower())}d.</p>"
-    )
-    if definition:
-        intro += (
-            f'<pre id="sweep-definition">{_text(yaml.safe_dump(definition, sort_keys=False))}</pre>'
-        )
-
     captions = {
         "importances": "Parameter importances",
         "slice": "Objective against each parameter",
         "parallel": "Parallel coordinates of the trials",
         "history": "Optimisation history",
     }
-    body = "".join(_figure(figure, captions[name]) for name, figure in figures.items())
-    if "importances" not in figures:
-        body += (
-            '<p class="note">No parameter importances: they need two completed trials '
-            "and a parameter that varies among them.</p>"
-        )
-    trials = _table(("trial", "state", "parameters", "value"), rows, numeric=(0, 3), name="trials")
-    return intro + trials + body
+    return Sweep(
+        study=study_name,
+        url=mask(url),
+        objective=objective_name(study),
+        direction=study.direction.name.lower(),
+        definition=yaml.safe_dump(definition, sort_keys=False) if definition else "",
+        trials=Table("trials", ("trial", "state", "parameters", "value"), rows, numeric=(0, 3)),
+        figures=[_figure(figure, captions[name]) for name, figure in figures.items()],
+        importances="importances" in figures,
+    )
 
 
 def _parameter(value: Any) -> str:
+    """A float as `_number` writes it; anything else as it prints."""
     return _number(value) if isinstance(value, float) else str(value)
-
-
-def _spec(first: RunEntry, study: str | None) -> str:
-    text = (first.path / "config.yaml").read_text()
-    if study is None:
-        return f'<pre id="spec">{_text(text)}</pre>'
-    return (
-        f'<p class="note">The file of {_text(first.key)}, with its sampled parameters '
-        f'filled in.</p><pre id="spec">{_text(text)}</pre>'
-    )
-
-
-def _document(title: str, body: str) -> str:
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_POLICY}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_text(title)}</title><style>{CSS}</style></head>"
-        f"<body>{body}</body></html>\n"
-    )

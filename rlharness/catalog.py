@@ -156,11 +156,24 @@ class Catalog:
         return _uniform(frame).sort_values(["experiment", "run"], ignore_index=True)
 
     @cached_property
-    def _outcomes(self) -> pd.DataFrame:
-        frames = [self._run_outcomes(entry) for entry in self.entries.values()]
+    def _loaded(self) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+        """All outcomes with their run's columns, and each run's own outcome columns and dtypes."""
+        frames, own = [], {}
+        for key, entry in self.entries.items():
+            outcomes = pd.read_parquet(entry.path / "outcomes.parquet")
+            own[key] = dict(outcomes.dtypes.items())
+            frames.append(_with_run_columns(entry, outcomes))
         columns = list(dict.fromkeys(column for frame in frames for column in frame.columns))
         filled = [frame.dropna(axis=1, how="all") for frame in frames]
-        return _uniform(pd.concat(filled, ignore_index=True).reindex(columns=columns))
+        return _uniform(pd.concat(filled, ignore_index=True).reindex(columns=columns)), own
+
+    @property
+    def _outcomes(self) -> pd.DataFrame:
+        return self._loaded[0]
+
+    def outcome_columns(self, run: str) -> dict[str, Any]:
+        """The columns of one run's own outcomes file, with their dtypes."""
+        return self._loaded[1][run]
 
     def latest_run(self, experiment: str) -> str | None:
         """The key of the newest plain run (not a sweep trial) of ``experiment``, or None."""
@@ -218,16 +231,17 @@ class Catalog:
         finally:
             connection.close()
 
-    def _run_outcomes(self, entry: RunEntry) -> pd.DataFrame:
-        outcomes = pd.read_parquet(entry.path / "outcomes.parquet")
-        if "variant" not in outcomes.columns:
-            outcomes.insert(0, "variant", 0)
-        labels = {v["variant"]: v.get("label") for v in entry.summary.get("variants", [])}
-        record = entry.record()
-        base = {name: value for name, value in record.items() if name not in outcomes.columns}
-        frame = pd.DataFrame({name: [value] * len(outcomes) for name, value in base.items()})
-        frame.insert(frame.columns.get_loc("path"), "label", outcomes["variant"].map(labels))
-        return pd.concat([frame, outcomes], axis=1)
+
+def _with_run_columns(entry: RunEntry, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """One run's outcomes with its ``runs`` columns and each grid point's label in front."""
+    if "variant" not in outcomes.columns:
+        outcomes.insert(0, "variant", 0)
+    labels = {v["variant"]: v.get("label") for v in entry.summary.get("variants", [])}
+    record = entry.record()
+    base = {name: value for name, value in record.items() if name not in outcomes.columns}
+    frame = pd.DataFrame({name: [value] * len(outcomes) for name, value in base.items()})
+    frame.insert(frame.columns.get_loc("path"), "label", outcomes["variant"].map(labels))
+    return pd.concat([frame, outcomes], axis=1)
 
 
 def _uniform(frame: pd.DataFrame) -> pd.DataFrame:

@@ -66,14 +66,13 @@ def run_metrics(catalog: Catalog, outcomes: pd.DataFrame) -> dict[str, list[str]
     """The per-seed numeric metrics of each selected run (outcome columns, then derived ones)."""
     found = {}
     for run in outcomes["run"].unique():
-        original = pd.read_parquet(catalog.entries[str(run)].path / "outcomes.parquet")
         present = [
             column
-            for column in original.columns
+            for column, dtype in catalog.outcome_columns(str(run)).items()
             if "." not in column
             and column not in NOT_METRICS
-            and pd.api.types.is_numeric_dtype(original[column])
-            and not pd.api.types.is_bool_dtype(original[column])
+            and pd.api.types.is_numeric_dtype(dtype)
+            and not pd.api.types.is_bool_dtype(dtype)
         ]
         if "final_eval_return" in present:
             present.append("return_auc")

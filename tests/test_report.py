@@ -244,10 +244,12 @@ def test_profile_figure_draws_a_falling_fraction_per_group(cube: Comparison) -> 
     assert [line.get_label() for line in axis.lines] == [group.name for group in cube.groups]
     assert "final_sqrt_ve" in axis.get_xlabel()
     assert axis.get_ylabel().startswith("fraction of runs with score <")
-    for line in axis.lines:
+    for line, group in zip(axis.lines, cube.groups, strict=True):
         fractions = np.asarray(line.get_ydata(), dtype=float)
         assert fractions[0] == 0.0, "no run scores below the least score"
         assert np.all(np.diff(fractions) >= 0)
+        finite = np.isfinite(cube.scores[group.name]).mean()
+        assert fractions[-1] == finite, "every finite run scores below the largest threshold"
     plt.close(figure)
 
 

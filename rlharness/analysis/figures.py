@@ -31,6 +31,10 @@ LINE_STYLES = ("-", "--", ":", "-.")
 """Cycled after the ten colours of the palette, so that more groups stay distinguishable."""
 
 
+PROFILE_MARGIN = 0.05
+"""How far the profile's thresholds reach beyond the scores (a fraction of their span or ratio)."""
+
+
 def _direction(comparison: Comparison) -> str:
     return "higher is better" if comparison.higher_is_better else "lower is better"
 
@@ -114,14 +118,19 @@ def interval_figure(comparison: Comparison) -> Figure:
 
 
 def profile_thresholds(comparison: Comparison, points: int = PROFILE_POINTS) -> np.ndarray:
-    """Thresholds spanning every finite score of the comparison, log-spaced on a log axis."""
+    """Thresholds a little beyond every finite score of the comparison, so that each profile
+    runs from no run to all of its finite runs; log-spaced on a log axis."""
     scores = np.concatenate([np.ravel(values) for values in comparison.scores.values()]).tolist()
     low, high = _finite_range(scores)
     start = _log_axis(scores)
     if start is None:
-        return np.linspace(low, high, points)
-    spaced = np.geomspace(start, high, points - 1 if low < start else points)
-    return np.concatenate([[low], spaced]) if low < start else spaced
+        pad = PROFILE_MARGIN * (high - low)
+        return np.linspace(low - pad, high + pad, points)
+    widened = 1 + PROFILE_MARGIN
+    if low < start:
+        below = low - PROFILE_MARGIN * start  # in the symmetric-log axis's linear part
+        return np.concatenate([[below], np.geomspace(start, high * widened, points - 1)])
+    return np.geomspace(start / widened, high * widened, points)
 
 
 def profile_figure(comparison: Comparison, thresholds: np.ndarray | None = None) -> Figure:

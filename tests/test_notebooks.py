@@ -23,7 +23,7 @@ import yaml
 from rliable import metrics as rliable_metrics
 
 from rlharness.analysis.chapter11 import CHECKS, reproductions
-from rlharness.analysis.curves import bootstrap_band, catalog_curves, curve_bands
+from rlharness.analysis.curves import catalog_curves, curve_bands
 from rlharness.analysis.divergence import divergence_counts, divergence_heatmap, value_key
 from rlharness.analysis.inputs import open_results
 from rlharness.catalog import Catalog, ResultsError
@@ -160,20 +160,6 @@ def test_notebook_without_results_names_the_command(tmp_path: Path, monkeypatch)
         execute("triad_overview", tmp_path, {"RLHARNESS_RESULTS": str(empty)}, monkeypatch)
     assert "ResultsError" in str(raised.value)
     assert f"rlharness run experiments/triad_cube_baird.yaml --out {empty}" in str(raised.value)
-
-
-def test_bootstrap_band_holds_the_iqm_and_is_deterministic() -> None:
-    values = np.random.default_rng(7).lognormal(size=(40, 10))
-    value, low, high = bootstrap_band(values, "iqm", reps=500, seed=3)
-    expected = [rliable_metrics.aggregate_iqm(row) for row in values]
-    np.testing.assert_allclose(value, expected)
-    assert np.all(low <= value) and np.all(value <= high) and np.all(low < high)
-    again = bootstrap_band(values, "iqm", reps=500, seed=3)
-    for first, second in zip((value, low, high), again, strict=True):
-        np.testing.assert_array_equal(first, second)
-    constant = bootstrap_band(np.full((3, 5), 2.5), "mean", reps=100)
-    for array in constant:
-        np.testing.assert_array_equal(array, 2.5)
 
 
 def test_curve_bands_drop_a_seed_after_it_stops_logging() -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rlharness.analysis.statistics import (
+    curve_intervals,
     improvement,
     interval_estimates,
     performance_profiles,
@@ -138,3 +139,19 @@ def test_resample_statistics_equal_rliables_on_random_and_tied_scores(
     assert improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y), abs=1e-12)
     assert improvement(y, x) == pytest.approx(metrics.probability_of_improvement(y, x), abs=1e-12)
     assert improvement(x, x) == pytest.approx(0.5)
+
+
+def test_curve_band_holds_the_iqm_per_step_and_is_deterministic() -> None:
+    from rliable import metrics
+
+    curves = np.random.default_rng(7).lognormal(size=(10, 1, 40))  # seeds x task x steps
+    value, low, high = curve_intervals(curves, "iqm", reps=500, seed=3)
+    expected = [metrics.aggregate_iqm(curves[:, :, step]) for step in range(40)]
+    np.testing.assert_allclose(value, expected)
+    assert np.all(low <= value) and np.all(value <= high) and np.all(low < high)
+    again = curve_intervals(curves, "iqm", reps=500, seed=3)
+    for first, second in zip((value, low, high), again, strict=True):
+        np.testing.assert_array_equal(first, second)
+    constant = curve_intervals(np.full((5, 1, 3), 2.5), "mean", reps=100)
+    for array in constant:
+        np.testing.assert_array_equal(array, 2.5)

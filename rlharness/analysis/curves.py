@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from rlharness.analysis.plots import STYLE
+from rlharness.analysis.plots import STYLE, soft_bounds
 from rlharness.analysis.statistics import CONFIDENCE, DEFAULT_REPS, curve_intervals
 from rlharness.catalog import Catalog, ResultsError
 
@@ -42,22 +42,6 @@ AXIS_LABELS = {
     "loss": "Huber TD loss (squared return units)",
 }
 LOG_SCALE = ("max_abs_value", "probe_max_abs_q", "batch_max_abs_q", "weight_norm", "param_norm")
-
-
-def bootstrap_band(
-    values: np.ndarray,
-    estimator: str = "iqm",
-    reps: int = DEFAULT_REPS,
-    confidence: float = CONFIDENCE,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Point estimate and percentile-bootstrap band of each row of a ``steps x seeds`` array.
-
-    Each bootstrap replicate resamples the seeds (columns) with replacement,
-    the same columns for every step (`statistics.curve_intervals`). Returns
-    ``(estimate, low, high)``, one value per step.
-    """
-    return curve_intervals(values.T[:, None, :], estimator, reps, confidence, seed)
 
 
 def curve_bands(
@@ -85,9 +69,9 @@ def curve_bands(
         present = table.notna().to_numpy()
         for pattern in np.unique(present, axis=0):
             steps = (present == pattern).all(axis=1)
-            value, low, high = bootstrap_band(
-                table.to_numpy()[steps][:, pattern], estimator, reps, confidence, seed
-            )
+            # steps x seeds -> seeds x one task x steps, as rliable's curves are laid out
+            curves = table.to_numpy()[steps][:, pattern].T[:, None, :]
+            value, low, high = curve_intervals(curves, estimator, reps, confidence, seed)
             keys = dict(zip(groups, names if isinstance(names, tuple) else (names,), strict=True))
             frames.append(
                 pd.DataFrame(
@@ -201,15 +185,7 @@ def plot_curves(
                 rows["step"], rows["low"], rows["high"], color=line.get_color(), alpha=0.2
             )
         if curves.column in LOG_SCALE:
-            for bound in curves.thresholds:
-                axis.axhline(bound, color="black", linestyle="--", linewidth=1)
-                axis.annotate(
-                    f"soft-divergence threshold {bound:.3g}",
-                    (0.01, bound),
-                    xycoords=("axes fraction", "data"),
-                    fontsize=7,
-                    va="bottom",
-                )
+            soft_bounds(axis, curves.thresholds)
         if log:
             axis.set_yscale("log", nonpositive="mask")
         axis.set_xlabel(curves.step_label)

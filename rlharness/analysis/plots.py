@@ -10,7 +10,7 @@ interquartile bands.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import matplotlib
 
@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 STYLE = "tableau-colorblind10"
@@ -99,6 +100,19 @@ def error_curves(metrics: pd.DataFrame, labels: dict[int, str], title: str) -> F
     return figure
 
 
+def soft_bounds(axis: Axes, bounds: Iterable[float]) -> None:
+    """Each soft-divergence threshold R_max / (1 - gamma) as a labelled dashed line."""
+    for bound in sorted(set(bounds)):
+        axis.axhline(bound, color="black", linestyle="--", linewidth=1)
+        axis.annotate(
+            f"soft-divergence threshold {bound:.3g}",
+            (0.01, bound),
+            xycoords=("axes fraction", "data"),
+            fontsize=7,
+            va="bottom",
+        )
+
+
 def max_abs_value_curves(
     metrics: pd.DataFrame,
     labels: dict[int, str],
@@ -115,15 +129,7 @@ def max_abs_value_curves(
             axis.fill_between(
                 curve.index, curve["low"], curve["high"], color=line.get_color(), alpha=0.2
             )
-        for bound in sorted(set(thresholds.values())):
-            axis.axhline(bound, color="black", linestyle="--", linewidth=1)
-            axis.annotate(
-                f"soft bound {bound:g}",
-                (0.01, bound),
-                xycoords=("axes fraction", "data"),
-                fontsize=7,
-                va="bottom",
-            )
+        soft_bounds(axis, thresholds.values())
         axis.set_yscale("log")
         deep = column == "probe_max_abs_q"
         axis.set_xlabel("env steps" if deep else "step (updates or sweeps)")

@@ -30,8 +30,12 @@ def spec(**sections: Any) -> dict[str, Any]:
 
 
 def slow_random_sweep(n_trials: int) -> dict[str, Any]:
-    """A random search whose trials take about a second each (one seed, 10^7 TD updates)."""
-    steps = 10_000_000
+    """A random search whose trials take a few seconds each (one seed, 10^8 TD updates).
+
+    Shorter trials finish between two polls of the study, and the launcher can then be done
+    before the test has seen it mid-sweep.
+    """
+    steps = 100_000_000
     return spec(
         env={"id": "triad/RandomWalk-v0"},
         agent={"name": "semi_gradient_td", "alpha": 0.01},
@@ -65,9 +69,10 @@ def counts(study: optuna.Study) -> Counter[str]:
     return Counter(trial.state.name for trial in study.trials)
 
 
-def wait_for(condition, timeout: float = 120.0) -> None:
+def wait_for(condition, launcher: subprocess.Popen[str], timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
+        assert launcher.poll() is None, "the launcher ended before the awaited state"
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.3)
 
@@ -204,7 +209,7 @@ def test_stopped_and_killed_launchers_resume_to_the_budget(ray_head, tmp_path):
         return found["COMPLETE"] >= at_least and found["RUNNING"] >= 1
 
     first = launch(*command)
-    wait_for(lambda: progressed(1))
+    wait_for(lambda: progressed(1), first)
     first.send_signal(signal.SIGTERM)
     _, stderr = first.communicate(timeout=LAUNCH_TIMEOUT_S)
     assert first.returncode == 130, stderr
@@ -216,7 +221,7 @@ def test_stopped_and_killed_launchers_resume_to_the_budget(ray_head, tmp_path):
 
     done_before = after_stop["COMPLETE"]
     second = launch(*command)
-    wait_for(lambda: progressed(done_before + 1))
+    wait_for(lambda: progressed(done_before + 1), second)
     second.send_signal(signal.SIGKILL)
     second.communicate(timeout=LAUNCH_TIMEOUT_S)
     assert counts(load(url))["RUNNING"] >= 1, "a killed launcher leaves its trials running"

@@ -182,7 +182,7 @@ def test_median_pruner_stops_trials_worse_than_the_median_after_one_seed(ray_cli
 def test_killed_worker_loses_no_trial_and_counts_none_twice(ray_client, tmp_path, retries):
     """kill -9 of the Ray worker running a trial: Ray re-runs it, or the trial is failed and
     re-queued; either way each point completes exactly once."""
-    steps = 30_000_000
+    steps = 100_000_000  # a few seconds: the worker is still running it when killed
     data = spec(
         env={"id": "triad/RandomWalk-v0"},
         agent={"name": "semi_gradient_td", "alpha": 0.01},

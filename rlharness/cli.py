@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Column, Table
 
 from rlharness import cli_analysis
@@ -62,8 +63,6 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or table.")] = False,
 ) -> None:
     """Run every grid point and seed of an experiment and write its results and plots."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from rlharness.errors import SpecError
     from rlharness.launch import run_experiment
     from rlharness.runner import check_experiment
@@ -77,14 +76,7 @@ def run(
         (out / spec.name).mkdir(parents=True, exist_ok=True)
     except OSError as error:
         _fail(SpecError("--out", [f"cannot hold results under {out}: {error.strerror}"]))
-    progress = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=errors,
-        disable=quiet,
-    )
+    progress = _progress(quiet)
     with progress:
         task = progress.add_task(f"{spec.name}: seeds", total=None)
         try:
@@ -151,8 +143,6 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or table.")] = False,
 ) -> None:
     """Sweep an experiment with Optuna on Ray workers; running it again resumes the study."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from rlharness.errors import SpecError
     from rlharness.search_space import plan_sweep
 
@@ -167,14 +157,7 @@ def sweep(
     from rlharness.sweep import run_sweep  # Ray and the results store: only once the input is good
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    progress = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=errors,
-        disable=quiet,
-    )
+    progress = _progress(quiet)
     try:
         with progress:
             task = progress.add_task(f"{study or spec.name}: trials", total=plan.budget)
@@ -330,6 +313,18 @@ def _load(spec_path: Path) -> ExperimentSpec:
         return load_spec(spec_path)
     except SpecError as error:
         _fail(error)
+
+
+def _progress(quiet: bool) -> Progress:
+    """A bar of finished out of total items, with elapsed time, on stderr."""
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        disable=quiet,
+    )
 
 
 def _fail(error: SpecError) -> NoReturn:

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 import warnings
 from collections.abc import Callable
+from importlib.metadata import version
 from typing import Any
 
 import numpy as np
-from machine import cpu_model, facts_table
+from machine import facts_table, machine_facts
 from rich.console import Console
 from rich.table import Table
 
@@ -132,16 +131,7 @@ def main() -> None:
         print(json.dumps(figures, indent=2))
         return
     console = Console()
-    console.print(
-        facts_table(
-            {
-                "cpu": cpu_model(),
-                "cores": os.cpu_count(),
-                "python": platform.python_version(),
-                "load average": os.getloadavg(),
-            }
-        )
-    )
+    console.print(facts_table(machine_facts(rliable=version("rliable"), scipy=version("scipy"))))
     table = Table(title=f"{args.groups} groups x {args.seeds} seeds, {args.reps} resamples")
     for column in ("statistic", "rliable stock (s)", "rlharness (s)", "speed-up", "max |diff|"):
         table.add_column(column, justify="right")

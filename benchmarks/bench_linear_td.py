@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -37,7 +35,7 @@ from typing import Any
 import gymnasium as gym
 import numba
 import numpy as np
-from machine import cpu_model, facts_table
+from machine import facts_table, machine_facts
 from rich.console import Console
 from rich.table import Table
 
@@ -191,21 +189,6 @@ def check_agreement(loop_final: FloatArray, batched_final: FloatArray) -> Agreem
     )
 
 
-def machine_facts() -> dict[str, Any]:
-    """CPU, thread and library facts that the figures depend on (after a parallel kernel ran)."""
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model(),
-        "numba_threads": numba.get_num_threads(),
-        "numba_threading_layer": numba.threading_layer(),
-        "numba": numba.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
 def speed_table(batched: Timing, plain: Timing, args: argparse.Namespace) -> Table:
     """The throughput table: M updates/s of each implementation and the speed-up."""
     table = Table(title=f"Off-policy TD(0) on Baird, {args.steps} steps per seed")
@@ -292,7 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     batched = Timing(args.seeds * args.steps, batched_seconds)
     plain = Timing(args.loop_seeds * args.steps, plain_seconds)
     agreement = check_agreement(loop_final, batched_final)
-    facts = machine_facts()
+    facts = machine_facts(  # after a parallel kernel ran, so the threading layer is known
+        numba_threads=numba.get_num_threads(),
+        numba_threading_layer=numba.threading_layer(),
+        numba=numba.__version__,
+    )
 
     console = Console()
     console.print(speed_table(batched, plain, args))

@@ -44,7 +44,6 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import statistics
 import time
 import warnings
@@ -55,11 +54,10 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import ray
 import stable_baselines3
 import torch
-from machine import cpu_model, facts_table
+from machine import facts_table, machine_facts
 from ray.rllib.algorithms.dqn import DQNConfig
 from ray.rllib.utils.metrics import (
     ALL_MODULES,
@@ -353,23 +351,6 @@ def speed_table(summary: dict[str, dict[str, Any]], args: argparse.Namespace) ->
     return table
 
 
-def machine_facts() -> dict[str, Any]:
-    """CPU, thread, load and library facts that the figures depend on."""
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model(),
-        "load_average_1_5_15": tuple(round(x, 2) for x in os.getloadavg()),
-        "torch_default_threads": torch.get_num_threads(),
-        "ray": ray.__version__,
-        "torch": torch.__version__,
-        "stable_baselines3": stable_baselines3.__version__,
-        "gymnasium": gym.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -400,7 +381,14 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     samples = run_repeats(chosen, agent_spec(), args.steps, args.repeats, console)
     summary = summarise(chosen, samples, args.steps)
-    facts = machine_facts() | {"load_average_before": tuple(round(x, 2) for x in load_before)}
+    facts = machine_facts(
+        load_average_before=tuple(round(x, 2) for x in load_before),
+        torch_default_threads=torch.get_num_threads(),
+        ray=ray.__version__,
+        torch=torch.__version__,
+        stable_baselines3=stable_baselines3.__version__,
+        gymnasium=gym.__version__,
+    )
     console.print(speed_table(summary, args))
     console.print(
         "learning: the train() calls from step 1,000 on ((ref): SB3's steps after 1,000); "

@@ -31,7 +31,6 @@ import datetime as dt
 import gc
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -44,7 +43,7 @@ import gymnasium as gym
 import numpy as np
 import stable_baselines3
 import torch
-from machine import cpu_model, facts_table
+from machine import facts_table, machine_facts
 from rich.console import Console
 from rich.table import Table
 from stable_baselines3 import DQN
@@ -383,24 +382,6 @@ def summarise(
     return summary
 
 
-def machine_facts() -> dict[str, Any]:
-    """CPU, thread, load and library facts that the figures depend on."""
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model(),
-        "load_average_1_5_15": tuple(round(x, 2) for x in os.getloadavg()),
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "torch": torch.__version__,
-        "stable_baselines3": stable_baselines3.__version__,
-        "gymnasium": gym.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
 def speed_table(summary: dict[str, dict[str, Any]], args: argparse.Namespace) -> Table:
     """Median and best training env steps/s per variant, with overheads in percent."""
     table = Table(title=f"DQN on {ENV_ID}, {args.steps:,} training env steps per run")
@@ -499,7 +480,14 @@ def main(argv: list[str] | None = None) -> int:
     samples = run_repeats(chosen, agent, args.steps, args.repeats)
     summary = summarise(chosen, samples, args.steps)
     max_diff = parity(samples)
-    facts = machine_facts() | {"load_average_before": tuple(round(x, 2) for x in load_before)}
+    facts = machine_facts(
+        load_average_before=tuple(round(x, 2) for x in load_before),
+        torch_threads=torch.get_num_threads(),
+        torch_interop_threads=torch.get_num_interop_threads(),
+        torch=torch.__version__,
+        stable_baselines3=stable_baselines3.__version__,
+        gymnasium=gym.__version__,
+    )
 
     console = Console(width=max(Console().width, 132))
     console.print(speed_table(summary, args))

@@ -27,7 +27,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -38,6 +37,7 @@ from typing import Any
 import numba
 import optuna
 import ray
+from machine import machine_facts
 
 from rlharness.runner import TrialConfig, plan_trials, run_trial
 from rlharness.search_space import plan_sweep
@@ -154,15 +154,7 @@ def main() -> None:
             "cpu_bound": sweep_1 / n - per_trial_direct,
             "tiny": tiny_1 / n - statistics.fmean(direct_tiny),
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "usable_cpus": len(os.sched_getaffinity(0)),
-            "cpu": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "ray": ray.__version__,
-            "optuna": optuna.__version__,
-            "load_average": os.getloadavg(),
-        },
+        "machine": machine_facts(ray=ray.__version__, optuna=optuna.__version__),
     }
     rates = figures["trials_per_min"]
     overhead = figures["overhead_per_trial_s"]
@@ -191,7 +183,7 @@ def main() -> None:
         f"{1000 * overhead['tiny']:.0f} ms ({args.tiny_steps}-update trials: "
         f"{tiny_1 / n * 1000:.0f} ms swept vs {statistics.fmean(direct_tiny) * 1000:.1f} ms direct)"
     )
-    print(f"load average {figures['machine']['load_average']}")
+    print(f"load average {figures['machine']['load_average_1_5_15']}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 

@@ -1,11 +1,13 @@
-"""Machine facts shared by the benchmark scripts: the CPU model and a facts table."""
+"""Machine facts shared by the benchmark scripts: what the figures depend on, and a table."""
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.table import Table
 
 
@@ -18,6 +20,20 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def machine_facts(**specific: Any) -> dict[str, Any]:
+    """CPU, load and platform facts, then the ``specific`` ones (library versions, threads)."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model(),
+        "load_average_1_5_15": tuple(round(x, 2) for x in os.getloadavg()),
+        **specific,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def facts_table(facts: dict[str, Any]) -> Table:

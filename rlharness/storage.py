@@ -7,9 +7,12 @@ bad URL or an unreachable server leaves no study and no database file behind.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,12 +32,50 @@ OPEN_ATTEMPTS = 3
 """Launchers opening a new PostgreSQL storage at once may race creating its tables."""
 WHERE = "--storage"
 
-_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*):[^\s]*@")
+SCHEMA_LOCK_KEY = 0x726C68
+"""PostgreSQL advisory-lock key under which launchers and readers create Optuna's tables."""
+MASKED = "***"
+_SHORTEST_SECRET = 4
+"""Known passwords shorter than this are masked only where they sit in a URL, not everywhere."""
+
+_CREDENTIALS = re.compile(
+    # user:password@ in a URL: the password runs to the last '@' of the word, or, where it
+    # holds spaces, to the first '@' before any '/'
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*):(?:[^\s]*|[^@/\n]*)@"
+)
+_QUERY_SECRET = re.compile(r"(?P<key>[?&](?:password|passwd|pwd)=)[^&#\s]*", re.IGNORECASE)
 
 
-def mask(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***``."""
-    return _CREDENTIALS.sub(r"\g<head>:***@", text)
+class StorageLostError(Exception):
+    """The study's database failed during a sweep (stopped server, lost connection, full disk)."""
+
+
+def mask(text: str, url: str | None = None) -> str:
+    """``text`` with every password of a URL in it (``user:pw@`` or ``?password=``) hidden.
+
+    With ``url``, that URL's own password is also hidden wherever ``text`` repeats
+    it, in any spelling (a driver message echoing it, a password with spaces).
+    """
+    for secret in _secrets(url) if url else ():
+        text = text.replace(secret, MASKED)
+    text = _CREDENTIALS.sub(rf"\g<head>:{MASKED}@", text)
+    return _QUERY_SECRET.sub(rf"\g<key>{MASKED}", text)
+
+
+def _secrets(url: str) -> list[str]:
+    """The password of ``url`` as written and as decoded, longest first (none if unparsable)."""
+    from urllib.parse import quote, quote_plus
+
+    try:
+        parsed = _parse(url)
+    except SpecError:
+        return []
+    found = [str(parsed.password)] if parsed.password else []
+    for key, value in parsed.query.items():
+        if key.lower() in ("password", "passwd", "pwd"):
+            found.extend([value] if isinstance(value, str) else list(value))
+    spelled = {form for secret in found for form in (secret, quote(secret), quote_plus(secret))}
+    return sorted((s for s in spelled if len(s) >= _SHORTEST_SECRET), key=len, reverse=True)
 
 
 def default_url(out: Path, experiment: str) -> str:
@@ -63,14 +104,14 @@ def check(url: str) -> None:
         raise SpecError(
             WHERE,
             [
-                f"{mask(url)}: its database driver is not installed ({error}); for PostgreSQL: "
-                "pip install 'rlharness[postgres]'"
+                f"{mask(url, url)}: its database driver is not installed ({error}); "
+                "for PostgreSQL: pip install 'rlharness[postgres]'"
             ],
         ) from None
     except SQLAlchemyError:
         raise SpecError(
             WHERE,
-            [f"{mask(url)}: unknown database {parsed.drivername!r}; use sqlite or postgresql"],
+            [f"{mask(url, url)}: unknown database {parsed.drivername!r}; use sqlite or postgresql"],
         ) from None
     if parsed.get_backend_name() == "sqlite":
         engine.dispose()
@@ -81,14 +122,21 @@ def check(url: str) -> None:
             pass
     except SQLAlchemyError as error:
         raise SpecError(
-            WHERE, [f"cannot connect to {mask(url)}: {_reason(error, parsed)}"]
+            WHERE, [f"cannot connect to {mask(url, url)}: {_reason(error, parsed)}"]
         ) from None
     finally:
         engine.dispose()
 
 
 def open_storage(url: str) -> RDBStorage:
-    """An Optuna RDB storage on ``url`` (its tables are created on first use)."""
+    """An Optuna RDB storage on ``url``, its tables created if they are missing.
+
+    Creating the tables is not atomic in Optuna (it checks, then creates), so
+    every process that opens a storage here (launchers, ``status``, reports)
+    does it under one lock: a SQLite database's directory locked with flock, or
+    a PostgreSQL advisory lock. A reader never meets half-created tables, and two
+    launchers never both create them.
+    """
     from optuna.storages import RDBStorage
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -98,17 +146,57 @@ def open_storage(url: str) -> RDBStorage:
         engine_kwargs["pool_pre_ping"] = True
     for attempt in range(OPEN_ATTEMPTS):
         try:
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs)
+            with _schema_lock(url, parsed):
+                storage = RDBStorage(url, engine_kwargs=engine_kwargs)
             if parsed.get_backend_name() == "sqlite":
                 _write_ahead(storage)
             return storage
-        except SQLAlchemyError as error:
+        except (SQLAlchemyError, OSError) as error:
             if attempt == OPEN_ATTEMPTS - 1:
                 raise SpecError(
-                    WHERE, [f"cannot open {mask(url)}: {_reason(error, parsed)}"]
+                    WHERE, [f"cannot open {mask(url, url)}: {_reason(error, parsed)}"]
                 ) from None
-            time.sleep(0.5 * (attempt + 1))
+            time.sleep(0.5 * (attempt + 1))  # a connection that failed may succeed on a retry
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str, parsed: URL) -> Iterator[None]:
+    """Hold the lock under which Optuna's tables are created on this database."""
+    if parsed.get_backend_name() == "sqlite":
+        directory = os.open(Path(parsed.database or "").resolve().parent, os.O_RDONLY)
+        try:
+            fcntl.flock(directory, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(directory)  # closing the descriptor releases the lock
+        return
+    if parsed.get_backend_name() != "postgresql":
+        yield
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(parsed, poolclass=NullPool, connect_args=_connect_args(parsed))
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY}
+                )
+    finally:
+        engine.dispose()
+
+
+def lost(url: str, error: Exception) -> StorageLostError:
+    """The error to raise when ``url``'s database fails under a running sweep."""
+    cause = error.__cause__ if error.__cause__ is not None else error
+    return StorageLostError(
+        f"the study's storage {mask(url, url)} failed: {_reason(cause, _parse(url))}"
+    )
 
 
 def load_study(url: str, name: str) -> optuna.Study:
@@ -125,7 +213,7 @@ def load_study(url: str, name: str) -> optuna.Study:
     names = sorted(optuna.get_all_study_names(storage))
     if name not in names:
         held = ", ".join(names) or "none"
-        raise SpecError("study", [f"no study {name!r} in {mask(url)}; it holds: {held}"])
+        raise SpecError("study", [f"no study {name!r} in {mask(url, url)}; it holds: {held}"])
     return optuna.load_study(study_name=name, storage=storage)
 
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
 
 from rlharness.errors import SpecError
 from rlharness.results import provenance
-from rlharness.storage import check, default_url, mask
+from rlharness.storage import check, default_url, mask, open_storage
 from rlharness.sweep import STALE_AFTER_S, Launcher, stale_reason
 
 
@@ -29,10 +33,84 @@ from rlharness.sweep import STALE_AFTER_S, Launcher, stale_reason
         ("postgresql://user@db/s", "postgresql://user@db/s"),
         ("sqlite:////tmp/x/optuna.db", "sqlite:////tmp/x/optuna.db"),
         ("no url here: a:b@c", "no url here: a:b@c"),
+        ("postgresql://u@h/db?password=s3cret", "postgresql://u@h/db?password=***"),
+        (
+            "postgresql:///db?user=u&password=s3cret&sslmode=require",
+            "postgresql:///db?user=u&password=***&sslmode=require",
+        ),
+        ("postgresql://u:with space@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgresql://h:5432/db and a@b", "postgresql://h:5432/db and a@b"),
     ],
 )
 def test_mask_hides_passwords_only(text, masked):
     assert mask(text) == masked
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:pa ss word@h/db",
+        "postgresql://u:p%40ss%20word@h/db",
+        "postgresql://u@h/db?password=pa%20ss%20word",
+        "postgresql:///db?user=u&password=hunter22",
+    ],
+)
+def test_mask_with_its_url_hides_that_password_in_any_spelling(url):
+    parsed = make_url(url)
+    password = parsed.password or parsed.query["password"]
+    echoed = f"connection to {url} failed: password {password!r} rejected for {password}"
+    shown = mask(echoed, url)
+    assert str(password) not in shown and "***" in shown
+
+
+def _open_in_step(url: str, barrier: Any) -> str:
+    """Open a storage the moment every process of the round is ready; the error, if any."""
+    barrier.wait()
+    try:
+        storage = open_storage(url)
+        optuna.create_study(storage=storage, study_name="race", load_if_exists=True)
+    except Exception as error:  # reported to the test, which names it
+        return f"{type(error).__name__}: {error}"
+    return ""
+
+
+def _race(urls: list[str], processes: int = 6) -> list[str]:
+    """Each URL opened by ``processes`` processes at once; every error they met."""
+    context = multiprocessing.get_context("spawn")
+    problems = []
+    with context.Manager() as manager, context.Pool(processes) as pool:
+        for url in urls:
+            barrier = manager.Barrier(processes)
+            problems += [p for p in pool.starmap(_open_in_step, [(url, barrier)] * processes) if p]
+    return problems
+
+
+def test_launchers_and_readers_opening_a_new_sqlite_database_at_once_never_race(tmp_path):
+    urls = [f"sqlite:///{tmp_path / str(round_)}/optuna.db" for round_ in range(4)]
+    for round_ in range(4):
+        (tmp_path / str(round_)).mkdir()
+    assert _race(urls) == []
+    for url in urls:
+        assert optuna.get_all_study_names(open_storage(url)) == ["race"]
+
+
+def test_launchers_opening_a_new_postgresql_database_at_once_never_race(postgres_url):
+    from sqlalchemy import create_engine, text
+
+    names = [f"race_{os.getpid()}_{time.time_ns()}_{round_}" for round_ in range(3)]
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        for name in names:
+            connection.execute(text(f"CREATE DATABASE {name}"))
+    base = make_url(postgres_url)
+    urls = [base.set(database=name).render_as_string(hide_password=False) for name in names]
+    try:
+        assert _race(urls) == []
+    finally:
+        with admin.connect() as connection:
+            for name in names:
+                connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
 
 
 def test_provenance_never_records_a_password():

@@ -21,7 +21,7 @@ from scipy.stats import trim_mean
 from rlharness.errors import SpecError
 from rlharness.search_space import plan_sweep
 from rlharness.spec import parse_spec
-from rlharness.storage import default_url
+from rlharness.storage import default_url, load_study
 from rlharness.sweep import SweepReport, run_sweep
 from tests.clusters import worker_pids
 from tests.conftest import TINY_SPEC
@@ -39,7 +39,7 @@ def spec(**sections: Any) -> dict[str, Any]:
 def sweep(data: dict[str, Any], out: Path, **options: Any) -> tuple[SweepReport, optuna.Study]:
     """Plan and run a sweep of ``data`` into ``out``; the report and the study from storage."""
     report = run_sweep(plan_sweep(parse_spec(data)), out, **options)
-    study = optuna.load_study(study_name=report.study, storage=default_url(out, data["name"]))
+    study = load_study(default_url(out, data["name"]), report.study)
     return report, study
 
 
@@ -197,8 +197,7 @@ def test_killed_worker_loses_no_trial_and_counts_none_twice(ray_client, tmp_path
         deadline = time.monotonic() + 120
         while not killed and time.monotonic() < deadline:
             pids = worker_pids()
-            if pids:
-                time.sleep(0.3)
+            if pids:  # its title is ray::run_trial_task only while it runs the trial
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
             time.sleep(0.1)

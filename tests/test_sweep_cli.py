@@ -15,7 +15,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from rlharness.storage import default_url
+from rlharness.errors import SpecError
+from rlharness.storage import default_url, load_study
 from tests.clusters import BIN, client_env
 from tests.conftest import REPO, TINY_SPEC
 from tests.test_cli import RLHARNESS, assert_bad_input, cli, write_spec
@@ -70,7 +71,20 @@ def launch(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.P
 
 
 def load(url: str, name: str = "tiny") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=url)
+    """The study, opened the way the product opens it (under its schema lock).
+
+    A bare `optuna.load_study` beside a launcher that is creating the database
+    would race it creating Optuna's tables.
+    """
+    return load_study(url, name)
+
+
+def loaded(url: str, name: str = "tiny") -> optuna.Study | None:
+    """The study, or None while its launcher has not created the database or the study yet."""
+    try:
+        return load(url, name)
+    except SpecError:
+        return None
 
 
 def counts(study: optuna.Study) -> Counter[str]:
@@ -208,12 +222,10 @@ def test_stopped_and_killed_launchers_resume_to_the_budget(ray_head, tmp_path):
     command = ("sweep", spec_path, "--out", out, "--address", ray_head.address, "--workers", "2")
 
     def progressed(at_least: int) -> bool:
-        if not (out / "tiny" / "optuna.db").is_file():
+        study = loaded(url)
+        if study is None:
             return False
-        try:
-            found = counts(load(url))
-        except (KeyError, ValueError):  # the study is being created
-            return False
+        found = counts(study)
         return found["COMPLETE"] >= at_least and found["RUNNING"] >= 1
 
     first = launch(*command)

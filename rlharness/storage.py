@@ -281,7 +281,7 @@ def _connect_args(parsed: URL) -> dict[str, Any]:
     return {}
 
 
-def _reason(error: Exception, parsed: URL) -> str:
+def _reason(error: BaseException, parsed: URL) -> str:
     """The first line of the driver's message, without the password even if it echoes it."""
     cause = getattr(error, "orig", None) or error
     lines = [line.strip() for line in str(cause).splitlines() if line.strip()]

@@ -14,12 +14,19 @@ every open, so it cannot go stale. Three tables:
 - ``metrics``: one row per logged step, read lazily from the Parquet files.
 
 `Catalog.sql` answers SQL over the three tables with DuckDB.
+
+Each run is verified against its manifest as it is loaded
+(`rlharness.integrity.check_run`). A run that does not verify is left out,
+with an `UnverifiedRunWarning` naming the run, the file and the problem,
+unless ``include_unverified`` is set; a run whose files cannot be read at all
+is left out even then.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-RUN_FILES = ("config.yaml", "summary.json", "outcomes.parquet", "metrics.parquet")
+from rlharness.integrity import RunCheck, check_runs
+
 SKIPPED_SECTIONS = ("name", "description", "grid", "sweep")
 RUN_COLUMNS = (
     "run",
@@ -50,6 +57,10 @@ RUN_COLUMNS = (
 
 class ResultsError(Exception):
     """Results that cannot be read or compared as asked; the message says what is there."""
+
+
+class UnverifiedRunWarning(UserWarning):
+    """A run whose files do not match its manifest: left out, or included as asked."""
 
 
 @dataclass(frozen=True)
@@ -112,37 +123,53 @@ def knob_columns(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def find_runs(root: Path) -> list[RunEntry]:
-    """Every published run and trial under ``root`` (staged ``.partial`` runs are skipped)."""
-    if not root.is_dir():
-        raise ResultsError(f"results directory {root} does not exist")
-    entries = []
-    for manifest in sorted(root.glob("*/*/manifest.json")) + sorted(
-        root.glob("*/sweep-*/trial-*/manifest.json")
-    ):
-        run_dir = manifest.parent
-        if any(part.startswith(".") for part in run_dir.relative_to(root).parts):
-            continue
-        if not all((run_dir / name).is_file() for name in RUN_FILES):
-            continue
-        entries.append(
-            RunEntry(
-                key=run_dir.relative_to(root).as_posix(),
-                path=run_dir,
-                config=yaml.safe_load((run_dir / "config.yaml").read_text()) or {},
-                summary=json.loads((run_dir / "summary.json").read_text()),
-                provenance=_read_json(run_dir / "provenance.json"),
-            )
-        )
-    return entries
+def _entry(check: RunCheck) -> RunEntry:
+    return RunEntry(check.key, check.path, check.config, check.summary, check.provenance)
+
+
+def _warn(check: RunCheck, included: bool) -> None:
+    """Warn that ``check``'s run did not verify, and whether it is used anyway."""
+    if included:
+        what = "included although it does not match its manifest (--include-unverified)"
+    elif check.readable:
+        what = "excluded: its files do not match its manifest (--include-unverified uses it)"
+    else:
+        what = "excluded: its files cannot be read"
+    warnings.warn(f"run {check.key} {what}: {check.describe()}", UnverifiedRunWarning, stacklevel=3)
 
 
 class Catalog:
-    """All runs and trials under a results root; raises `ResultsError` if there are none."""
+    """All runs and trials under a results root; raises `ResultsError` if there are none.
 
-    def __init__(self, root: Path) -> None:
+    Runs that do not verify against their manifests are in ``excluded`` (and
+    left out) or, with ``include_unverified``, in ``unverified`` (and used);
+    each gives an `UnverifiedRunWarning`.
+    """
+
+    def __init__(self, root: Path, include_unverified: bool = False) -> None:
+        if not root.is_dir():
+            raise ResultsError(f"results directory {root} does not exist")
         self.root = root
-        self.entries = {entry.key: entry for entry in find_runs(root)}
+        self.excluded: dict[str, RunCheck] = {}
+        self.unverified: dict[str, RunCheck] = {}
+        self.entries: dict[str, RunEntry] = {}
+        for check in check_runs(root):
+            if check.verified:
+                self.entries[check.key] = _entry(check)
+                continue
+            included = include_unverified and check.readable
+            _warn(check, included)
+            if included:
+                self.unverified[check.key] = check
+                self.entries[check.key] = _entry(check)
+            else:
+                self.excluded[check.key] = check
+        if self.excluded and not self.entries:
+            listed = "; ".join(f"{k} ({c.describe()})" for k, c in self.excluded.items())
+            raise ResultsError(
+                f"results directory {root} holds no usable runs: "
+                f"{len(self.excluded)} excluded as they do not verify: {listed}"
+            )
         if not self.entries:
             raise ResultsError(
                 f"results directory {root} holds no published runs "
@@ -160,7 +187,7 @@ class Catalog:
         """All outcomes with their run's columns, and each run's own outcome columns and dtypes."""
         frames, own = [], {}
         for key, entry in self.entries.items():
-            outcomes = pd.read_parquet(entry.path / "outcomes.parquet")
+            outcomes = _read_parquet(entry, "outcomes.parquet")
             own[key] = dict(outcomes.dtypes.items())
             frames.append(_with_run_columns(entry, outcomes))
         columns = list(dict.fromkeys(column for frame in frames for column in frame.columns))
@@ -196,7 +223,7 @@ class Catalog:
         wanted = None if columns is None else list(columns)
         for key in runs:
             entry = self.entries[key]
-            frame = pd.read_parquet(entry.path / "metrics.parquet")
+            frame = _read_parquet(entry, "metrics.parquet")
             keep = ["variant", "seed", "step"]
             keep += [c for c in frame.columns if c not in keep and (wanted is None or c in wanted)]
             frame = frame[keep]
@@ -257,5 +284,10 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+def _read_parquet(entry: RunEntry, name: str) -> pd.DataFrame:
+    """One of a run's tables; `ResultsError` naming the run and file if it cannot be read."""
+    try:
+        return pd.read_parquet(entry.path / name)
+    except (OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ResultsError(f"run {entry.key}: {name} cannot be read ({first})") from None

@@ -1,12 +1,19 @@
-"""Commands that read results: ``catalog``, ``compare`` and ``report``.
+"""Commands that read results: ``catalog``, ``compare``, ``report`` and ``verify``.
 
 Registered on the main app by `rlharness.cli`. Bad input (a missing or empty
 results directory, an unknown run, metric or column) prints one message
 listing what is available and exits with status 2, never a traceback.
+
+Every run is verified against its manifest as it is loaded: one whose files
+do not match (a truncated Parquet file, an edited summary, a missing file) is
+left out with a warning on stderr naming the run and the file, unless
+``--include-unverified`` is given. ``verify`` checks every run and exits 1 if
+any does not verify, 0 if all do.
 """
 
 from __future__ import annotations
 
+import warnings
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -20,14 +27,24 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from rlharness.analysis.compare import Comparison
-    from rlharness.catalog import ResultsError
+    from rlharness.catalog import Catalog, ResultsError
 
+UNVERIFIED = 1
+"""``verify``: some run does not match its manifest."""
 BAD_INPUT = 2
 console = Console()
 errors = Console(stderr=True)
 
 ResultsOption = Annotated[
     Path, typer.Option("--results", help="Results root holding <experiment>/<run-id>/ runs.")
+]
+IncludeUnverifiedOption = Annotated[
+    bool,
+    typer.Option(
+        "--include-unverified",
+        help="Also use runs whose files do not match their manifests (with a warning); "
+        "runs whose files cannot be read are left out even so.",
+    ),
 ]
 
 
@@ -52,12 +69,13 @@ def catalog(
         ),
     ] = None,
     output: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+    include_unverified: IncludeUnverifiedOption = False,
 ) -> None:
     """List every run and sweep trial under the results root, or query them with SQL."""
-    from rlharness.catalog import Catalog, ResultsError
+    from rlharness.catalog import ResultsError
 
     try:
-        found = Catalog(results)
+        found = _open_catalog(results, include_unverified)
         frame = found.sql(sql) if sql else found.runs[_RUN_SUMMARY_COLUMNS]
     except ResultsError as error:
         _fail(error)
@@ -118,15 +136,23 @@ def compare(
             "(PNG and SVG).",
         ),
     ] = None,
+    include_unverified: IncludeUnverifiedOption = False,
 ) -> None:
     """Mean, median and IQM with 95% stratified bootstrap intervals, divergence rates with
     Wilson intervals, and the probability of improvement between groups of runs."""
     from rlharness.analysis.compare import compare as run_compare
-    from rlharness.catalog import Catalog, ResultsError
+    from rlharness.catalog import ResultsError
 
     try:
         comparison = run_compare(
-            Catalog(results), selectors or [], metric, where, by, all_pairs, reps=reps, seed=seed
+            _open_catalog(results, include_unverified),
+            selectors or [],
+            metric,
+            where,
+            by,
+            all_pairs,
+            reps=reps,
+            seed=seed,
         )
     except ResultsError as error:
         _fail(error)
@@ -178,13 +204,14 @@ def report(
             help="Optuna storage of a study (default: sqlite:///RESULTS/<experiment>/optuna.db).",
         ),
     ] = None,
+    include_unverified: IncludeUnverifiedOption = False,
 ) -> None:
     """Write a self-contained HTML report: provenance, spec, comparison tables and figures."""
     from rlharness.analysis.report import build_report, default_report_path, write_report
-    from rlharness.catalog import Catalog, ResultsError
+    from rlharness.catalog import ResultsError
 
     try:
-        found = Catalog(results)
+        found = _open_catalog(results, include_unverified)
         page = build_report(found, target, metric=metric, reps=reps, storage=storage)
         path = out or default_report_path(found, target)
         write_report(page, path)
@@ -193,6 +220,79 @@ def report(
     except OSError as error:
         _fail(ResultsError(f"cannot write the report to {out}: {error.strerror}"))
     console.print(f"report: {path}", markup=False, highlight=False, soft_wrap=True)
+
+
+def verify(
+    results: Annotated[
+        Path, typer.Argument(help="Results root holding <experiment>/<run-id>/ runs.")
+    ] = Path("results"),
+    remove_partial: Annotated[
+        bool,
+        typer.Option(
+            "--remove-partial",
+            help="Remove the .partial staging dirs that unfinished runs left behind, "
+            "except those whose writing process still runs.",
+        ),
+    ] = False,
+) -> None:
+    """Check every run and trial against its manifest (files present, sizes and SHA-256s
+    equal, nothing unlisted, each file readable); exit 1 if any does not verify."""
+    from rlharness.catalog import ResultsError
+    from rlharness.integrity import check_runs, find_partials
+    from rlharness.results import format_bytes
+
+    if not results.is_dir():
+        _fail(ResultsError(f"results directory {results} does not exist"))
+    checks = check_runs(results)
+    failed = [check for check in checks if not check.verified]
+    for check in failed:
+        state = "unverified" if check.readable else "unreadable"
+        _plain(f"{state}: {check.key}: {check.describe()}")
+    _plain(f"{len(checks)} run(s) checked: {len(checks) - len(failed)} verified, {len(failed)} not")
+    partials = find_partials(results)
+    for partial in partials:
+        reason = partial.keep_reason()
+        size = format_bytes(partial.bytes)
+        if reason is not None:
+            _plain(f"partial: kept {partial.path} ({size}): {reason}")
+        elif remove_partial:
+            partial.remove()
+            _plain(f"partial: removed {partial.path} ({size})")
+        else:
+            _plain(f"partial: {partial.path} ({size}): an unfinished run; its writer has ended")
+    stale = [partial for partial in partials if partial.keep_reason() is None]
+    if stale and not remove_partial:
+        total = format_bytes(sum(partial.bytes for partial in stale))
+        _plain(
+            f"{len(stale)} staging dir(s) of unfinished runs hold {total}; "
+            f"`rlharness verify {results} --remove-partial` removes them"
+        )
+    if failed:
+        raise typer.Exit(UNVERIFIED)
+
+
+def _open_catalog(results: Path, include_unverified: bool) -> Catalog:
+    """The catalog of ``results``, each run that did not verify named on stderr."""
+    from rlharness.catalog import Catalog, UnverifiedRunWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnverifiedRunWarning)
+        try:
+            return Catalog(results, include_unverified)
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, UnverifiedRunWarning):
+                    errors.print(
+                        f"warning: {warning.message}", markup=False, highlight=False, soft_wrap=True
+                    )
+                else:
+                    warnings.warn_explicit(
+                        warning.message, warning.category, warning.filename, warning.lineno
+                    )
+
+
+def _plain(text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_comparison(comparison: Comparison, output: Format) -> None:

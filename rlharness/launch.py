@@ -6,12 +6,12 @@ import io
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from rlharness.analysis.knobs import knob_effects
-from rlharness.results import RunWriter, atomic_write, atomic_write_text, provenance
+from rlharness.results import ResultsWriteError, RunWriter, provenance
 from rlharness.runner import TrialConfig, TrialResult, check_experiment, plan_trials, run_trial
 from rlharness.spec import ExperimentSpec
 
@@ -63,6 +63,9 @@ def publish_run(
     ``origin`` is the run's provenance; ``extra`` is added to the summary.
     ``plots=False`` skips the figures (a sweep's trials, where they would
     dominate the time). Returns the run directory and the summary.
+
+    Raises `ResultsWriteError` when a file cannot be written (a full disk):
+    the files written until then stay in the staging dir, which the error names.
     """
     try:
         resolved = spec.model_dump(mode="json")
@@ -71,17 +74,21 @@ def publish_run(
         summary.update(extra or {})
         writer.write_yaml("config.yaml", resolved)
         writer.write_json("provenance.json", origin)
-        writer.write_parquet("metrics.parquet", _stack(results, "metrics"))
+        # Per-seed outcomes first: on a full disk they are what is most worth keeping.
         writer.write_parquet("outcomes.parquet", _stack(results, "outcomes"))
+        writer.write_parquet("metrics.parquet", _stack(results, "metrics"))
         if spec.grid:
             effects = knob_effects(_stack(results, "outcomes"), list(spec.grid))
             summary["knob_effects"] = effects.to_dict(orient="records")
-            atomic_write_text(writer.path("knob_effects.csv"), effects.to_csv(index=False))
+            writer.write_text("knob_effects.csv", effects.to_csv(index=False))
         failed = _write_plots(writer, spec, results) if plots else {}
         if failed:
             summary["plot_errors"] = failed
         writer.write_json("summary.json", summary)
         return writer.finish(), summary
+    except ResultsWriteError as error:
+        writer.salvage(error)
+        raise
     except BaseException:
         writer.abandon()
         raise
@@ -185,12 +192,8 @@ def _write_plots(
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=120)
         plots.plt.close(figure)
-        atomic_write(writer.path(f"plots/{figure_name}.png"), _copy_from(buffer))
+        writer.write_bytes(f"plots/{figure_name}.png", buffer.getvalue())
     return failed
-
-
-def _copy_from(buffer: io.BytesIO) -> Callable[[IO[bytes]], object]:
-    return lambda stream: stream.write(buffer.getvalue())
 
 
 def _finite(value: Any) -> Any:

@@ -12,10 +12,18 @@ holds:
     summary.json      outcome counts and final metrics per grid point
     plots/*.png       figures
     manifest.json     every file with its size and SHA-256, written last
+
+A file that cannot be written (a full disk, a quota, permissions) raises
+`ResultsWriteError`, which says what, where and how much space is free; the
+staging directory then keeps the files that were written (it is not a run:
+the catalog skips it). A staging directory records the process writing it
+(`WRITER_RECORD`), so that `rlharness verify --remove-partial` removes only
+those whose writer has ended.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -26,7 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
@@ -34,6 +42,7 @@ from typing import IO, Any
 import pandas as pd
 import yaml
 
+from rlharness.processes import this_process
 from rlharness.spec import ExperimentSpec
 from rlharness.storage import mask
 
@@ -54,6 +63,47 @@ TRACKED_PACKAGES = (
 )
 MANIFEST = "manifest.json"
 FILE_MODE = 0o644
+PARTIAL_SUFFIX = ".partial"
+WRITER_RECORD = ".writer.json"
+"""In a staging directory: the host, pid and start time of the process writing it."""
+
+
+class ResultsWriteError(Exception):
+    """A file of a run could not be written; the message says what, where and the free space.
+
+    ``kept`` lists the files written before the failure that stay in the
+    staging directory ``staging_dir`` (set by whoever salvages the run; empty
+    when nothing was kept).
+    """
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        self.path = path
+        self.reason = error.strerror or str(error)
+        self.staging_dir: Path | None = None
+        self.kept: list[str] = []
+        super().__init__(f"cannot write {path}: {self.reason} ({free_space(path)})")
+
+
+def free_space(path: Path) -> str:
+    """How much space is free on the file system that holds (or would hold) ``path``."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return "free space unknown"
+    return f"{format_bytes(free)} free there"
+
+
+def format_bytes(count: int) -> str:
+    """``count`` bytes in binary units: ``512 B``, ``12.0 KiB``, ``44.1 MiB``."""
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
@@ -98,41 +148,102 @@ class RunWriter:
         self.run_id = run_id or new_run_id()
         parent = root / spec.name / group
         self.final_dir = parent / self.run_id
-        self.staging_dir = parent / f".{self.run_id}.partial"
-        self.staging_dir.mkdir(parents=True)
+        self.staging_dir = parent / f".{self.run_id}{PARTIAL_SUFFIX}"
+        with self._writing(self.staging_dir):
+            self._create_staging_dir()
+
+    def _create_staging_dir(self) -> None:
+        """Create the staging dir with its writer record already inside.
+
+        The record is written into a temporary sibling that is then renamed, so
+        a staging dir is never seen without the process that owns it.
+        """
+        self.staging_dir.parent.mkdir(parents=True, exist_ok=True)
+        if self.staging_dir.exists():
+            raise FileExistsError(f"{self.staging_dir} exists: another writer has this run id")
+        temporary = self.staging_dir.parent / f".{self.run_id}.{secrets.token_hex(4)}.new"
+        temporary.mkdir()
+        try:
+            atomic_write_text(temporary / WRITER_RECORD, json.dumps(this_process()) + "\n")
+            os.rename(temporary, self.staging_dir)
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+
+    @contextlib.contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """Turn an OSError while writing ``path`` into a `ResultsWriteError`."""
+        try:
+            yield
+        except OSError as error:
+            raise ResultsWriteError(path, error) from error
 
     def path(self, relative: str) -> Path:
         """Where a file of this run is staged."""
         return self.staging_dir / relative
 
+    def written(self) -> list[str]:
+        """The files staged so far, relative to the staging dir (the writer record excluded)."""
+        return sorted(
+            str(p.relative_to(self.staging_dir))
+            for p in self.staging_dir.rglob("*")
+            if p.is_file() and p.name != WRITER_RECORD and not p.name.endswith(".tmp")
+        )
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        """Stage a file of raw bytes (a figure)."""
+        with self._writing(self.path(relative)):
+            atomic_write(self.path(relative), lambda stream: stream.write(data))
+
+    def write_text(self, relative: str, text: str) -> None:
+        """Stage a UTF-8 text file."""
+        self.write_bytes(relative, text.encode())
+
     def write_json(self, relative: str, data: Any) -> None:
         """Stage a JSON file."""
-        atomic_write_text(self.path(relative), json.dumps(data, indent=2, default=_jsonable) + "\n")
+        self.write_text(relative, json.dumps(data, indent=2, default=_jsonable) + "\n")
 
     def write_yaml(self, relative: str, data: Any) -> None:
         """Stage a YAML file."""
-        atomic_write_text(self.path(relative), yaml.safe_dump(data, sort_keys=False))
+        self.write_text(relative, yaml.safe_dump(data, sort_keys=False))
 
     def write_parquet(self, relative: str, frame: pd.DataFrame) -> None:
         """Stage a Parquet file."""
-        atomic_write_parquet(self.path(relative), frame)
+        with self._writing(self.path(relative)):
+            atomic_write_parquet(self.path(relative), frame)
 
     def finish(self) -> Path:
         """Write the manifest and move the staged run to its final place."""
+        with self._writing(self.path(MANIFEST)):
+            return self._publish()
+
+    def _publish(self) -> Path:
+        self.path(WRITER_RECORD).unlink(missing_ok=True)
         files = sorted(p for p in self.staging_dir.rglob("*") if p.is_file())
         manifest = {
             "run_id": self.run_id,
             "files": {
                 str(p.relative_to(self.staging_dir)): {
                     "bytes": p.stat().st_size,
-                    "sha256": _sha256(p),
+                    "sha256": sha256(p),
                 }
                 for p in files
             },
         }
-        self.write_json(MANIFEST, manifest)
+        atomic_write_text(self.path(MANIFEST), json.dumps(manifest, indent=2) + "\n")
         os.replace(self.staging_dir, self.final_dir)
         return self.final_dir
+
+    def salvage(self, error: ResultsWriteError) -> None:
+        """After ``error``, keep the staged files (or remove the staging dir if it holds none).
+
+        The kept files are recorded on ``error``; the dir stays a ``.partial``, never a run.
+        """
+        kept = self.written() if self.staging_dir.is_dir() else []
+        if kept:
+            error.staging_dir, error.kept = self.staging_dir, kept
+        else:
+            self.abandon()
 
     def abandon(self) -> None:
         """Remove the staged files of a run that did not finish."""
@@ -184,7 +295,8 @@ def _git_state() -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):

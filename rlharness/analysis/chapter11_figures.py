@@ -25,6 +25,7 @@ from rlharness.analysis.chapter11 import (
     w_to_2w_factor,
 )
 from rlharness.analysis.curves import catalog_curves, plot_curves
+from rlharness.analysis.style import plain
 from rlharness.catalog import Catalog
 
 ERROR_NAMES = {"sqrt_ve": "sqrt(VE)", "sqrt_pbe": "sqrt(PBE)"}
@@ -57,11 +58,11 @@ def weights_and_errors(
                     linewidth=2,
                     label=ERROR_NAMES[column],
                 )
-            axis.set_title(label, fontsize=9)
+            axis.set_title(plain(label), fontsize=9)
             axis.set_xlabel("steps (transitions, or sweeps for expected updates)")
             axis.set_ylabel("weight value / error (value units)")
             axis.legend(fontsize=7, ncol=2)
-        figure.suptitle(title)
+        figure.suptitle(plain(title))
         figure.tight_layout()
     return figure
 
@@ -83,16 +84,16 @@ def growth_against_analytic(
                 markersize=3,
                 linestyle="none",
                 markevery=max(1, len(steps) // 25),
-                label=f"{label} (measured)",
+                label=plain(f"{label} (measured)"),
             )
             if variant in factors:
                 analytic = weight[0] * factors[variant] ** ((steps - steps[0]) / steps_per_update)
                 axis.plot(steps, analytic, color=line.get_color(), linestyle="--", linewidth=1)
         axis.plot([], [], color="black", linestyle="--", linewidth=1, label="analytic")
         axis.set_yscale("log")
-        axis.set_xlabel(xlabel)
+        axis.set_xlabel(plain(xlabel))
         axis.set_ylabel("|w| (weight units)")
-        axis.set_title(title)
+        axis.set_title(plain(title))
         axis.legend(fontsize=7)
         figure.tight_layout()
     return figure

@@ -217,7 +217,11 @@ def select(catalog: Catalog, selectors: list[str]) -> list[tuple[str, list[str]]
         text = _relative_to_root(catalog, selector).strip("/")
         keys = _resolve(catalog, text)
         if not keys:
-            raise ResultsError(f"nothing in {catalog.root} matches {selector!r}; " + _listing(runs))
+            raise ResultsError(
+                f"nothing in {catalog.root} matches {selector!r}; "
+                + _excluded_matches(catalog, text)
+                + _listing(runs)
+            )
         resolved.append((selector, keys))
     return resolved
 
@@ -257,6 +261,21 @@ def _resolve(catalog: Catalog, text: str) -> list[str]:
             return [latest]
         return studies[studies["experiment"] == text]["run"].tolist()
     return []
+
+
+def _excluded_matches(catalog: Catalog, text: str) -> str:
+    """The runs that ``text`` would name had they verified against their manifests, and why not."""
+    named = [
+        check
+        for key, check in catalog.excluded.items()
+        if text in (key, key.split("/")[0], key.split("/")[-1])
+        or key.startswith(f"{text.rstrip('/')}/")
+    ]
+    if not named:
+        return ""
+    listed = "; ".join(f"{check.key} ({check.describe()})" for check in named)
+    hint = "" if all(not check.readable for check in named) else " (--include-unverified uses it)"
+    return f"excluded as it does not verify{hint}: {listed}; "
 
 
 def _listing(runs: pd.DataFrame) -> str:

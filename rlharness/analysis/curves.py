@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 from rlharness.analysis.plots import STYLE, soft_bounds
 from rlharness.analysis.statistics import CONFIDENCE, DEFAULT_REPS, curve_intervals
+from rlharness.analysis.style import plain
 from rlharness.catalog import Catalog, ResultsError
 
 UNIT = ("run", "variant", "seed")
@@ -180,7 +181,7 @@ def plot_curves(
     with plt.style.context(STYLE):
         figure, axis = plt.subplots(figsize=(7.5, 4.5))
         for group, rows in curves.bands.groupby("group", sort=False):
-            (line,) = axis.plot(rows["step"], rows["value"], label=str(group))
+            (line,) = axis.plot(rows["step"], rows["value"], label=plain(group))
             axis.fill_between(
                 rows["step"], rows["low"], rows["high"], color=line.get_color(), alpha=0.2
             )
@@ -189,10 +190,10 @@ def plot_curves(
         if log:
             axis.set_yscale("log", nonpositive="mask")
         axis.set_xlabel(curves.step_label)
-        axis.set_ylabel(ylabel or AXIS_LABELS.get(curves.column, curves.column))
+        axis.set_ylabel(plain(ylabel or AXIS_LABELS.get(curves.column, curves.column)))
         band = f"{curves.confidence:.0%} bootstrap band"
         quantity = AXIS_LABELS.get(curves.column, curves.column).split(" (")[0]
-        axis.set_title(title or f"{quantity}: {curves.estimator.upper()} over seeds, {band}")
+        axis.set_title(plain(title or f"{quantity}: {curves.estimator.upper()} over seeds, {band}"))
         axis.legend(fontsize=7, loc="best")
         figure.tight_layout()
     return figure

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from rlharness.analysis import plots
 from rlharness.analysis.knobs import DIVERGED, knob_effects
+from rlharness.analysis.style import plain
 from rlharness.catalog import Catalog, ResultsError
 
 COLOURMAP = "cividis"
@@ -96,11 +97,11 @@ def divergence_heatmap(counts: pd.DataFrame, rows: str, columns: str, title: str
     for (i, j), note in np.ndenumerate(notes):
         dark = bool(fraction[i, j] < 0.5)  # NaN (no runs) compares False: a light grey cell
         axis.text(j, i, note, ha="center", va="center", color="white" if dark else "black")
-    axis.set_xticks(range(len(column_values)), column_values)
-    axis.set_yticks(range(len(row_values)), row_values)
-    axis.set_xlabel(columns)
-    axis.set_ylabel(rows)
-    axis.set_title(title, fontsize=10)
+    axis.set_xticks(range(len(column_values)), [plain(value) for value in column_values])
+    axis.set_yticks(range(len(row_values)), [plain(value) for value in row_values])
+    axis.set_xlabel(plain(columns))
+    axis.set_ylabel(plain(rows))
+    axis.set_title(plain(title), fontsize=10)
     figure.colorbar(image, ax=axis, label="fraction of seeds diverged")
     return figure
 

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from rlharness.analysis.compare import Comparison
 from rlharness.analysis.plots import STYLE
 from rlharness.analysis.statistics import CONFIDENCE, performance_profiles
+from rlharness.analysis.style import plain
 
 PROFILE_POINTS = 60
 WIDE_RATIO = 100.0
@@ -106,13 +107,14 @@ def interval_figure(comparison: Comparison) -> Figure:
             for bound, edge, arrow in ((estimate.low, left, "<"), (estimate.high, right, ">")):
                 if not np.isfinite(bound):
                     axis.plot(edge, position, marker=arrow, color="black", clip_on=False)
-        axis.set_yticks(positions, names, fontsize=8)
+        axis.set_yticks(positions, [plain(name) for name in names], fontsize=8)
         axis.set_xlim(left, right)
         axis.set_xlabel(
-            f"IQM of {comparison.metric}, {comparison.confidence:.0%} CI ({_direction(comparison)})"
+            f"IQM of {plain(comparison.metric)}, {comparison.confidence:.0%} CI "
+            f"({_direction(comparison)})"
         )
         axis.set_ylabel("group")
-        axis.set_title(f"Interval estimates: {comparison.metric}", fontsize=10)
+        axis.set_title(f"Interval estimates: {plain(comparison.metric)}", fontsize=10)
         figure.tight_layout()
     return figure
 
@@ -151,11 +153,13 @@ def profile_figure(comparison: Comparison, thresholds: np.ndarray | None = None)
         for index, group in enumerate(comparison.groups):
             colour = colours[index % len(colours)]
             style = LINE_STYLES[index // len(colours) % len(LINE_STYLES)]
-            axis.plot(taus, profiles[group.name], color=colour, linestyle=style, label=group.name)
+            axis.plot(
+                taus, profiles[group.name], color=colour, linestyle=style, label=plain(group.name)
+            )
             low, high = bands[group.name]
             axis.fill_between(taus, low, high, color=colour, alpha=0.2, linewidth=0)
         axis.set_ylim(-0.02, 1.02)
-        axis.set_xlabel(f"threshold \N{GREEK SMALL LETTER TAU} on {comparison.metric}")
+        axis.set_xlabel(f"threshold \N{GREEK SMALL LETTER TAU} on {plain(comparison.metric)}")
         axis.set_ylabel(f"fraction of runs with score {relation} \N{GREEK SMALL LETTER TAU}")
         axis.set_title(
             f"Performance profile ({_direction(comparison)}; {CONFIDENCE:.0%} bootstrap bands)",

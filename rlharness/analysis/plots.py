@@ -4,7 +4,8 @@ Each function takes the tables a run writes (``metrics``: one row per
 variant x seed x logged step; ``outcomes``: one row per variant x seed) and
 returns a matplotlib Figure, so notebooks and the CLI draw the same pictures.
 Lines use a colour-blind-safe palette; curves across seeds are medians with
-interquartile bands.
+interquartile bands. Titles, labels and grid values are shown as plain text
+(`rlharness.analysis.style.plain`), never as math text.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from rlharness.analysis.style import plain
 
 STYLE = "tableau-colorblind10"
 OUTCOME_COLOURS = {
@@ -69,11 +72,11 @@ def weight_components(metrics: pd.DataFrame, labels: dict[int, str], title: str)
             medians = frame.groupby("step")[components].median()
             for component in components:
                 axis.plot(medians.index, medians[component], label=f"w{int(component[2:]) + 1}")
-            axis.set_title(label, fontsize=9)
+            axis.set_title(plain(label), fontsize=9)
             axis.set_xlabel("step (updates or sweeps)")
             axis.set_ylabel("weight value")
             axis.legend(fontsize=7, ncol=2)
-        figure.suptitle(f"{title}: weight components")
+        figure.suptitle(f"{plain(title)}: weight components")
         figure.tight_layout()
     return figure
 
@@ -90,12 +93,12 @@ def error_curves(metrics: pd.DataFrame, labels: dict[int, str], title: str) -> F
                 axis.fill_between(
                     curve.index, curve["low"], curve["high"], color=line.get_color(), alpha=0.2
                 )
-            axis.set_title(label, fontsize=9)
+            axis.set_title(plain(label), fontsize=9)
             axis.set_xlabel("step (updates or sweeps)")
             axis.set_ylabel("error (value units)")
             axis.set_yscale("symlog", linthresh=1.0)
             axis.legend(fontsize=7)
-        figure.suptitle(f"{title}: value error and projected Bellman error (under mu)")
+        figure.suptitle(f"{plain(title)}: value error and projected Bellman error (under mu)")
         figure.tight_layout()
     return figure
 
@@ -125,7 +128,7 @@ def max_abs_value_curves(
         figure, axis = plt.subplots(figsize=(7.5, 4.5))
         for variant, label in labels.items():
             curve = _quantiles(metrics[metrics["variant"] == variant], column)
-            (line,) = axis.plot(curve.index, curve["median"], label=label)
+            (line,) = axis.plot(curve.index, curve["median"], label=plain(label))
             axis.fill_between(
                 curve.index, curve["low"], curve["high"], color=line.get_color(), alpha=0.2
             )
@@ -138,7 +141,7 @@ def max_abs_value_curves(
             if deep
             else "max |v| over states (value units)"
         )
-        axis.set_title(f"{title}: largest value estimate")
+        axis.set_title(f"{plain(title)}: largest value estimate")
         axis.legend(fontsize=7, loc="best")
         figure.tight_layout()
     return figure
@@ -154,13 +157,13 @@ def metric_curves(
             curve = _quantiles(
                 metrics[metrics["variant"] == variant].dropna(subset=[column]), column
             )
-            (line,) = axis.plot(curve.index, curve["median"], label=label)
+            (line,) = axis.plot(curve.index, curve["median"], label=plain(label))
             axis.fill_between(
                 curve.index, curve["low"], curve["high"], color=line.get_color(), alpha=0.2
             )
         axis.set_xlabel("env steps")
-        axis.set_ylabel(ylabel)
-        axis.set_title(title)
+        axis.set_ylabel(plain(ylabel))
+        axis.set_title(plain(title))
         axis.legend(fontsize=7, loc="best")
         figure.tight_layout()
     return figure
@@ -173,14 +176,14 @@ def outcome_fractions(outcomes: pd.DataFrame, labels: dict[int, str], title: str
     counts = counts.reindex(columns=present, fill_value=0.0)
     figure, axis = plt.subplots(figsize=(7.5, 0.45 * len(labels) + 1.6))
     left = np.zeros(len(counts))
-    names = [labels[variant] for variant in counts.index]
+    names = [plain(labels[variant]) for variant in counts.index]
     for outcome in present:
         colour = OUTCOME_COLOURS[outcome]
         axis.barh(names, counts[outcome], left=left, color=colour, label=outcome)
         left += counts[outcome].to_numpy()
     axis.set_xlim(0, 1)
     axis.set_xlabel("fraction of seeds")
-    axis.set_title(f"{title}: outcomes")
+    axis.set_title(f"{plain(title)}: outcomes")
     axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     return figure
@@ -197,12 +200,12 @@ def knob_effects(effects: pd.DataFrame, title: str) -> Figure:
             fraction = rows["diverged_fraction"]
             errors = np.clip([fraction - rows["ci_low"], rows["ci_high"] - fraction], 0.0, None)
             axis.errorbar(positions, fraction, yerr=errors, fmt="o", capsize=4)
-            axis.set_xticks(positions, rows["value"], rotation=20, fontsize=8)
+            axis.set_xticks(positions, [plain(v) for v in rows["value"]], rotation=20, fontsize=8)
             axis.set_xlim(-0.5, len(rows) - 0.5)
             axis.set_ylim(-0.02, 1.02)
-            axis.set_title(knob, fontsize=9)
+            axis.set_title(plain(knob), fontsize=9)
             axis.set_ylabel("fraction diverged (95% CI)")
-        figure.suptitle(f"{title}: divergence by knob value")
+        figure.suptitle(f"{plain(title)}: divergence by knob value")
         figure.tight_layout()
     return figure
 
@@ -253,10 +256,10 @@ def triad_cube(
                     fontsize=8,
                     color="white" if grid[row, column] < colour_limit / 2 else "black",
                 )
-        axis.set_xticks([0, 1], [f"n_step={v}" for v in values["triad.n_step"]])
-        axis.set_yticks([0, 1], [f"features={v}" for v in values["triad.features"]])
-        axis.set_title(f"off_policy={off_policy}")
+        axis.set_xticks([0, 1], [plain(f"n_step={v}") for v in values["triad.n_step"]])
+        axis.set_yticks([0, 1], [plain(f"features={v}") for v in values["triad.features"]])
+        axis.set_title(plain(f"off_policy={off_policy}"))
     assert image is not None
     figure.colorbar(image, ax=list(axes), label="log10 median final max |v|")
-    figure.suptitle(f"{title}: the deadly triad cube")
+    figure.suptitle(f"{plain(title)}: the deadly triad cube")
     return figure

@@ -1,4 +1,4 @@
-"""Saving figures for reports: every figure in a raster and a vector format."""
+"""Figure text and saving: user text shown literally; figures in raster and vector formats."""
 
 from __future__ import annotations
 
@@ -9,6 +9,16 @@ from matplotlib.figure import Figure
 
 FORMATS = ("png", "svg")
 DPI = 150
+
+
+def plain(text: object) -> str:
+    """``text`` as matplotlib must get it to show it literally: every ``$`` escaped.
+
+    A pair of dollar signs starts matplotlib's math text, which garbles a grid
+    value such as ``cost $5 and $x^2$`` and fails to draw one such as ``$$``.
+    Apply it once, where user text (labels, names, grid values) reaches matplotlib.
+    """
+    return str(text).replace("$", r"\$")
 
 
 def save_figure(

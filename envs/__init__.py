@@ -5,7 +5,7 @@ Importing this package registers the ``triad/*`` ids with Gymnasium.
 
 from gymnasium.envs.registration import register, registry
 
-from rlharness_envs.base import FiniteMDPEnv
+from rlharness_envs.base import EnvArgumentError, FiniteMDPEnv
 from rlharness_envs.model import ExactModel
 
 CONTINUING_EPISODE_STEPS = 1000
@@ -25,4 +25,4 @@ for _env_id, (_entry_point, _max_steps) in TRIAD_ENVS.items():
     if _env_id not in registry:
         register(id=_env_id, entry_point=_entry_point, max_episode_steps=_max_steps)
 
-__all__ = ["TRIAD_ENVS", "ExactModel", "FiniteMDPEnv"]
+__all__ = ["TRIAD_ENVS", "EnvArgumentError", "ExactModel", "FiniteMDPEnv"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlharness_envs.base import FiniteMDPEnv
+from rlharness_envs.base import FiniteMDPEnv, in_unit_interval
 from rlharness_envs.model import ExactModel
 
 N_UPPER = 6
@@ -38,8 +38,7 @@ def baird_features() -> np.ndarray:
 
 def baird_dynamics(gamma: float) -> ExactModel:
     """The prediction form of the counterexample as an `ExactModel`."""
-    if not 0.0 <= gamma < 1.0:
-        raise ValueError(f"gamma must be in [0, 1) for this continuing task, got {gamma}")
+    gamma = in_unit_interval("gamma", gamma, closed_high=False, why=" for this continuing task")
     transition = np.zeros((N_STATES, 2, N_STATES))
     transition[:, DASHED, :N_UPPER] = 1.0 / N_UPPER
     transition[:, SOLID, LOWER] = 1.0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import reprlib
 from typing import Any
 
 import gymnasium as gym
@@ -9,6 +12,39 @@ import numpy as np
 from gymnasium import spaces
 
 from rlharness_envs.model import ExactModel
+
+
+class EnvArgumentError(ValueError):
+    """A constructor argument an environment cannot take; ``argument`` names it."""
+
+    def __init__(self, argument: str, problem: str) -> None:
+        super().__init__(f"{argument} {problem}")
+        self.argument = argument
+        self.problem = problem
+
+
+def number_argument(name: str, value: object) -> float:
+    """``value`` as a finite float, or `EnvArgumentError` naming the argument ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise EnvArgumentError(name, f"must be a number, got {reprlib.repr(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise EnvArgumentError(
+            name, f"must be a finite number, got {reprlib.repr(value)}"
+        ) from None
+    if not math.isfinite(number):
+        raise EnvArgumentError(name, f"must be a finite number, got {number}")
+    return number
+
+
+def in_unit_interval(name: str, value: object, closed_high: bool, why: str = "") -> float:
+    """``value`` as a float in [0, 1] (``closed_high``) or [0, 1), else `EnvArgumentError`."""
+    number = number_argument(name, value)
+    if not (0.0 <= number <= 1.0 if closed_high else 0.0 <= number < 1.0):
+        interval = "[0, 1]" if closed_high else "[0, 1)"
+        raise EnvArgumentError(name, f"must be in {interval}{why}, got {number}")
+    return number
 
 
 class FiniteMDPEnv(gym.Env[np.ndarray, np.int64]):

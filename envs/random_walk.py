@@ -11,14 +11,19 @@ right-move probability can differ, which makes the task off-policy.
 
 from __future__ import annotations
 
+import numbers
+import reprlib
 from typing import Literal
 
 import numpy as np
 
-from rlharness_envs.base import FiniteMDPEnv
+from rlharness_envs.base import EnvArgumentError, FiniteMDPEnv, number_argument
 from rlharness_envs.model import ExactModel
 
 LEFT, RIGHT = 0, 1
+MAX_STATES = 1001
+"""The exact model is dense (S x A x S arrays, S x S solves): 1000 states is Sutton & Barto's
+largest random walk (Example 9.1), about 50 MB; 100,001 states would need 149 GiB per array."""
 FeatureKind = Literal["affine", "one_hot"]
 
 
@@ -26,12 +31,20 @@ def random_walk_dynamics(
     n_states: int, behaviour_right_probability: float, features: FeatureKind
 ) -> ExactModel:
     """The chain of ``n_states`` live states plus one absorbing terminal state."""
-    if n_states < 2 or n_states % 2 == 0:
-        raise ValueError(f"n_states must be an odd integer >= 3, got {n_states}")
-    if not 0.0 < behaviour_right_probability < 1.0:
-        raise ValueError(
-            f"behaviour_right_probability must be in (0, 1), got {behaviour_right_probability}"
+    if (
+        isinstance(n_states, bool)
+        or not isinstance(n_states, numbers.Integral)
+        or not 3 <= n_states <= MAX_STATES
+        or n_states % 2 == 0
+    ):
+        raise EnvArgumentError(
+            "n_states",
+            f"must be an odd integer >= 3 and <= {MAX_STATES}, got {reprlib.repr(n_states)}",
         )
+    n_states = int(n_states)
+    p = number_argument("behaviour_right_probability", behaviour_right_probability)
+    if not 0.0 < p < 1.0:
+        raise EnvArgumentError("behaviour_right_probability", f"must be in (0, 1), got {p}")
     terminal_state = n_states
     size = n_states + 1
     transition = np.zeros((size, 2, size))
@@ -47,11 +60,12 @@ def random_walk_dynamics(
     elif features == "one_hot":
         feature_matrix = np.eye(n_states)
     else:
-        raise ValueError(f"features must be 'affine' or 'one_hot', got {features!r}")
+        raise EnvArgumentError(
+            "features", f"must be 'affine' or 'one_hot', got {reprlib.repr(features)}"
+        )
     feature_matrix = np.vstack([feature_matrix, np.zeros((1, feature_matrix.shape[1]))])
     start = np.zeros(size)
     start[n_states // 2] = 1.0
-    p = behaviour_right_probability
     return ExactModel(
         transition=transition,
         reward=reward,

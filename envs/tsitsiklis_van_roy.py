@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlharness_envs.base import FiniteMDPEnv
+from rlharness_envs.base import (
+    EnvArgumentError,
+    FiniteMDPEnv,
+    in_unit_interval,
+    number_argument,
+)
 from rlharness_envs.model import ExactModel
 
 FIRST, SECOND, TERMINAL = 0, 1, 2
@@ -22,10 +27,14 @@ FIRST, SECOND, TERMINAL = 0, 1, 2
 
 def tsitsiklis_van_roy_dynamics(epsilon: float, gamma: float) -> ExactModel:
     """The counterexample, with the uniform state weighting of the example."""
+    epsilon = number_argument("epsilon", epsilon)
     if not 0.0 < epsilon <= 1.0:
-        raise ValueError(f"epsilon must be in (0, 1], got {epsilon}")
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        raise EnvArgumentError("epsilon", f"must be in (0, 1], got {epsilon}")
+    if 1.0 - epsilon == 1.0:
+        raise EnvArgumentError(
+            "epsilon", f"must be at least 1e-16 (below, 1 - epsilon rounds to 1), got {epsilon}"
+        )
+    gamma = in_unit_interval("gamma", gamma, closed_high=True)
     transition = np.zeros((3, 1, 3))
     transition[FIRST, 0, SECOND] = 1.0
     transition[SECOND, 0, SECOND] = 1.0 - epsilon

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlharness_envs.base import FiniteMDPEnv
+from rlharness_envs.base import FiniteMDPEnv, in_unit_interval
 from rlharness_envs.model import ExactModel
 
 FIRST, SECOND = 0, 1
@@ -21,8 +21,7 @@ STAY, RESET = 0, 1
 
 def two_state_dynamics(gamma: float) -> ExactModel:
     """The w -> 2w fragment, closed into a continuing MDP."""
-    if not 0.0 <= gamma < 1.0:
-        raise ValueError(f"gamma must be in [0, 1) for this continuing task, got {gamma}")
+    gamma = in_unit_interval("gamma", gamma, closed_high=False, why=" for this continuing task")
     transition = np.zeros((2, 2, 2))
     transition[FIRST, :, SECOND] = 1.0
     transition[SECOND, STAY, SECOND] = 1.0

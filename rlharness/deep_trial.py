@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 from gymnasium import spaces
 
 from rlharness.agents.deep.common import METRICS, DeepTrace, classify, soft_bound
 from rlharness.environments import instantiate_env
-from rlharness.errors import SpecError
-from rlharness.spec import DQNAgentSpec, ExperimentSpec, TriadSpec
+from rlharness.errors import SpecError, short
+from rlharness.memory import (
+    FLOAT32_BYTES,
+    RECORD_BYTES,
+    gib,
+    memory_problem,
+    mlp_parameters,
+    network_bytes,
+    rllib_replay_bytes,
+    sb3_replay_bytes,
+)
+from rlharness.spec import DQNAgentSpec, ExperimentSpec, RunSpec, TriadSpec
 
 
 def resolve_deep(spec: ExperimentSpec) -> float:
@@ -25,13 +36,19 @@ def resolve_deep(spec: ExperimentSpec) -> float:
             "bootstrap_target, n_step, target_update_period and replay in agent"
         )
     env = instantiate_env(spec.env, where)
-    if not isinstance(env.action_space, spaces.Discrete):
-        problems.append(f"env.id: dqn needs discrete actions; {spec.env.id} has {env.action_space}")
-    if not isinstance(env.observation_space, spaces.Box):
-        problems.append(
-            f"env.id: dqn needs Box observations; {spec.env.id} has {env.observation_space}"
-        )
+    actions, observations = env.action_space, env.observation_space
     env.close()
+    if not isinstance(actions, spaces.Discrete):
+        problems.append(f"env.id: dqn needs discrete actions; {spec.env.id} has {short(actions)}")
+    if not isinstance(observations, spaces.Box):
+        problems.append(
+            f"env.id: dqn needs Box observations; {spec.env.id} has {short(observations)}"
+        )
+    if not problems:
+        assert isinstance(actions, spaces.Discrete) and isinstance(observations, spaces.Box)
+        memory = _memory_problem(agent, spec.run, observations, int(actions.n))
+        if memory is not None:
+            problems.append(memory)
     if agent.backend == "rllib":
         from rlharness.agents.deep.rllib_dqn import rllib_unsupported
 
@@ -44,6 +61,41 @@ def resolve_deep(spec: ExperimentSpec) -> float:
     if problems:
         raise SpecError(where, problems)
     return bound
+
+
+def _memory_problem(
+    agent: DQNAgentSpec, run: RunSpec, observations: spaces.Box, n_actions: int
+) -> str | None:
+    """A message naming the largest consumer if one seed's trial would not fit in memory.
+
+    Seeds train one after another, so one seed's replay buffer, networks,
+    probe states and log must fit at once.
+    """
+    size = int(np.prod(observations.shape))
+    observation_bytes = size * np.dtype(observations.dtype).itemsize
+    if agent.backend == "rllib":
+        replay = rllib_replay_bytes(agent.replay_capacity, observation_bytes)
+    else:
+        prioritized = agent.prioritized_replay.alpha > 0
+        replay = sb3_replay_bytes(agent.replay_capacity, observation_bytes, prioritized)
+    network = agent.network
+    parameters = mlp_parameters(size, n_actions, network.width, network.depth)
+    network_field = (
+        "agent.network.width" if network.width >= network.depth else "agent.network.depth"
+    )
+    parts = {
+        "agent.replay_capacity": ("replay buffer", replay),
+        network_field: (
+            "networks",
+            network_bytes(parameters, agent.batch_size, network.width, network.depth),
+        ),
+        "agent.probe_states": ("probe states", 2 * agent.probe_states * size * FLOAT32_BYTES),
+        "run.log_every": ("logged rows", (run.steps // run.log_every + 2) * RECORD_BYTES),
+    }
+    largest = max(parts, key=lambda field: parts[field][1])
+    what = ", ".join(f"{name} {gib(n_bytes)}" for name, n_bytes in parts.values())
+    total = sum(n_bytes for _, n_bytes in parts.values())
+    return memory_problem(largest, f"one seed of this {agent.backend} dqn trial ({what})", total)
 
 
 def run_deep_trial(

@@ -7,11 +7,15 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+MAX_MESSAGE_CHARS = 600
+"""No message is longer: echoed values are shortened where quoted; this caps the rest."""
+
 
 class SpecError(Exception):
     """An experiment that cannot run as written; each message names a field."""
 
     def __init__(self, where: str, messages: list[str]) -> None:
+        messages = [_cap(message) for message in messages]
         super().__init__(f"{where}: " + "; ".join(messages))
         self.where = where
         self.messages = messages
@@ -42,7 +46,7 @@ def format_validation_error(error: ValidationError, model: type[BaseModel]) -> l
             )
         else:
             message = item["msg"].removeprefix("Value error, ")
-            problem = f"{message} (got {_short(item.get('input'))})"
+            problem = f"{message} (got {short(item.get('input'))})"
         problems.setdefault(path, []).append(problem)
     return [f"{path}: {' or '.join(found)}" for path, found in problems.items()]
 
@@ -81,6 +85,26 @@ def _model_members(annotation: Any) -> list[type[BaseModel]]:
     return [member for arg in typing.get_args(annotation) for member in _model_members(arg)]
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters so that messages quote values, not dump them."""
+    return short_text(_safe_repr(value), limit)
+
+
+def short_text(text: str, limit: int = 60) -> str:
+    """``text``, cut to ``limit`` characters with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except (RecursionError, ValueError):
+        # nested too deeply to print, or an int too long for str(); its type still helps
+        return f"<{type(value).__name__}>"
+
+
+def _cap(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    half = MAX_MESSAGE_CHARS // 2 - 3
+    return f"{message[:half]} ... {message[-half:]}"

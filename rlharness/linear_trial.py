@@ -20,6 +20,7 @@ from rlharness.agents.linear import (
 from rlharness.diagnostics import classify_seeds, trace_metrics
 from rlharness.environments import instantiate_env
 from rlharness.errors import SpecError
+from rlharness.memory import linear_metrics_bytes, memory_problem
 from rlharness.spec import ExperimentSpec, LinearAgentSpec
 
 SEED_BATCH = 4096
@@ -40,7 +41,7 @@ def resolve_linear(spec: ExperimentSpec) -> ResolvedLinearTrial:
     where = f"experiment {spec.name}"
     agent = spec.agent
     assert isinstance(agent, LinearAgentSpec)
-    env = instantiate_env(spec.env, where)
+    env = instantiate_env(spec.env, where).unwrapped
     if not isinstance(env, rlharness_envs.FiniteMDPEnv):
         allowed = ", ".join(sorted(rlharness_envs.TRIAD_ENVS))
         raise SpecError(
@@ -53,14 +54,33 @@ def resolve_linear(spec: ExperimentSpec) -> ResolvedLinearTrial:
     control = RULES[agent.name].control
     try:
         problem = build_problem(model, spec.triad.features, spec.triad.off_policy, control)
+        threshold = spec.diagnostics.soft_divergence_threshold or model.max_return()
+    except np.linalg.LinAlgError as error:
+        # the env's arguments made a model without a solution (e.g. an episode that never ends)
+        field = "env.kwargs" if spec.env.kwargs else "env.id"
+        raise SpecError(
+            where, [f"{field}: the exact model of {spec.env.id} has no solution here: {error}"]
+        ) from None
     except ValueError as error:
         raise SpecError(where, [f"env.id: {spec.env.id}: {error}"]) from None
     try:
         w0 = problem.initial_weights(agent.initial_weights)
     except ValueError as error:
         raise SpecError(where, [f"agent.initial_weights: {error}"]) from None
-    threshold = spec.diagnostics.soft_divergence_threshold or model.max_return()
+    memory = _memory_problem(spec, problem.n_features)
+    if memory is not None:
+        raise SpecError(where, [memory])
     return ResolvedLinearTrial(problem, w0, threshold)
+
+
+def _memory_problem(spec: ExperimentSpec, n_features: int) -> str | None:
+    """A message naming the run field to change if the trial's logs would not fit in memory."""
+    run = spec.run
+    logs = run.steps // run.log_every + 2
+    needed = linear_metrics_bytes(run.seeds, min(run.seeds, SEED_BATCH), logs, n_features)
+    field = "run.log_every" if logs >= run.seeds else "run.seeds"
+    what = f"logging {n_features} weights of {run.seeds} seed(s) at {logs} steps"
+    return memory_problem(field, what, needed)
 
 
 def run_linear_trial(

@@ -9,6 +9,7 @@ messages name the field and the allowed values.
 from __future__ import annotations
 
 import itertools
+import math
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,12 @@ from pydantic import (
     model_validator,
 )
 
-from rlharness.errors import SpecError, format_validation_error
+from rlharness.errors import SpecError, format_validation_error, short, short_text
+
+try:
+    from yaml import CSafeLoader as _SafeLoader
+except ImportError:  # PyYAML built without libyaml
+    from yaml import SafeLoader as _SafeLoader
 
 AgentName = Literal[
     "semi_gradient_td",
@@ -39,6 +45,21 @@ AgentName = Literal[
 ]
 UpdateKind = Literal["sampled", "expected"]
 AGENT_NAMES = frozenset((*typing.get_args(AgentName), "dqn"))
+
+MAX_COUNT = 2**62
+"""The largest step count, period, size or n a spec takes: the compiled learners and NumPy
+count in int64 and add and multiply these (t + 1, steps // log_every), so leave headroom."""
+MAX_SEEDS = 1_000_000
+"""Seeds per run: 250 compiled batches of 4,096 (the benchmarks use 10,000)."""
+MAX_SEED = 2**31 - 1
+"""The largest seed: np.random.seed (SB3, RLlib) takes seeds below 2^32, torch and numba any
+int64, and the harness adds offsets (the evaluation env's seed is seed + 1,000,003)."""
+MAX_GRID_POINTS = 10_000
+"""The largest full-factorial grid: validate resolves every point (about 1 ms each)."""
+MAX_FILE_BYTES = 1_000_000
+"""The largest experiment file; the shipped ones are about 2 KB."""
+MAX_NESTING = 32
+"""The deepest nesting of lists and mappings in an experiment file; the shipped ones use 4."""
 
 
 class StrictModel(BaseModel):
@@ -80,8 +101,8 @@ class LinearAgentSpec(StrictModel):
 class NetworkSpec(StrictModel):
     """The Q-network: an MLP of ``depth`` hidden layers of ``width`` units (ReLU)."""
 
-    width: StrictInt = Field(default=64, ge=1, description="Units per hidden layer.")
-    depth: StrictInt = Field(default=2, ge=1, description="Number of hidden layers.")
+    width: StrictInt = Field(default=64, ge=1, le=MAX_COUNT, description="Units per hidden layer.")
+    depth: StrictInt = Field(default=2, ge=1, le=MAX_COUNT, description="Number of hidden layers.")
 
 
 class PrioritySpec(StrictModel):
@@ -116,10 +137,14 @@ class DQNAgentSpec(StrictModel):
     name: Literal["dqn"]
     backend: Literal["sb3", "rllib"] = "sb3"
     bootstrap_target: BootstrapTarget = "target_q"
-    replay_capacity: StrictInt = Field(default=50_000, ge=1, description="Transitions kept.")
-    n_step: StrictInt = Field(default=1, ge=1, description="Multi-step return length.")
+    replay_capacity: StrictInt = Field(
+        default=50_000, ge=1, le=MAX_COUNT, description="Transitions kept."
+    )
+    n_step: StrictInt = Field(
+        default=1, ge=1, le=MAX_COUNT, description="Multi-step return length."
+    )
     target_update_period: StrictInt = Field(
-        default=500, ge=1, description="Env steps between target-network updates."
+        default=500, ge=1, le=MAX_COUNT, description="Env steps between target-network updates."
     )
     target_update_tau: float = Field(
         default=1.0, gt=0, le=1, description="Polyak rate of each target update (1: copy)."
@@ -132,14 +157,25 @@ class DQNAgentSpec(StrictModel):
     )
     exploration: ExplorationSpec = Field(default_factory=ExplorationSpec)
     learning_rate: float = Field(default=1e-3, gt=0)
-    batch_size: StrictInt = Field(default=64, ge=1)
-    train_frequency: StrictInt = Field(default=4, ge=1, description="Env steps per update.")
-    gradient_steps: StrictInt = Field(default=1, ge=1, description="Updates per training call.")
-    learning_starts: StrictInt = Field(default=1000, ge=0, description="Steps before learning.")
+    batch_size: StrictInt = Field(default=64, ge=1, le=MAX_COUNT)
+    train_frequency: StrictInt = Field(
+        default=4, ge=1, le=MAX_COUNT, description="Env steps per update."
+    )
+    gradient_steps: StrictInt = Field(
+        default=1, ge=1, le=MAX_COUNT, description="Updates per training call."
+    )
+    learning_starts: StrictInt = Field(
+        default=1000, ge=0, le=MAX_COUNT, description="Steps before learning."
+    )
     max_grad_norm: float = Field(default=10.0, gt=0)
-    eval_episodes: StrictInt = Field(default=5, ge=1, description="Greedy episodes per log.")
+    eval_episodes: StrictInt = Field(
+        default=5, ge=1, le=MAX_COUNT, description="Greedy episodes per log."
+    )
     probe_states: StrictInt = Field(
-        default=256, ge=1, description="Fixed states (from a random policy) for max |Q|."
+        default=256,
+        ge=1,
+        le=MAX_COUNT,
+        description="Fixed states (from a random policy) for max |Q|.",
     )
 
     @field_validator("n_step", "batch_size")
@@ -163,10 +199,14 @@ class TriadSpec(StrictModel):
     )
     n_step: StrictInt | Literal["inf"] = Field(
         default=1,
-        description="Bootstrapping: n of the n-step target; 'inf' is a Monte Carlo target (off).",
+        description="Bootstrapping: n of the n-step target (at most 2^62); 'inf' is a Monte "
+        "Carlo target (off).",
     )
     target_update_period: StrictInt = Field(
-        default=1, ge=1, description="Steps between copies of w into the bootstrap target's w-."
+        default=1,
+        ge=1,
+        le=MAX_COUNT,
+        description="Steps between copies of w into the bootstrap target's w-.",
     )
     off_policy: bool = Field(
         default=True,
@@ -177,18 +217,38 @@ class TriadSpec(StrictModel):
     @field_validator("n_step")
     @classmethod
     def _positive_n_step(cls, value: int | str) -> int | str:
-        if value != "inf" and int(value) < 1:
-            raise ValueError("n_step must be a positive integer or 'inf'")
+        if value != "inf" and not 1 <= int(value) <= MAX_COUNT:
+            raise ValueError("n_step must be a positive integer or 'inf' (n at most 2^62)")
         return value
 
 
 class RunSpec(StrictModel):
     """How long to run, how often to log, and which seeds."""
 
-    steps: StrictInt = Field(ge=1, description="Transitions (sampled) or sweeps (expected).")
-    log_every: StrictInt = Field(default=1, ge=1, description="Steps between logged metrics.")
-    seeds: StrictInt = Field(default=1, ge=1, description="Number of seeds.")
-    first_seed: StrictInt = Field(default=0, ge=0, description="Seeds are first_seed, +1, ...")
+    steps: StrictInt = Field(
+        ge=1, le=MAX_COUNT, description="Transitions (sampled) or sweeps (expected)."
+    )
+    log_every: StrictInt = Field(
+        default=1, ge=1, le=MAX_COUNT, description="Steps between logged metrics."
+    )
+    seeds: StrictInt = Field(default=1, ge=1, le=MAX_SEEDS, description="Number of seeds.")
+    first_seed: StrictInt = Field(
+        default=0,
+        ge=0,
+        le=MAX_SEED,
+        description="Seeds are first_seed, +1, ...; the last is at most 2^31 - 1.",
+    )
+
+    @field_validator("first_seed")
+    @classmethod
+    def _last_seed_in_range(cls, value: int, info: ValidationInfo) -> int:
+        seeds = info.data.get("seeds")
+        if seeds is not None and value + seeds - 1 > MAX_SEED:
+            raise ValueError(
+                f"the last seed, first_seed + seeds - 1 = {value + seeds - 1}, must be at most "
+                f"2^31 - 1 ({MAX_SEED})"
+            )
+        return value
 
     @property
     def seed_list(self) -> list[int]:
@@ -254,7 +314,10 @@ class SweepSpec(StrictModel):
         default_factory=dict, description="Dotted spec field -> parameter, e.g. agent.alpha."
     )
     n_trials: StrictInt | None = Field(
-        default=None, ge=1, description="Trials to finish (grid: every point once, at most this)."
+        default=None,
+        ge=1,
+        le=MAX_COUNT,
+        description="Trials to finish (grid: every point once, at most this).",
     )
     objective: Literal[
         "final_max_abs_value",
@@ -273,17 +336,21 @@ class SweepSpec(StrictModel):
         default=False, description="End a trial (pruned) as soon as one of its seeds hard-diverged."
     )
     seeds_per_step: StrictInt = Field(
-        default=1, ge=1, description="Seeds per pruning step (only used with a pruner)."
+        default=1,
+        ge=1,
+        le=MAX_SEEDS,
+        description="Seeds per pruning step (only used with a pruner).",
     )
     cpus_per_trial: float = Field(default=1.0, gt=0)
     gpus_per_trial: float = Field(default=0.0, ge=0)
     retries: StrictInt = Field(
         default=2,
         ge=0,
+        le=1000,
         description="Times Ray re-runs a trial whose worker died before the trial is failed "
         "and re-queued.",
     )
-    seed: StrictInt = Field(default=0, ge=0, description="Seed of the sampler.")
+    seed: StrictInt = Field(default=0, ge=0, le=MAX_SEED, description="Seed of the sampler.")
 
     @property
     def prunes(self) -> bool:
@@ -308,25 +375,95 @@ class ExperimentSpec(StrictModel):
     sweep: SweepSpec | None = Field(default=None, description="How rlharness sweep explores.")
 
 
+class SpecLoader(_SafeLoader):
+    """Safe YAML whose mappings refuse a key given twice (YAML itself lets the last one win)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        """The mapping of ``node``, or a `yaml.constructor.ConstructorError` at a repeated key."""
+        self.flatten_mapping(node)
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in first_lines
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"the key {short(key)} is given twice (first at line {first_lines[key]}); "
+                    "each field may appear once",
+                    key_node.start_mark,
+                )
+            first_lines[key] = key_node.start_mark.line + 1
+        return dict(super().construct_mapping(node, deep))
+
+
 def load_spec(path: Path) -> ExperimentSpec:
     """Read, validate and grid-check an experiment file, or raise `SpecError`."""
     where = f"experiment file {path}"
     try:
-        text = path.read_bytes().decode("utf-8")
+        raw = path.read_bytes()
     except OSError as error:
         raise SpecError(where, [f"cannot be read: {error.strerror}"]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError(
+            where, [f"is {len(raw):,} bytes; an experiment file may have {MAX_FILE_BYTES:,}"]
+        )
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise SpecError(
             where, [f"is not valid YAML: not UTF-8 text (byte {error.start}: {error.reason})"]
         ) from None
     try:
-        data = yaml.safe_load(text)
+        _check_structure(text, where)
+        data = yaml.load(text, Loader=SpecLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         position = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error)
-        raise SpecError(where, [f"is not valid YAML{position}: {problem}"]) from None
+        if "nesting depth" in problem:
+            # libyaml stops at its own limit while it looks ahead, before _check_structure
+            problem = f"lists and mappings nested more than {MAX_NESTING} levels deep"
+        raise SpecError(
+            where, [f"is not valid YAML{position}: {short_text(problem, 200)}"]
+        ) from None
     return parse_spec(data, where)
+
+
+def _check_structure(text: str, where: str) -> None:
+    """Refuse aliases and deep nesting from the parser's events, before any value is built.
+
+    An alias repeats a value by reference, so a few hundred bytes can expand to
+    gigabytes once validated; no experiment needs one. Deep nesting would
+    exhaust the recursion of every later step.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=SpecLoader):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            raise SpecError(
+                where,
+                [
+                    f"line {line}: the YAML alias *{short_text(str(event.anchor), 40)} is not "
+                    "allowed in experiment files (aliases can expand a few bytes to gigabytes); "
+                    "write the value out"
+                ],
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise SpecError(
+                    where,
+                    [
+                        f"line {line}: lists and mappings are nested more than {MAX_NESTING} "
+                        "levels deep; an experiment file needs a few"
+                    ],
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def parse_spec(data: Any, where: str = "experiment") -> ExperimentSpec:
@@ -340,14 +477,40 @@ def parse_spec(data: Any, where: str = "experiment") -> ExperimentSpec:
     problems = []
     for path, values in spec.grid.items():
         if not values:
-            problems.append(f"grid.{path}: needs at least one value")
+            problems.append(f"grid.{short_text(path)}: needs at least one value")
         elif path.split(".")[0] in ("grid", "name"):
-            problems.append(f"grid.{path}: cannot vary '{path.split('.')[0]}'")
+            problems.append(f"grid.{short_text(path)}: cannot vary '{path.split('.')[0]}'")
     if problems:
         raise SpecError(where, problems)
+    check_grid_size([len(values) for values in spec.grid.values()], "grid", where)
     for _ in grid_points(spec, where):
         pass
     return spec
+
+
+def check_grid_size(lengths: list[int], source: str, where: str) -> int:
+    """The number of points of a full factorial with these dimensions, or `SpecError` if too many.
+
+    Counted, never expanded: a grid of 40 fields of 10 values has 10^40 points.
+    """
+    count = math.prod(lengths)
+    if count > MAX_GRID_POINTS:
+        sizes = " x ".join(str(n) for n in lengths[:10]) + (" x ..." if len(lengths) > 10 else "")
+        raise SpecError(
+            where,
+            [
+                f"{source}: {count_text(count)} points ({sizes}) are more than the "
+                f"{MAX_GRID_POINTS:,} a grid may have; vary fewer fields or values"
+            ],
+        )
+    return count
+
+
+def count_text(count: int) -> str:
+    """A count in digits, or as a power of ten when it has more than 15 of them."""
+    if count < 10**15:
+        return f"{count:,}"
+    return f"about 10^{math.floor(math.log10(count))}"
 
 
 def grid_points(
@@ -373,7 +536,7 @@ def with_settings(
     try:
         return ExperimentSpec.model_validate(data)
     except ValidationError as error:
-        label = ", ".join(f"{path}={value!r}" for path, value in settings.items())
+        label = ", ".join(f"{short_text(path)}={short(value)}" for path, value in settings.items())
         messages = format_validation_error(error, ExperimentSpec)
         raise SpecError(where, [f"{m} (in {source} point {label})" for m in messages]) from None
 

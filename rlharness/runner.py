@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from rlharness.errors import SpecError
+from rlharness.errors import SpecError, short, short_text
 from rlharness.spec import DQNAgentSpec, ExperimentSpec, grid_points
 
 
@@ -61,7 +61,9 @@ def check_experiment(spec: ExperimentSpec, where: str = "experiment") -> None:
         try:
             resolve(point)
         except SpecError as error:
-            label = ", ".join(f"{path}={value!r}" for path, value in settings.items())
+            label = ", ".join(
+                f"{short_text(path)}={short(value)}" for path, value in settings.items()
+            )
             suffix = f" (in grid point {label})" if label else ""
             problems.extend(message + suffix for message in error.messages)
     if problems:

@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from optuna.distributions import (
@@ -24,10 +25,16 @@ from optuna.distributions import (
 )
 from pydantic import ValidationError
 
-from rlharness.errors import SpecError
+from rlharness.errors import SpecError, short, short_text
 from rlharness.objectives import check_objective
 from rlharness.runner import resolve
-from rlharness.spec import ExperimentSpec, ParameterSpec, SweepSpec, with_settings
+from rlharness.spec import (
+    ExperimentSpec,
+    ParameterSpec,
+    SweepSpec,
+    check_grid_size,
+    with_settings,
+)
 
 UNSWEEPABLE = ("name", "grid", "sweep")
 EXECUTION_FIELDS = ("n_trials", "retries", "cpus_per_trial", "gpus_per_trial")
@@ -100,7 +107,9 @@ def plan_sweep(
     if problems:
         raise SpecError(where, problems)
     if sweep.sampler == "grid":
-        values = {path: _grid_values(path, p, source, where) for path, p in parameters.items()}
+        counts = [_grid_count(path, p, source, where) for path, p in parameters.items()]
+        check_grid_size(counts, f"{source} (grid sampler)", where)
+        values = {path: _grid_values(p) for path, p in parameters.items()}
         points = tuple(
             dict(zip(values, combination, strict=True))
             for combination in itertools.product(*values.values())
@@ -154,16 +163,34 @@ def _parameters(spec: ExperimentSpec, sweep: SweepSpec, where: str) -> dict[str,
     return parameters
 
 
-def _grid_values(path: str, parameter: ParameterSpec, source: str, where: str) -> list[Any]:
-    """Every value of one grid dimension: its choices, or low..high by step."""
+def _grid_count(path: str, parameter: ParameterSpec, source: str, where: str) -> int:
+    """How many values one grid dimension has, counted without listing them."""
+    if parameter.type == "categorical":
+        return len(parameter.choices or [])
+    low, high = parameter.low, parameter.high
+    assert low is not None and high is not None
+    if parameter.type == "int":
+        return (int(high) - int(low)) // int(parameter.step or 1) + 1
+    if parameter.step is None:
+        raise SpecError(
+            where, [f"{source}.{short_text(path)}: the grid sampler needs choices or a step"]
+        )
+    span = (high - low) / parameter.step
+    if math.isfinite(span):
+        return math.floor(span + 1e-9) + 1
+    # beyond float range (e.g. 1e300 over 1e-300): count exactly
+    return math.floor((Fraction(high) - Fraction(low)) / Fraction(parameter.step)) + 1
+
+
+def _grid_values(parameter: ParameterSpec) -> list[Any]:
+    """Every value of one grid dimension (already counted): its choices, or low..high by step."""
     if parameter.type == "categorical":
         return list(parameter.choices or [])
     assert parameter.low is not None and parameter.high is not None
     if parameter.type == "int":
         step = int(parameter.step or 1)
         return list(range(int(parameter.low), int(parameter.high) + 1, step))
-    if parameter.step is None:
-        raise SpecError(where, [f"{source}.{path}: the grid sampler needs choices or a step"])
+    assert parameter.step is not None
     count = math.floor((parameter.high - parameter.low) / parameter.step + 1e-9) + 1
     return [round(parameter.low + k * parameter.step, 12) for k in range(count)]
 
@@ -220,7 +247,9 @@ def _check_points(plan: SweepPlan, probes: list[dict[str, Any]], where: str) -> 
         try:
             resolve(point)
         except SpecError as error:
-            label = ", ".join(f"{path}={value!r}" for path, value in params.items())
+            label = ", ".join(
+                f"{short_text(path)}={short(value)}" for path, value in params.items()
+            )
             problems.extend(f"{m} (in {plan.source} point {label})" for m in error.messages)
     if problems:
         raise SpecError(where, list(dict.fromkeys(problems)))

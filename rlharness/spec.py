@@ -495,11 +495,12 @@ def check_grid_size(lengths: list[int], source: str, where: str) -> int:
     """
     count = math.prod(lengths)
     if count > MAX_GRID_POINTS:
-        sizes = " x ".join(str(n) for n in lengths[:10]) + (" x ..." if len(lengths) > 10 else "")
+        sizes = " x ".join(count_text(n) for n in lengths[:10]) + (" x ..." * (len(lengths) > 10))
+        product = f" ({sizes})" if len(lengths) > 1 else ""
         raise SpecError(
             where,
             [
-                f"{source}: {count_text(count)} points ({sizes}) are more than the "
+                f"{source}: {count_text(count)} points{product} are more than the "
                 f"{MAX_GRID_POINTS:,} a grid may have; vary fewer fields or values"
             ],
         )

@@ -14,6 +14,8 @@ regression on the DP target exactly at every iteration:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from rlharness.agents.linear.expected import ExpectedStep
@@ -25,11 +27,12 @@ def semi_gradient_dp(problem: LinearProblem, alpha: float, n_step: int | None) -
     """The expected semi-gradient TD update over all states, for all seeds at once."""
     X = problem.state_features
     mu = problem.weighting
+    target = _bellman_target(problem, n_step)
 
     def step(
         W: FloatArray, W_target: FloatArray, auxiliary: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        td_error = problem.expected_target(W_target @ X.T, n_step) - W @ X.T
+        td_error = target(W_target @ X.T) - W @ X.T
         return W + alpha * (td_error * mu) @ X, auxiliary, td_error
 
     return step
@@ -40,11 +43,22 @@ def least_squares_dp(problem: LinearProblem, n_step: int | None) -> ExpectedStep
     X = problem.state_features
     mu = problem.weighting
     solve = np.linalg.pinv(X.T @ (mu[:, None] * X))
+    bellman_target = _bellman_target(problem, n_step)
 
     def step(
         W: FloatArray, W_target: FloatArray, auxiliary: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        target = problem.expected_target(W_target @ X.T, n_step)
+        target = bellman_target(W_target @ X.T)
         return ((target * mu) @ X) @ solve, auxiliary, target - W @ X.T
 
     return step
+
+
+def _bellman_target(
+    problem: LinearProblem, n_step: int | None
+) -> Callable[[FloatArray], FloatArray]:
+    """``v -> T^n v`` on rows of values; for n > 1 the n-step operator is built once, here."""
+    if n_step is None or n_step == 1:
+        return lambda values: problem.expected_target(values, n_step)
+    reward_n, discount_n = problem.n_step_operator(n_step)
+    return lambda values: reward_n + values @ discount_n.T

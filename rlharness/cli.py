@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from rlharness.errors import SpecError
+    from rlharness.results import ResultsWriteError
     from rlharness.spec import ExperimentSpec
 
 app = typer.Typer(
@@ -40,7 +41,10 @@ errors = Console(stderr=True)
 app.command()(cli_analysis.catalog)
 app.command()(cli_analysis.compare)
 app.command()(cli_analysis.report)
+app.command()(cli_analysis.verify)
 
+FAULT = 1
+"""A fault of the machinery (storage, disk), reported in one message; rerunning resumes."""
 BAD_INPUT = 2
 INTERRUPTED = 130
 TABLE_ROWS = 20
@@ -62,9 +66,14 @@ def run(
     ] = Path("results"),
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or table.")] = False,
 ) -> None:
-    """Run every grid point and seed of an experiment and write its results and plots."""
+    """Run every grid point and seed of an experiment and write its results and plots.
+
+    Exits 1 when the results cannot be written (a full disk), naming the file and
+    the free space; the files that fit stay in a ``.partial`` staging dir.
+    """
     from rlharness.errors import SpecError
     from rlharness.launch import run_experiment
+    from rlharness.results import ResultsWriteError
     from rlharness.runner import check_experiment
 
     spec = _load(spec_path)
@@ -89,6 +98,8 @@ def run(
             )
         except SpecError as error:
             _fail(error)
+        except ResultsWriteError as error:
+            _write_failed(error, out, "free space and run the same command again")
     if not quiet:
         console.print(_summary_table(summary))
         if "knob_effects" in summary:
@@ -154,6 +165,7 @@ def sweep(
         _fail(error)
     import optuna
 
+    from rlharness.results import ResultsWriteError
     from rlharness.sweep import run_sweep  # Ray and the results store: only once the input is good
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -173,6 +185,13 @@ def sweep(
             )
     except SpecError as error:
         _fail(error)
+    except ResultsWriteError as error:
+        _write_failed(
+            error,
+            out,
+            "the trial was failed and its point re-queued, the trials in flight too; "
+            "free space and run the same command again to resume",
+        )
     except KeyboardInterrupt:
         errors.print("interrupted; run the same command again to resume", highlight=False)
         raise typer.Exit(INTERRUPTED) from None
@@ -332,6 +351,27 @@ def _fail(error: SpecError) -> NoReturn:
     for message in error.messages:
         errors.print(f"  - {message}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(BAD_INPUT)
+
+
+def _write_failed(error: ResultsWriteError, out: Path, next_step: str) -> NoReturn:
+    """One message for results that could not be written, what was kept, and what to do; exit 1."""
+    errors.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+    if error.staging_dir is not None:
+        errors.print(
+            f"  the files written before it are kept in {error.staging_dir} "
+            f"({', '.join(error.kept)}); that is not a run, and the catalog skips it",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    errors.print(
+        f"  {next_step}; `rlharness verify {out} --remove-partial` removes what unfinished "
+        "runs left behind",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(FAULT)
 
 
 def _check_out(out: Path) -> None:

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import optuna
 import pandas as pd
@@ -56,7 +56,8 @@ from rlharness.cluster import Cluster, TrialError, connect, result_of
 from rlharness.errors import SpecError
 from rlharness.launch import publish_run
 from rlharness.objectives import aggregate, per_seed_values
-from rlharness.results import RunWriter, provenance
+from rlharness.processes import process_alive, process_start
+from rlharness.results import ResultsWriteError, RunWriter, provenance
 from rlharness.runner import TrialConfig, TrialResult, resolve
 from rlharness.search_space import SweepPlan
 from rlharness.storage import params_of
@@ -86,7 +87,7 @@ class Launcher:
     def this(cls) -> Launcher:
         """The current process."""
         pid = os.getpid()
-        return cls(uuid.uuid4().hex[:12], socket.gethostname(), pid, _process_start(pid))
+        return cls(uuid.uuid4().hex[:12], socket.gethostname(), pid, process_start(pid))
 
     def record(self) -> dict[str, Any]:
         """As a trial attribute."""
@@ -434,12 +435,17 @@ class _Driver:
         return None
 
     def _finish(self, flight: _Flight, state: TrialState) -> None:
-        """Publish the trial's results, then tell the study."""
+        """Publish the trial's results, then tell the study (never without its results)."""
         trial = flight.trial
         result = _merge(flight)
         values = per_seed_values(self.plan.sweep.objective, result)
         value = self._value(result)
-        writer = RunWriter(self.out, result.config.spec, f"trial-{trial.number:05d}", self.group)
+        try:
+            writer = RunWriter(
+                self.out, result.config.spec, f"trial-{trial.number:05d}", self.group
+            )
+        except ResultsWriteError as error:
+            self._unwritten(flight, error)
         attributes = {
             "per_seed": dict(zip(map(str, result.config.seeds), values, strict=True)),
             "outcomes": _outcome_counts(result),
@@ -461,14 +467,17 @@ class _Driver:
             "value": value,
             "per_seed": values,
         }
-        run_dir, _ = publish_run(
-            writer,
-            result.config.spec,
-            [result],
-            self.origin,
-            plots=False,
-            extra={"sweep": sweep_info},
-        )
+        try:
+            run_dir, _ = publish_run(
+                writer,
+                result.config.spec,
+                [result],
+                self.origin,
+                plots=False,
+                extra={"sweep": sweep_info},
+            )
+        except ResultsWriteError as error:
+            self._unwritten(flight, error)
         try:
             if state == TrialState.COMPLETE:
                 self.study.tell(trial, value)
@@ -480,6 +489,14 @@ class _Driver:
             return
         self.finished += 1
         self._report_progress()
+
+    def _unwritten(self, flight: _Flight, error: ResultsWriteError) -> NoReturn:
+        """Results that cannot be written (a full disk): fail and re-queue the trial, stop the
+        trials in flight, and stop the sweep with ``error``."""
+        reason = f"its results could not be written: {error}"
+        self._fail(flight.trial, flight.config.settings, "fail_reason", reason, requeue=True)
+        self._abandon_flights("stopped: another trial's results could not be written")
+        raise error
 
     def _value(self, result: TrialResult) -> float:
         sweep = self.plan.sweep
@@ -571,7 +588,7 @@ def stale_reason(trial: FrozenTrial, launcher: Launcher, now: float) -> str | No
         return None
     pid = owner.get("pid")
     on_this_host = owner.get("host") == launcher.host
-    if on_this_host and isinstance(pid, int) and not _process_alive(pid, owner.get("start")):
+    if on_this_host and isinstance(pid, int) and not process_alive(pid, owner.get("start")):
         return f"its launcher (pid {pid} on {owner['host']}) is gone"
     started = trial.datetime_start.timestamp() if trial.datetime_start else now
     beat = float(trial.user_attrs.get("heartbeat", owner.get("since", started)))
@@ -600,23 +617,3 @@ def _outcome_counts(result: TrialResult) -> dict[str, int]:
 
 def _label(params: dict[str, Any]) -> str:
     return ", ".join(f"{path}={value!r}" for path, value in params.items())
-
-
-def _process_alive(pid: int, start: int | None) -> bool:
-    """Whether process ``pid`` runs and is the one that started at ``start`` (if known)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return start is None or _process_start(pid) in (None, start)
-
-
-def _process_start(pid: int) -> int | None:
-    """A process's start time in clock ticks since boot (Linux ``/proc``), or None elsewhere."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])

@@ -261,19 +261,28 @@ def status(
 
 @app.command()
 def validate(spec_path: SpecArgument) -> None:
-    """Check an experiment file (every grid point against its env and agent) without running it."""
+    """Check an experiment file without running it: every grid point, and the sweep's plan."""
     from rlharness.errors import SpecError
     from rlharness.runner import check_experiment, plan_trials
+    from rlharness.search_space import plan_sweep
 
     spec = _load(spec_path)
+    where = f"experiment file {spec_path}"
+    sweep_note = ""
     try:
-        check_experiment(spec, f"experiment file {spec_path}")
+        check_experiment(spec, where)
+        if spec.sweep is not None:
+            # the trial budget may come from sweep --n-trials; the space is checked either way
+            budget = 1 if spec.sweep.sampler != "grid" and spec.sweep.n_trials is None else None
+            plan = plan_sweep(spec, budget, where)
+            trials_text = f"{plan.budget} trial(s)" if budget is None else "--n-trials trials"
+            sweep_note = f"; sweep: {trials_text}, {plan.sweep.sampler} sampler over {plan.source}"
     except SpecError as error:
         _fail(error)
     trials = plan_trials(spec)
     console.print(
         f"{spec_path}: valid ({len(trials)} grid point(s) x {spec.run.seeds} seed(s), "
-        f"agent {spec.agent.name} on {spec.env.id})",
+        f"agent {spec.agent.name} on {spec.env.id}{sweep_note})",
         markup=False,
         soft_wrap=True,
     )

@@ -310,3 +310,92 @@ def test_bad_targets_say_what_exists(results: Path, tmp_path: Path) -> None:
         build_report(catalog, "cube", metric="final_eval_return", reps=REPS)
     with pytest.raises(ResultsError, match="does not exist"):
         build_report(Catalog(tmp_path / "missing"), "cube")
+
+
+# --- user text with dollar signs: plain text in every figure and in the report ------------------
+
+DOLLARS = "cost $5 and $x^2$"
+BROKEN_MATH = "$^$ or $$"
+"""Math text that matplotlib cannot even parse: drawn as math, every figure with it fails."""
+
+
+def drawn_texts(figure: Any) -> list[str]:
+    """Every text of ``figure`` as drawn (tick labels included); fails on any math text."""
+    from matplotlib.text import Text
+
+    figure.canvas.draw()
+    shown = []
+    for text in figure.findobj(Text):
+        content = text.get_text()
+        if not content or content.startswith(r"$\mathdefault{"):  # a log axis's own tick labels
+            continue
+        literal, math = text._preprocess_math(content)  # matplotlib's own math-text decision
+        assert not math, f"{content!r} is drawn as math text"
+        shown.append(literal)
+    plt.close(figure)
+    return shown
+
+
+def test_dollar_signs_in_a_spec_stay_plain_text_in_figures_and_report(
+    tmp_path: Path, browser: Any
+) -> None:
+    from tests.test_cli import cli, write_spec
+
+    data = copy.deepcopy(TINY_SPEC)
+    data.update(
+        name="dollars",
+        description=DOLLARS,
+        grid={"triad.off_policy": [False, True], "description": [DOLLARS, BROKEN_MATH]},
+    )
+    out = tmp_path / "results"
+    completed = cli("run", write_spec(tmp_path, data), "--out", out, "--quiet")
+    assert completed.returncode == 0, completed.stderr
+    assert "was not drawn" not in completed.stderr
+    (run,) = (out / "dollars").iterdir()
+    summary = (run / "summary.json").read_text()
+    assert "plot_errors" not in summary
+    assert len(list((run / "plots").glob("*.png"))) == 5, "every figure of the run was drawn"
+
+    page = tmp_path / "dollars.html"
+    reported = cli("report", "dollars", "--results", out, "--reps", "200", "--out", page)
+    assert reported.returncode == 0, reported.stderr
+    shown = render(browser, page)
+    assert shown["errors"] == [] and all(width > 0 for width in shown["image_widths"])
+    assert DOLLARS in shown["text"], "the description shows literally"
+    groups = [row[0] for row in shown["rows"]["comparison"]]
+    assert f"off_policy=False, description={BROKEN_MATH}" in " ".join(groups)
+
+
+def test_every_figure_draws_labels_with_dollar_signs_literally(tmp_path: Path) -> None:
+    from rlharness.analysis import plots
+    from rlharness.analysis.curves import catalog_curves, plot_curves
+    from rlharness.analysis.divergence import divergence_counts, divergence_heatmap
+    from rlharness.analysis.knobs import knob_effects
+
+    data = copy.deepcopy(TINY_SPEC)
+    data.update(name="dollars", grid={"description": [DOLLARS, BROKEN_MATH]})
+    run_experiment(parse_spec(data), tmp_path)
+    catalog = Catalog(tmp_path)
+    (key,) = catalog.entries
+    outcomes = catalog.outcomes([key])
+    metrics = catalog.metrics([key])
+    labels = {0: DOLLARS, 1: BROKEN_MATH}
+    effects = knob_effects(outcomes, ["description"])
+    comparison = compare(catalog, [key], reps=REPS)
+    figures = {
+        "weights": plots.weight_components(metrics, labels, BROKEN_MATH),
+        "errors": plots.error_curves(metrics, labels, BROKEN_MATH),
+        "max_abs_value": plots.max_abs_value_curves(metrics, labels, {0: 5.0}, BROKEN_MATH),
+        "metric": plots.metric_curves(metrics, labels, "sqrt_ve", DOLLARS, BROKEN_MATH),
+        "outcomes": plots.outcome_fractions(outcomes, labels, BROKEN_MATH),
+        "knob_effects": plots.knob_effects(effects, BROKEN_MATH),
+        "intervals": interval_figure(comparison),
+        "profile": profile_figure(comparison),
+        "curves": plot_curves(catalog_curves(catalog, [key], "sqrt_ve", reps=REPS)),
+        "heatmap": divergence_heatmap(
+            divergence_counts(outcomes, "description", "seed"), "description", "seed", DOLLARS
+        ),
+    }
+    for name, figure in figures.items():
+        texts = " | ".join(drawn_texts(figure))
+        assert DOLLARS in texts or BROKEN_MATH in texts, (name, texts)

@@ -3,28 +3,34 @@
 Ray only executes: each task runs `run_trial` on one chunk of a trial's
 seeds and returns its `TrialResult` to the launcher, which alone talks to
 the Optuna storage and writes the results store. A task whose worker
-process dies is re-run by Ray up to ``retries`` times; after that the
-launcher fails the trial and re-queues it.
+process dies (or whose node is lost) is re-run by Ray up to ``retries``
+times; after that the launcher fails the trial and re-queues it. Each
+attempt leaves where it runs in Ray's key-value store, so that a re-run can
+say which worker was lost.
 
-A local Ray starts without its dashboard and job server; a cluster's
-dashboard binds to whatever ``ray start --dashboard-host`` says (loopback by
-default). Ray's usage-statistics reporting is off unless the user turns it on.
+A local Ray starts without its dashboard and job server, with token
+authentication, and on 127.0.0.1 only (see `ray_env.prepare_local`); a
+cluster's dashboard binds to whatever ``ray start --dashboard-host`` says
+(loopback by default). Ray's usage-statistics reporting is off unless the
+user turns it on.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import ray
 from ray.exceptions import RayTaskError
+from ray.experimental import internal_kv
 
+from rlharness import ray_env
 from rlharness.errors import SpecError
 from rlharness.runner import TrialConfig, TrialResult, run_trial
 
@@ -37,11 +43,59 @@ THREAD_VARIABLES = (
     "OPENBLAS_NUM_THREADS",
 )
 """A trial uses no more threads than the CPUs it asked for."""
+ATTEMPTS = "rlharness-attempts"
+"""The namespace, in Ray's key-value store, of where each running task's attempt runs."""
 
 
-def run_trial_task(config: TrialConfig) -> TrialResult:
-    """One chunk of one trial, on a Ray worker (its process title is ``ray::run_trial_task``)."""
-    return run_trial(config)
+@dataclass(frozen=True)
+class Attempt:
+    """Where one attempt of a task runs: its worker process and Ray node."""
+
+    pid: int
+    node: str
+    """The node's id (hex)."""
+    address: str
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on Ray node {self.node[:8]} ({self.address})"
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """A task's result and where it ran; ``lost``: the attempt before, whose worker was lost."""
+
+    result: TrialResult
+    ran: Attempt
+    lost: Attempt | None
+
+    def rerun_note(self) -> str | None:
+        """What to tell the user about a task that Ray had to run again; None if it ran once."""
+        if self.lost is None:
+            return None
+        return f"its Ray worker ({self.lost}) was lost; Ray ran it again ({self.ran})"
+
+
+def run_trial_task(config: TrialConfig) -> TaskRun:
+    """One chunk of one trial, on a Ray worker (its process title is ``ray::run_trial_task``).
+
+    A re-run of a task keeps its task id, so the record of the attempt before,
+    left in Ray's key-value store, names the worker that was lost.
+    """
+    context = ray.get_runtime_context()
+    key = _attempt_key(context.get_task_id() or "")
+    here = Attempt(os.getpid(), context.get_node_id(), ray.util.get_node_ip_address())
+    before = internal_kv._internal_kv_get(key, namespace=ATTEMPTS)
+    internal_kv._internal_kv_put(key, json.dumps(asdict(here)), namespace=ATTEMPTS)
+    try:
+        result = run_trial(config)
+    finally:
+        internal_kv._internal_kv_del(key, namespace=ATTEMPTS)
+    lost = Attempt(**json.loads(before)) if before is not None else None
+    return TaskRun(result, here, lost)
+
+
+def _attempt_key(task_id: str) -> bytes:
+    return task_id.encode()
 
 
 _remote_trial = ray.remote(run_trial_task)
@@ -86,6 +140,16 @@ class Cluster:
         """Stop a task, killing its worker if it is running."""
         ray.cancel(ref, force=True)
 
+    @staticmethod
+    def where_lost(ref: ray.ObjectRef) -> str:
+        """`` (where its last attempt ran)`` for a task Ray gave up on; ``""`` if unknown."""
+        key = _attempt_key(ref.task_id().hex())
+        record = internal_kv._internal_kv_get(key, namespace=ATTEMPTS)
+        if record is None:
+            return ""
+        internal_kv._internal_kv_del(key, namespace=ATTEMPTS)
+        return f" ({Attempt(**json.loads(record))})"
+
     def close(self) -> None:
         """Disconnect; a local Ray started here shuts down."""
         if self.started_here:
@@ -96,8 +160,8 @@ class TrialError(Exception):
     """A trial's task raised: an error in the trial itself, not in the machinery."""
 
 
-def result_of(ref: ray.ObjectRef) -> TrialResult:
-    """The task's result; `TrialError` if the trial raised, Ray's error if its worker was lost."""
+def result_of(ref: ray.ObjectRef) -> TaskRun:
+    """The task's run; `TrialError` if the trial raised, Ray's error if its worker was lost."""
     try:
         return ray.get(ref)
     except RayTaskError as error:
@@ -118,13 +182,15 @@ def connect(
 
     A local Ray gets ``workers`` x ``cpus_per_trial`` CPUs (all cores by
     default). On a cluster, ``workers`` defaults to the CPUs it has divided
-    by ``cpus_per_trial``. An unreachable address raises `SpecError`.
+    by ``cpus_per_trial``. An unreachable address, or a local Ray that would
+    run without token authentication, raises `SpecError`.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None  # inside a Ray job: its cluster
     started_here = not ray.is_initialized()
     if started_here:
         if address is None:
+            ray_env.prepare_local()
             count = workers or _usable_cpus()
             _init(num_cpus=math.ceil(count * cpus_per_trial), include_dashboard=False)
         else:
@@ -146,12 +212,22 @@ def _join(address: str) -> None:
     """Connect to a running cluster, failing fast and clearly if nothing answers there."""
     if address != "auto":
         _check_reachable(address)
-    _enable_token_auth_if_available()
     try:
         _init(address=address)
     except (ConnectionError, RuntimeError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SpecError(WHERE, [f"cannot join the Ray cluster at {address}: {first}"]) from None
+        problem = f"cannot join the Ray cluster at {address}: {first}"
+        raise SpecError(WHERE, [problem + _token_hint()]) from None
+
+
+def _token_hint() -> str:
+    """Where Ray's token goes, when this process has none to send."""
+    if ray_env.token_source() is not None:
+        return ""
+    return (
+        " (a cluster with token authentication needs its token here: in "
+        f"{ray_env.default_token_path()}, {ray_env.TOKEN_PATH} or {ray_env.TOKEN})"
+    )
 
 
 def _init(**kwargs: Any) -> None:
@@ -172,15 +248,6 @@ def _check_reachable(address: str) -> None:
     except OSError as error:
         reason = error.strerror or str(error) or type(error).__name__
         raise SpecError(WHERE, [f"cannot reach a Ray cluster at {address}: {reason}"]) from None
-
-
-def _enable_token_auth_if_available() -> None:
-    """Send Ray's auth token when one is at hand: clusters started with a token require it."""
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    token_file = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
-    if os.environ.get("RAY_AUTH_TOKEN") or Path(token_file).is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _usable_cpus() -> int:

@@ -407,7 +407,7 @@ class _Driver:
         flight = self.flights.pop(ref)
         trial, params = flight.trial, flight.config.settings
         try:
-            flight.results.append(result_of(ref))
+            run = result_of(ref)
         except TrialError as crash:
             self._fail(trial, params, "error", str(crash), requeue=False)
             self.error = f"trial {trial.number} ({_label(params)}) raised {crash}"
@@ -417,7 +417,13 @@ class _Driver:
                 f"its worker was lost ({type(lost).__name__}) after {self.cluster.retries} retries"
             )
             self._fail(trial, params, "fail_reason", reason, requeue=True)
+            where = self.cluster.where_lost(ref)
+            self.notes.append(f"trial {trial.number} ({_label(params)}) re-queued: {reason}{where}")
             return None
+        rerun = run.rerun_note()
+        if rerun is not None:
+            self.notes.append(f"trial {trial.number} ({_label(params)}): {rerun}")
+        flight.results.append(run.result)
         done = len(flight.results) == len(flight.chunks)
         if self.plan.sweep.prunes:
             result = _merge(flight)

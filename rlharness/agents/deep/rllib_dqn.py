@@ -73,6 +73,7 @@ from ray.rllib.utils.replay_buffers.prioritized_episode_buffer import (
 from ray.rllib.utils.typing import TensorType
 from ray.tune.registry import register_env
 
+from rlharness import ray_env
 from rlharness.agents.deep.common import (
     EVAL_SEED_OFFSET,
     METRICS,
@@ -340,14 +341,17 @@ def build_rllib_dqn_config(
 
 
 def ensure_ray() -> None:
-    """Start a local Ray (2 CPUs, no dashboard, on loopback) unless one is running."""
+    """Start a local Ray (2 CPUs, no dashboard, token authentication, on 127.0.0.1) unless one runs.
+
+    Raises `SpecError` if ``RAY_AUTH_MODE=disabled`` (see `ray_env.prepare_local`).
+    """
     if not ray.is_initialized():
+        ray_env.prepare_local()
         ray.init(
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,
             logging_level=logging.WARNING,
-            _node_ip_address="127.0.0.1",
         )
 
 

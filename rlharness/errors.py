@@ -29,7 +29,7 @@ def format_validation_error(error: ValidationError, model: type[BaseModel]) -> l
     problems: dict[str, list[str]] = {}
     for item in error.errors(include_url=False):
         location = [part for part in item["loc"] if not _is_union_tag(part)]
-        path = ".".join(str(part) for part in location) or "(top level)"
+        path = short_text(".".join(str(part) for part in location), 80) or "(top level)"
         if item["type"] == "extra_forbidden":
             allowed = ", ".join(sorted(_fields_at(model, list(item["loc"][:-1]))))
             problem = f"unknown field; allowed fields here: {allowed}"

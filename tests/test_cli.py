@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -377,3 +379,214 @@ def test_help_is_fast_and_imports_lightly():
     assert completed.returncode == 0, completed.stderr
     for command in ("run", "validate", "envs", "agents"):
         assert command in completed.stdout
+
+
+# --- inputs that used to crash or hang ----------------------------------------------------------
+
+DQN_SPEC: dict[str, Any] = {
+    "name": "tiny",
+    "env": {"id": "CartPole-v1"},
+    "agent": {"name": "dqn"},
+    "run": {"steps": 50, "log_every": 10},
+}
+SPEC_TAIL = (
+    "env: {id: triad/Baird-v0}\nagent: {name: semi_gradient_td, alpha: 0.01}\nrun: {steps: 5}\n"
+)
+BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{name}: &{name} [{','.join([f'*{previous}'] * 9)}]\n"
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
+)
+MEMORY_MESSAGE = re.compile(r"needs [\d,.]+ GiB of memory; this machine has [\d,.]+ GiB available")
+MAX_LINE = 600
+MISSING_BOX2D = importlib.util.find_spec("Box2D") is None
+MISSING_JAX = importlib.util.find_spec("jax") is None
+
+
+def with_sweep(sampler: str, path: str, parameter: dict[str, Any]) -> dict[str, Any]:
+    """The tiny spec (no grid) with a sweep over one parameter."""
+    return mutated(grid={}, sweep={"sampler": sampler, "space": {path: parameter}})
+
+
+CRASHING_INPUTS: dict[str, tuple[Any, list[str]]] = {
+    "nested_2000_levels_flow": (
+        "name: tiny\ndescription: " + "[" * 2000 + "]" * 2000 + "\n" + SPEC_TAIL,
+        ["is not valid YAML at line 2", "lists and mappings nested more than 32 levels deep"],
+    ),
+    "nested_2000_levels_block": (
+        "name: tiny\n" + SPEC_TAIL + "grid:\n  agent.alpha:\n    " + "- " * 2000 + "1\n",
+        ["line 7: lists and mappings are nested more than 32 levels deep"],
+    ),
+    "seeds_2_64": (mutated(run__seeds=2**64), ["run.seeds: Input should be less than or equal"]),
+    "first_seed_2_64": (
+        mutated(run__first_seed=2**64),
+        ["run.first_seed: Input should be less than or equal to 2147483647"],
+    ),
+    "last_seed_beyond_2_31": (
+        mutated(run__first_seed=2**31 - 2, run__seeds=3),
+        ["run.first_seed: the last seed, first_seed + seeds - 1 = 2147483648, must be at most"],
+    ),
+    "steps_10_30": (
+        mutated(run__steps=10**30),
+        ["run.steps: Input should be less than or equal to 4611686018427387904"],
+    ),
+    "replay_capacity_unallocatable": (
+        {**DQN_SPEC, "agent": {"name": "dqn", "replay_capacity": 10**13}},
+        ["agent.replay_capacity: one seed of this sb3 dqn trial (replay buffer"],
+    ),
+    "rllib_replay_capacity_unallocatable": (
+        {**DQN_SPEC, "agent": {"name": "dqn", "backend": "rllib", "replay_capacity": 10**13}},
+        ["agent.replay_capacity: one seed of this rllib dqn trial (replay buffer"],
+    ),
+    "network_width_unallocatable": (
+        {**DQN_SPEC, "agent": {"name": "dqn", "network": {"width": 1_000_000}}},
+        ["agent.network.width: one seed of this sb3 dqn trial", "networks 18,6"],
+    ),
+    "linear_logs_unallocatable": (
+        mutated(run__steps=10**15, run__log_every=1),
+        ["run.log_every: logging 8 weights of 3 seed(s) at 1000000000000002 steps needs"],
+    ),
+    "env_kwargs_rejected": (
+        {**DQN_SPEC, "env": {"id": "CartPole-v1", "kwargs": {"render_mode": 5}}},
+        ["env.kwargs.render_mode: CartPole-v1 cannot be made with these arguments"],
+    ),
+    "grid_astronomically_large": (
+        mutated(grid={f"agent.extra_{k}": list(range(10)) for k in range(40)}),
+        ["grid: about 10^40 points (10 x 10 x 10 x 10 x 10 x 10 x 10 x 10 x 10 x 10 x ...) are"],
+    ),
+    "grid_over_the_limit": (
+        mutated(grid={"agent.alpha": [0.01] * 101, "run.log_every": list(range(1, 101))}),
+        ["grid: 10,100 points (101 x 100) are more than the 10,000 a grid may have"],
+    ),
+    "alias_bomb": (
+        BILLION_LAUGHS + "name: tiny\n" + SPEC_TAIL,
+        ["line 2: the YAML alias *a is not allowed in experiment files"],
+    ),
+    "duplicate_key": (
+        "name: tiny\nname: other\n" + SPEC_TAIL,
+        ["is not valid YAML at line 2, column 1: the key 'name' is given twice (first at line 1)"],
+    ),
+    "missing_box2d": pytest.param(
+        {**DQN_SPEC, "env": {"id": "LunarLander-v3"}},
+        ["env.id: LunarLander-v3 needs an optional dependency that is not installed: Box2D"],
+        marks=pytest.mark.skipif(not MISSING_BOX2D, reason="Box2D is installed"),
+    ),
+    "missing_jax": pytest.param(
+        {**DQN_SPEC, "env": {"id": "phys2d/CartPole-v0"}},
+        ["env.id: phys2d/CartPole-v0 needs an optional dependency that is not installed: No"],
+        marks=pytest.mark.skipif(not MISSING_JAX, reason="jax is installed"),
+    ),
+    "random_walk_too_large": (
+        mutated(env={"id": "triad/RandomWalk-v0", "kwargs": {"n_states": 100_001}}, grid={}),
+        ["env.kwargs.n_states: must be an odd integer >= 3 and <= 1001, got 100001"],
+    ),
+    "env_argument_wrong_type": (
+        mutated(env__kwargs={"gamma": "high"}, grid={}),
+        ["env.kwargs.gamma: must be a number, got 'high'"],
+    ),
+    "env_argument_not_finite": (
+        mutated(env__kwargs={"gamma": float("nan")}, grid={}),
+        ["env.kwargs.gamma: must be a finite number, got nan"],
+    ),
+    "singular_model": (
+        {
+            **TINY_SPEC,
+            "env": {"id": "triad/TsitsiklisVanRoy-v0", "kwargs": {"epsilon": 1e-320, "gamma": 1}},
+            "agent": {"name": "least_squares_dp"},
+            "grid": {},
+        },
+        ["env.kwargs.epsilon: must be at least 1e-16 (below, 1 - epsilon rounds to 1)"],
+    ),
+    "long_env_id": (
+        mutated(env__id="x" * 100_000),
+        ["env.id: unknown environment 'xxxxxxxxxxxxx", "...; available: triad/Baird-v0"],
+    ),
+    "long_unknown_field": (mutated(**{"y" * 100_000: 1}), ["yyyyyyyy...: unknown field"]),
+    "long_grid_value": (
+        mutated(grid={"agent.alpha": ["z" * 100_000]}),
+        ["agent.alpha: Input should be a valid number", "(in grid point agent.alpha='zzzz"],
+    ),
+}
+SWEEP_INPUTS: dict[str, tuple[Any, list[str]]] = {
+    "sweep_float_step_1e-12": (
+        with_sweep(
+            "grid", "agent.alpha", {"type": "float", "low": 0.001, "high": 0.1, "step": 1e-12}
+        ),
+        ["sweep.space (grid sampler): 99,000,000,001 points are more than the 10,000"],
+    ),
+    "sweep_int_range_to_1e12": (
+        with_sweep("grid", "run.log_every", {"type": "int", "low": 1, "high": 10**12}),
+        ["sweep.space (grid sampler): 1,000,000,000,000 points are more than the 10,000"],
+    ),
+    "sweep_float_range_beyond_floats": (
+        with_sweep(
+            "grid",
+            "agent.initial_weight_noise",
+            {"type": "float", "low": 0, "high": 1e308, "step": 1e-300},
+        ),
+        ["sweep.space (grid sampler): about 10^608 points are more than the 10,000"],
+    ),
+    "sweep_bound_too_large": (
+        {
+            **mutated(grid={}),
+            "sweep": {
+                "sampler": "random",
+                "n_trials": 2,
+                "space": {"run.steps": {"type": "int", "low": 1, "high": 1e30}},
+            },
+        },
+        ["run.steps: Input should be less than or equal to 4611686018427387904"],
+    ),
+}
+
+
+def _assert_short_lines(completed: subprocess.CompletedProcess[str]) -> None:
+    longest = max(map(len, (completed.stdout + completed.stderr).splitlines()), default=0)
+    assert longest <= MAX_LINE, longest
+
+
+@pytest.mark.parametrize(("data", "expected"), CRASHING_INPUTS.values(), ids=list(CRASHING_INPUTS))
+def test_input_that_crashed_is_refused_by_validate_and_run(data, expected, tmp_path):
+    spec_path = write_spec(tmp_path, data)
+    root = tmp_path / "results"
+    validated = cli("validate", spec_path)
+    assert_bad_input(validated, f"error: experiment file {spec_path}:", *expected)
+    _assert_short_lines(validated)
+    if "agent.replay_capacity" in expected[0] or "agent.network" in expected[0]:
+        assert MEMORY_MESSAGE.search(validated.stderr), validated.stderr
+    ran = cli("run", spec_path, "--out", root)
+    assert_bad_input(ran, f"error: experiment file {spec_path}:", *expected)
+    assert ran.stderr == validated.stderr
+    assert not root.exists(), "refused before any work"
+
+
+@pytest.mark.parametrize(("data", "expected"), SWEEP_INPUTS.values(), ids=list(SWEEP_INPUTS))
+def test_sweep_that_cannot_be_planned_is_refused_by_validate_and_sweep(data, expected, tmp_path):
+    spec_path = write_spec(tmp_path, data)
+    root = tmp_path / "results"
+    validated = cli("validate", spec_path)
+    assert_bad_input(validated, f"error: experiment file {spec_path}:", *expected)
+    _assert_short_lines(validated)
+    swept = cli("sweep", spec_path, "--out", root)
+    assert_bad_input(swept, f"error: experiment file {spec_path}:", *expected)
+    assert not root.exists(), "refused before any work"
+
+
+def test_expected_n_step_of_a_billion_runs_in_closed_form(tmp_path):
+    """gamma^n underflows at n = 10^9, so T^n v is v_pi = 0 on Baird: the Monte Carlo run."""
+    metrics = {}
+    for n_step in (10**9, "inf"):
+        data = mutated(
+            name=f"n{n_step}",
+            agent={"name": "semi_gradient_dp", "alpha": 0.01, "initial_weights": [1] * 6 + [10, 1]},
+            triad={"n_step": n_step},
+            run={"steps": 20, "log_every": 10, "seeds": 1},
+            grid={},
+        )
+        spec_path = write_spec(tmp_path, data, f"n{n_step}.yaml")
+        assert cli("validate", spec_path).returncode == 0
+        completed = cli("run", spec_path, "--out", tmp_path / "results", "--quiet")
+        assert completed.returncode == 0, completed.stderr
+        (run_dir,) = run_dirs(tmp_path / "results", f"n{n_step}")
+        metrics[n_step] = pd.read_parquet(run_dir / "metrics.parquet")
+    pd.testing.assert_frame_equal(metrics[10**9], metrics["inf"])
+    assert metrics["inf"]["w_6"].iloc[-1] != 10.0, "the weights moved"

@@ -166,6 +166,7 @@ def sweep(
     import optuna
 
     from rlharness.results import ResultsWriteError
+    from rlharness.storage import StorageLostError
     from rlharness.sweep import run_sweep  # Ray and the results store: only once the input is good
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -185,6 +186,15 @@ def sweep(
             )
     except SpecError as error:
         _fail(error)
+    except StorageLostError as error:
+        errors.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+        errors.print(
+            "the trials in flight were stopped and stay RUNNING in the study; once the database "
+            "is back, run the same command again: it re-queues them and resumes to the budget",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(FAULT) from None
     except ResultsWriteError as error:
         _write_failed(
             error,
@@ -251,7 +261,7 @@ def status(
     trials = study.get_trials(deepcopy=False)
     counts = Counter(trial.state.name for trial in trials)
     _plain(
-        f"study {name} in {mask(url)}: {definition.get('objective', 'value')} "
+        f"study {name} in {mask(url, url)}: {definition.get('objective', 'value')} "
         f"({definition.get('aggregate', '-')} over seeds), {study.direction.name.lower()}; "
         + (", ".join(f"{count} {state}" for state, count in sorted(counts.items())) or "no trials")
     )

@@ -44,12 +44,13 @@ from typing import Any, NoReturn
 
 import optuna
 import pandas as pd
-from optuna.exceptions import UpdateFinishedTrialError
+from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner
 from optuna.samplers import BaseSampler, CmaEsSampler, RandomSampler, TPESampler
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 from ray.exceptions import RayError
+from sqlalchemy.exc import SQLAlchemyError
 
 from rlharness import storage as storages
 from rlharness.cluster import Cluster, TrialError, connect, result_of
@@ -69,6 +70,8 @@ POLL_S = 0.5
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 DEFINITION_ATTR = "rlharness"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+STORAGE_FAULTS = (SQLAlchemyError, StorageInternalError)
+"""What a study operation raises when its database fails (Optuna wraps some of SQLAlchemy's)."""
 LOST = (UpdateFinishedTrialError, RuntimeError)
 """What Optuna raises when a trial this launcher ran was finished by someone else meanwhile."""
 
@@ -145,17 +148,26 @@ def run_sweep(
         storage = storages.open_storage(url)
         results_dir = out / plan.spec.name / f"sweep-{name}"
         _check_results_dir(results_dir, storage, name, url)
-        study = open_study(plan, storage, name, url)
-        stop = stop or threading.Event()
-        driver = _Driver(plan, study, cluster, out, name, provenance(command), on_progress, stop)
-        with _stopping_on_signals(stop):
-            interrupted = driver.run()
+        driver: _Driver | None = None
+        try:
+            study = open_study(plan, storage, name, url)
+            stop = stop or threading.Event()
+            driver = _Driver(
+                plan, study, cluster, out, name, provenance(command), on_progress, stop
+            )
+            with _stopping_on_signals(stop):
+                interrupted = driver.run()
+            trials = study.get_trials(deepcopy=False)
+        except STORAGE_FAULTS as error:
+            if driver is not None:
+                driver.halt()
+            raise storages.lost(url, error) from None
         return SweepReport(
             study=name,
-            storage=storages.mask(url),
+            storage=storages.mask(url, url),
             results_dir=results_dir,
             budget=plan.budget,
-            trials=study.get_trials(deepcopy=False),
+            trials=trials,
             interrupted=interrupted,
             error=driver.error,
             notes=driver.notes,
@@ -184,7 +196,7 @@ def open_study(plan: SweepPlan, storage: BaseStorage, name: str, url: str) -> op
         raise SpecError(
             "--study",
             [
-                f"study {name!r} in {storages.mask(url)} was created from a different sweep "
+                f"study {name!r} in {storages.mask(url, url)} was created from a different sweep "
                 f"({', '.join(differing) or 'its definition'} differ); resume it with the same "
                 "experiment file, or pass --study with a new name"
             ],
@@ -251,7 +263,7 @@ def _check_results_dir(results_dir: Path, storage: BaseStorage, name: str, url: 
             "--study",
             [
                 f"{results_dir} holds {foreign[0]}, which study {name!r} in "
-                f"{storages.mask(url)} does not have: it is from another study of that name; "
+                f"{storages.mask(url, url)} does not have: it is from another study of that name; "
                 "move it away or pass --study with a new name"
             ],
         )
@@ -532,6 +544,16 @@ class _Driver:
         for ref, flight in list(self.flights.items()):
             self.cluster.cancel(ref)
             self._fail(flight.trial, flight.config.settings, "fail_reason", reason, requeue=True)
+        self.flights.clear()
+
+    def halt(self) -> None:
+        """Stop every trial in flight without touching the study (its storage has failed).
+
+        Their trials stay RUNNING in the study; the next launcher finds this one
+        gone and re-queues them, and removes any results they left unpublished.
+        """
+        for ref in self.flights:
+            self.cluster.cancel(ref)
         self.flights.clear()
 
     def _drop(self, ref: Any, flight: _Flight, why: str) -> None:

@@ -334,7 +334,7 @@ def _sweep(url: str, study_name: str) -> Sweep | str:
     }
     return Sweep(
         study=study_name,
-        url=mask(url),
+        url=mask(url, url),
         objective=objective_name(study),
         direction=study.direction.name.lower(),
         definition=yaml.safe_dump(definition, sort_keys=False) if definition else "",

@@ -90,7 +90,7 @@ def plan_sweep(
     source = "sweep.space" if sweep.space else "grid"
     parameters = _parameters(spec, sweep, where)
     problems = [
-        f"{source}.{path}: cannot sweep '{path.split('.')[0]}'"
+        f"{source}.{short_text(path)}: cannot sweep '{path.split('.')[0]}'"
         for path in parameters
         if path.split(".")[0] in UNSWEEPABLE
     ]
@@ -206,8 +206,8 @@ def _distribution(path: str, parameter: ParameterSpec, source: str, where: str) 
             step = int(parameter.step or 1)
             return IntDistribution(int(low), int(high), log=parameter.log, step=step)
         return FloatDistribution(low, high, log=parameter.log, step=parameter.step)
-    except ValueError as error:
-        raise SpecError(where, [f"{source}.{path}: {error}"]) from None
+    except (ValueError, ArithmeticError) as error:  # Optuna's Decimal arithmetic on the step
+        raise SpecError(where, [f"{source}.{short_text(path)}: {error}"]) from None
 
 
 def _probes(parameters: dict[str, ParameterSpec]) -> list[dict[str, Any]]:

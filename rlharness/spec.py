@@ -554,7 +554,8 @@ def _set_path(data: dict[str, Any], path: str, value: Any, where: str, source: s
             raise SpecError(
                 where,
                 [
-                    f"{source}.{path}: '{prefix + '.' if prefix else ''}{key}' is not a field; "
+                    f"{source}.{short_text(path)}: '{short_text(prefix + '.' if prefix else '')}"
+                    f"{short_text(key)}' is not a field; "
                     f"allowed: {allowed}"
                 ],
             )
@@ -562,7 +563,9 @@ def _set_path(data: dict[str, Any], path: str, value: Any, where: str, source: s
             node[key] = value
             return
         if not isinstance(node.get(key), dict):
-            raise SpecError(where, [f"{source}.{path}: '{key}' has no sub-fields"])
+            raise SpecError(
+                where, [f"{source}.{short_text(path)}: '{short_text(key)}' has no sub-fields"]
+            )
         annotation = model.model_fields[key].annotation if model is not None else None
         model = (
             annotation

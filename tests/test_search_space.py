@@ -184,3 +184,35 @@ def test_shipped_sweeps_plan():
     tdc = plan_sweep(load_spec(REPO / "experiments" / "baird_tdc_sweep.yaml"))
     assert (tdc.sweep.sampler, tdc.budget, tdc.sweep.prunes) == ("tpe", 40, True)
     assert tdc.distributions["agent.beta"] == FloatDistribution(0.001, 0.5, log=True)
+
+
+@pytest.mark.parametrize(
+    ("parameter", "count"),
+    [
+        ({"type": "int", "low": 1, "high": 10**12}, "1,000,000,000,000"),
+        ({"type": "int", "low": 0, "high": 10**6, "step": 99}, "10,102"),
+        ({"type": "float", "low": 0.001, "high": 0.1, "step": 1e-12}, "99,000,000,001"),
+        ({"type": "float", "low": 0, "high": 1e308, "step": 1e-300}, "about 10^608"),
+    ],
+)
+def test_grid_sampler_counts_a_range_without_listing_it(parameter, count):
+    [message] = problems(space={"agent.initial_weight_noise": parameter})
+    assert message == (
+        f"sweep.space (grid sampler): {count} points are more than the 10,000 a grid may have; "
+        "vary fewer fields or values"
+    )
+
+
+def test_grid_sampler_takes_a_range_at_the_limit():
+    space = {"agent.alpha": {"type": "float", "low": 0.0001, "high": 1.0, "step": 0.0001}}
+    planned = plan(space=space)
+    assert planned.budget == 10_000
+    assert planned.points[0] == {"agent.alpha": 0.0001} and planned.points[-1] == {
+        "agent.alpha": 1.0
+    }
+
+
+def test_a_step_optuna_cannot_divide_by_is_a_field_error():
+    space = {"agent.alpha": {"type": "float", "low": 0.5, "high": 1, "step": 1e-300}}
+    [message] = problems(sampler="random", n_trials=2, space=space)
+    assert message.startswith("sweep.space.agent.alpha: "), message

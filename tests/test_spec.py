@@ -433,3 +433,76 @@ def test_file_whose_top_level_is_not_a_mapping(tmp_path, text):
     path.write_text(text)
     with pytest.raises(SpecError, match="must be a mapping of fields"):
         load_spec(path)
+
+
+# --- inputs at the limits ----------------------------------------------------------------------
+
+
+def load_text(tmp_path: Path, text: str) -> ExperimentSpec:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return load_spec(path)
+
+
+def text_error(tmp_path: Path, text: str) -> str:
+    with pytest.raises(SpecError) as caught:
+        load_text(tmp_path, text)
+    [message] = caught.value.messages
+    return message
+
+
+TAIL = "env: {id: triad/Baird-v0}\nagent: {name: semi_gradient_td, alpha: 0.01}\nrun: {steps: 5}\n"
+
+
+def test_duplicate_key_in_a_nested_mapping_names_key_and_lines(tmp_path):
+    text = "name: t\nenv: {id: triad/Baird-v0}\nagent:\n  name: tdc\n  alpha: 0.1\n  alpha: 0.2\n"
+    assert text_error(tmp_path, text + "run: {steps: 5}\n") == (
+        "is not valid YAML at line 6, column 3: the key 'alpha' is given twice (first at line 5); "
+        "each field may appear once"
+    )
+
+
+def test_any_alias_is_refused_even_a_small_one(tmp_path):
+    text = "name: t\n" + TAIL + "description: &text hello\ngrid: {description: [*text]}\n"
+    assert text_error(tmp_path, text).startswith("line 6: the YAML alias *text is not allowed")
+
+
+def test_nesting_up_to_the_limit_is_read(tmp_path):
+    def nested(depth: int) -> str:
+        # the top-level mapping is one level; the value adds depth - 1 lists
+        return "name: t\n" + TAIL + "description: " + "[" * (depth - 1) + "]" * (depth - 1) + "\n"
+
+    message = text_error(tmp_path, nested(32))
+    assert "description: Input should be a valid string" in message
+    assert "nested more than 32 levels" in text_error(tmp_path, nested(33))
+
+
+def test_a_file_over_a_megabyte_is_refused(tmp_path):
+    text = "name: t\n" + TAIL + "description: " + "x" * 1_000_000 + "\n"
+    assert text_error(tmp_path, text) == (
+        f"is {len(text):,} bytes; an experiment file may have 1,000,000"
+    )
+
+
+def test_the_last_seed_may_be_2_31_minus_1(tiny_spec):
+    tiny_spec["run"] |= {"first_seed": 2**31 - 3, "seeds": 3}
+    assert parse_spec(tiny_spec).run.seed_list[-1] == 2**31 - 1
+    tiny_spec["run"]["seeds"] = 4
+    assert only_error(tiny_spec).startswith("run.first_seed: the last seed, first_seed + seeds")
+
+
+def test_grid_size_is_counted_not_expanded(tiny_spec):
+    """40 fields of 10 values: 10^40 points, which no loop could ever list."""
+    tiny_spec["grid"] = {f"no.such_{k}": list(range(10)) for k in range(40)}
+    assert only_error(tiny_spec).startswith("grid: about 10^40 points (10 x 10 x")
+
+
+def test_a_grid_at_the_limit_is_accepted(tiny_spec):
+    tiny_spec["grid"] = {"agent.alpha": [0.01] * 100, "agent.initial_weight_noise": [0.0] * 100}
+    assert len(plan_trials(parse_spec(tiny_spec))) == 10_000
+
+
+def test_quoted_values_are_shortened(tiny_spec):
+    tiny_spec["grid"] = {"agent.alpha": ["z" * 100_000]}
+    [message] = errors_of(tiny_spec)
+    assert len(message) < 300 and "'zzzzz" in message and "..." in message, message

@@ -26,7 +26,7 @@ from rlharness.analysis.chapter11 import CHECKS, reproductions
 from rlharness.analysis.curves import catalog_curves, curve_bands
 from rlharness.analysis.divergence import divergence_counts, divergence_heatmap, value_key
 from rlharness.analysis.inputs import open_results
-from rlharness.catalog import Catalog, ResultsError
+from rlharness.catalog import Catalog, ResultsError, UnverifiedRunWarning
 from rlharness.launch import run_experiment
 from rlharness.search_space import plan_sweep
 from rlharness.spec import parse_spec
@@ -245,7 +245,14 @@ def test_chapter11_table_flags_doctored_runs(catalog: Catalog, tmp_path: Path) -
     metrics.loc[metrics["step"] == metrics["step"].max(), "w_0"] *= 1.01
     metrics.to_parquet(w2w / "metrics.parquet")
 
-    table = reproductions(Catalog(tmp_path)).set_index("source")
+    with (
+        pytest.warns(UnverifiedRunWarning, match="excluded"),
+        pytest.raises(ResultsError, match="2 excluded as they do not verify"),
+    ):
+        Catalog(tmp_path)  # the catalog refuses doctored files unless asked to include them
+    with pytest.warns(UnverifiedRunWarning, match="included although it does not match"):
+        doctored_catalog = Catalog(tmp_path, include_unverified=True)
+    table = reproductions(doctored_catalog).set_index("source")
     assert not table.loc["Section 11.3 (the deadly triad)", "agrees"]
     assert not table.loc["Section 11.2 (after Figure 11.2)", "agrees"]
     assert not table.loc["Section 11.2 (the w -> 2w example)", "agrees"].any()

@@ -209,16 +209,19 @@ def report(
     """Write a self-contained HTML report: provenance, spec, comparison tables and figures."""
     from rlharness.analysis.report import build_report, default_report_path, write_report
     from rlharness.catalog import ResultsError
+    from rlharness.results import free_space
 
     try:
         found = _open_catalog(results, include_unverified)
         page = build_report(found, target, metric=metric, reps=reps, storage=storage)
         path = out or default_report_path(found, target)
-        write_report(page, path)
     except ResultsError as error:
         _fail(error)
+    try:
+        write_report(page, path)
     except OSError as error:
-        _fail(ResultsError(f"cannot write the report to {out}: {error.strerror}"))
+        reason = f"{error.strerror or error} ({free_space(path)})"
+        _fail(ResultsError(f"cannot write the report to {path}: {reason}"))
     console.print(f"report: {path}", markup=False, highlight=False, soft_wrap=True)
 
 

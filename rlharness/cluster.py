@@ -72,7 +72,7 @@ class TaskRun:
         """What to tell the user about a task that Ray had to run again; None if it ran once."""
         if self.lost is None:
             return None
-        return f"its Ray worker ({self.lost}) was lost; Ray ran it again ({self.ran})"
+        return f"its Ray worker was lost ({self.lost}); Ray ran it again ({self.ran})"
 
 
 def run_trial_task(config: TrialConfig) -> TaskRun:

@@ -29,11 +29,6 @@ from pydantic import (
 
 from rlharness.errors import SpecError, format_validation_error, short, short_text
 
-try:
-    from yaml import CSafeLoader as _SafeLoader
-except ImportError:  # PyYAML built without libyaml
-    from yaml import SafeLoader as _SafeLoader
-
 AgentName = Literal[
     "semi_gradient_td",
     "semi_gradient_dp",
@@ -375,10 +370,10 @@ class ExperimentSpec(StrictModel):
     sweep: SweepSpec | None = Field(default=None, description="How rlharness sweep explores.")
 
 
-class SpecLoader(_SafeLoader):
-    """Safe YAML whose mappings refuse a key given twice (YAML itself lets the last one win)."""
+class _RefuseDuplicateKeys:
+    """Mappings that refuse a key given twice (YAML itself lets the last one win)."""
 
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+    def construct_mapping(self: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
         """The mapping of ``node``, or a `yaml.constructor.ConstructorError` at a repeated key."""
         self.flatten_mapping(node)
         first_lines: dict[Any, int] = {}
@@ -397,7 +392,19 @@ class SpecLoader(_SafeLoader):
                     key_node.start_mark,
                 )
             first_lines[key] = key_node.start_mark.line + 1
-        return dict(super().construct_mapping(node, deep))
+        return dict(super().construct_mapping(node, deep))  # type: ignore[misc]
+
+
+class SpecLoader(_RefuseDuplicateKeys, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe YAML with libyaml's fast parser where installed; keys given twice are refused."""
+
+
+class ExplainingLoader(_RefuseDuplicateKeys, yaml.SafeLoader):
+    """The same with PyYAML's own parser, to explain a file that libyaml refused.
+
+    Slower, but its messages say more, and it has no nesting limit of its own
+    (libyaml stops at 1,000 levels without saying so).
+    """
 
 
 def load_spec(path: Path) -> ExperimentSpec:
@@ -418,22 +425,30 @@ def load_spec(path: Path) -> ExperimentSpec:
             where, [f"is not valid YAML: not UTF-8 text (byte {error.start}: {error.reason})"]
         ) from None
     try:
-        _check_structure(text, where)
-        data = yaml.load(text, Loader=SpecLoader)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        position = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        if "nesting depth" in problem:
-            # libyaml stops at its own limit while it looks ahead, before _check_structure
-            problem = f"lists and mappings nested more than {MAX_NESTING} levels deep"
-        raise SpecError(
-            where, [f"is not valid YAML{position}: {short_text(problem, 200)}"]
-        ) from None
+        data = _parse(text, where, SpecLoader)
+    except yaml.YAMLError:
+        try:
+            data = _parse(text, where, ExplainingLoader)
+        except yaml.YAMLError as error:
+            raise SpecError(where, [_yaml_problem(error)]) from None
     return parse_spec(data, where)
 
 
-def _check_structure(text: str, where: str) -> None:
+def _parse(text: str, where: str, loader: type[Any]) -> Any:
+    """The document in ``text`` after `_check_structure`, or `yaml.YAMLError`."""
+    _check_structure(text, where, loader)
+    return yaml.load(text, Loader=loader)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What is wrong with a file that is not YAML, and where."""
+    mark = getattr(error, "problem_mark", None)
+    position = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(error, "problem", None) or str(error)
+    return f"is not valid YAML{position}: {short_text(problem, 200)}"
+
+
+def _check_structure(text: str, where: str, loader: type[Any]) -> None:
     """Refuse aliases and deep nesting from the parser's events, before any value is built.
 
     An alias repeats a value by reference, so a few hundred bytes can expand to
@@ -441,7 +456,7 @@ def _check_structure(text: str, where: str) -> None:
     exhaust the recursion of every later step.
     """
     depth = 0
-    for event in yaml.parse(text, Loader=SpecLoader):
+    for event in yaml.parse(text, Loader=loader):
         line = event.start_mark.line + 1
         if isinstance(event, yaml.AliasEvent):
             raise SpecError(

@@ -410,7 +410,7 @@ def with_sweep(sampler: str, path: str, parameter: dict[str, Any]) -> dict[str, 
 CRASHING_INPUTS: dict[str, tuple[Any, list[str]]] = {
     "nested_2000_levels_flow": (
         "name: tiny\ndescription: " + "[" * 2000 + "]" * 2000 + "\n" + SPEC_TAIL,
-        ["is not valid YAML at line 2", "lists and mappings nested more than 32 levels deep"],
+        ["line 2: lists and mappings are nested more than 32 levels deep"],
     ),
     "nested_2000_levels_block": (
         "name: tiny\n" + SPEC_TAIL + "grid:\n  agent.alpha:\n    " + "- " * 2000 + "1\n",
@@ -539,6 +539,11 @@ SWEEP_INPUTS: dict[str, tuple[Any, list[str]]] = {
 }
 
 
+def _masked(stderr: str) -> str:
+    """Messages with the memory available masked: it changes from one moment to the next."""
+    return re.sub(r"has [\d,.]+ GiB available", "has N GiB available", stderr)
+
+
 def _assert_short_lines(completed: subprocess.CompletedProcess[str]) -> None:
     longest = max(map(len, (completed.stdout + completed.stderr).splitlines()), default=0)
     assert longest <= MAX_LINE, longest
@@ -555,7 +560,7 @@ def test_input_that_crashed_is_refused_by_validate_and_run(data, expected, tmp_p
         assert MEMORY_MESSAGE.search(validated.stderr), validated.stderr
     ran = cli("run", spec_path, "--out", root)
     assert_bad_input(ran, f"error: experiment file {spec_path}:", *expected)
-    assert ran.stderr == validated.stderr
+    assert _masked(ran.stderr) == _masked(validated.stderr)
     assert not root.exists(), "refused before any work"
 
 

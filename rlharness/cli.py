@@ -78,6 +78,8 @@ def run(
 
     spec = _load(spec_path)
     try:
+        if seeds is not None:
+            spec = _with_seeds(spec, seeds)
         check_experiment(spec, f"experiment file {spec_path}")
     except SpecError as error:
         _fail(error)
@@ -92,7 +94,6 @@ def run(
             run_dir, summary = run_experiment(
                 spec,
                 out,
-                seeds,
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
                 command=["rlharness", *sys.argv[1:]],
             )
@@ -351,6 +352,15 @@ def _load(spec_path: Path) -> ExperimentSpec:
         return load_spec(spec_path)
     except SpecError as error:
         _fail(error)
+
+
+def _with_seeds(spec: ExperimentSpec, seeds: int) -> ExperimentSpec:
+    """``spec`` with ``--seeds`` as its run.seeds, validated like the file (bounds, memory)."""
+    from rlharness.spec import parse_spec
+
+    data = spec.model_dump()
+    data["run"]["seeds"] = seeds
+    return parse_spec(data, "--seeds")
 
 
 def _progress(quiet: bool) -> Progress:

@@ -223,6 +223,20 @@ def test_seeds_option_zero(first_run):
     assert snapshot(first_run["root"]) == before
 
 
+@pytest.mark.parametrize(
+    ("seeds", "expected"),
+    [
+        ("1000001", "error: --seeds:"),
+        (str(2**64), "run.seeds: Input should be less than or equal to"),
+    ],
+)
+def test_seeds_option_is_validated_like_the_file(first_run, seeds, expected):
+    before = snapshot(first_run["root"])
+    completed = cli("run", first_run["spec_path"], "--seeds", seeds, "--out", first_run["root"])
+    assert_bad_input(completed, expected)
+    assert snapshot(first_run["root"]) == before
+
+
 def test_out_that_is_a_file_is_refused_before_running(first_run, tmp_path):
     not_a_directory = tmp_path / "results-file"
     not_a_directory.write_text("keep me")

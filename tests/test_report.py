@@ -399,3 +399,30 @@ def test_every_figure_draws_labels_with_dollar_signs_literally(tmp_path: Path) -
     for name, figure in figures.items():
         texts = " | ".join(drawn_texts(figure))
         assert DOLLARS in texts or BROKEN_MATH in texts, (name, texts)
+
+
+def test_sweep_figures_show_dollar_signs_in_params_and_choices_literally(tmp_path: Path) -> None:
+    url = default_url(tmp_path, "toy")
+    (tmp_path / "toy").mkdir()
+    study = optuna.create_study(study_name="toy", storage=url, direction="minimize")
+    choices = ["cost $5", "$x^2$", "$^$ or $$"]
+    distributions = {
+        "env.kwargs.$label": optuna.distributions.CategoricalDistribution(choices),
+        "agent.alpha": optuna.distributions.FloatDistribution(0.001, 0.1),
+    }
+    for number, choice in enumerate(choices * 2):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"env.kwargs.$label": choice, "agent.alpha": 0.001 + 0.01 * number},
+                distributions=distributions,
+                value=float(number % 3),
+            )
+        )
+    figures = sweep_figures(url, "toy")
+    assert list(figures) == ["importances", "slice", "parallel", "history"]
+    for name in ("importances", "slice", "parallel"):
+        texts = " | ".join(drawn_texts(figures.pop(name)))
+        assert "env.kwargs.$label" in texts, (name, texts)
+        if name != "importances":
+            assert all(choice in texts for choice in choices), (name, texts)
+    drawn_texts(figures.pop("history"))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from matplotlib.category import StrCategoryFormatter
 from matplotlib.figure import Figure
+from matplotlib.text import Text
+from matplotlib.ticker import FixedFormatter, Formatter, FuncFormatter
 
 FORMATS = ("png", "svg")
 DPI = 150
@@ -19,6 +22,44 @@ def plain(text: object) -> str:
     Apply it once, where user text (labels, names, grid values) reaches matplotlib.
     """
     return str(text).replace("$", r"\$")
+
+
+def keep_plain(figure: Figure) -> None:
+    """Show the text of a figure another library drew (Optuna's plots) literally.
+
+    Every text stops being parsed as math except numeric tick labels, which keep
+    matplotlib's own math (offsets, powers of ten); tick labels given as text
+    (parameter names, categorical choices: a category, fixed or function
+    formatter, which is what ``set_ticklabels`` installs) are escaped as they
+    are formatted.
+    """
+    formatted: set[int] = set()
+    """Tick labels, whose text their formatter writes at each draw."""
+    escaping: dict[int, FuncFormatter] = {}
+    """Each text formatter's escaping wrapper: shared axes share one formatter."""
+    for axis in figure.axes:
+        for ruler in (axis.xaxis, axis.yaxis):
+            formatter = ruler.get_major_formatter()
+            text_formatter = isinstance(
+                formatter, StrCategoryFormatter | FixedFormatter | FuncFormatter
+            )
+            if text_formatter and formatter not in escaping.values():
+                if id(formatter) not in escaping:
+                    escaping[id(formatter)] = FuncFormatter(_escaping(formatter))
+                ruler.set_major_formatter(escaping[id(formatter)])
+            ticks = ruler.get_major_ticks() + ruler.get_minor_ticks()
+            formatted.update(id(text) for tick in ticks for text in (tick.label1, tick.label2))
+            formatted.add(id(ruler.offsetText))
+    for text in figure.findobj(Text):
+        if id(text) not in formatted:
+            text.set_parse_math(False)
+
+
+def _escaping(formatter: Formatter) -> Callable[[float, int | None], str]:
+    def format_plain(value: float, position: int | None) -> str:
+        return plain(formatter(value, position))
+
+    return format_plain
 
 
 def save_figure(

@@ -23,6 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from rlharness.analysis.plots import OUTCOME_COLOURS, STYLE
+from rlharness.analysis.style import keep_plain
 from rlharness.storage import load_study
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ def _draw(plot: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Figure, 
     axes = list(np.ravel(drawn))
     for axis in axes:
         _recolour(axis)
+    keep_plain(axes[0].figure)
     return axes[0].figure, axes
 
 

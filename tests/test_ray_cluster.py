@@ -75,6 +75,11 @@ from ray.experimental import internal_kv
 address, node = sys.argv[1], sys.argv[2]
 ray.init(address=address, logging_level="ERROR", log_to_driver=False)
 deadline = time.monotonic() + {timeout}
+while ray.available_resources().get("node2", 0) < 2:
+    if time.monotonic() > deadline:
+        sys.exit("the second node's resources never showed")
+    time.sleep(0.1)
+print("ready", flush=True)
 while time.monotonic() < deadline:
     for key in internal_kv._internal_kv_list(b"", namespace=ATTEMPTS):
         record = internal_kv._internal_kv_get(key, namespace=ATTEMPTS)
@@ -84,7 +89,8 @@ while time.monotonic() < deadline:
     time.sleep(0.1)
 sys.exit("no attempt on the node")
 """.replace("{timeout}", str(STATE_TIMEOUT_S))
-"""Print the worker pid of a task attempt recorded (by `run_trial_task`) as running on a node."""
+"""Print ``ready`` once the scheduler can use the second node, then the worker pid of a task
+attempt recorded (by `run_trial_task`) as running on that node."""
 PROMETHEUS_PROCESSES = ("autoscaler/_private/monitor.py", "dashboard/dashboard.py")
 """Ray's autoscaler and dashboard, whose Prometheus endpoints ask for no token (on loopback)."""
 
@@ -303,25 +309,34 @@ def test_losing_a_worker_node_mid_trial_loses_no_trial_and_runs_none_twice(home,
             data["sweep"]["retries"] = retries
             spec_path = write_spec(tmp_path, data)
             out = tmp_path / "results"
-            command = ("sweep", spec_path, "--address", head.address, "--workers", "3")
-            launcher = launch(*command, "--out", out, env=env)
             raylet = raylet_of(node)
             assert raylet is not None
             node_id = re.search(r"--node_id=([0-9a-f]+)", command_line(raylet))
             assert node_id is not None
-            # the trial has recorded where it runs (what the launcher's note names) once this ends
-            waited = subprocess.run(
+            watcher = subprocess.Popen(
                 [str(BIN / "python"), "-c", WAIT_FOR_AN_ATTEMPT, head.address, node_id.group(1)],
                 env=env,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=STATE_TIMEOUT_S + LAUNCH_TIMEOUT_S,
             )
-            assert waited.returncode == 0, waited.stderr
-            on_node = int(waited.stdout.split()[-1])
-            assert on_node in worker_pids(among=descendants(raylet)), "mid-trial"
-            os.kill(raylet, signal.SIGKILL)
-            stdout, stderr = launcher.communicate(timeout=LAUNCH_TIMEOUT_S)
+            assert watcher.stdout is not None
+            assert watcher.stdout.readline() == "ready\n", watcher.communicate()
+            command = ("sweep", spec_path, "--address", head.address, "--workers", "3")
+            launcher = launch(*command, "--out", out, env=env)
+            try:
+                # a trial has recorded where it runs (what the note names) once this ends
+                found, failure = watcher.communicate(timeout=STATE_TIMEOUT_S + LAUNCH_TIMEOUT_S)
+                assert watcher.returncode == 0, failure
+                on_node = int(found.split()[-1])
+                assert on_node in worker_pids(among=descendants(raylet)), "mid-trial"
+                os.kill(raylet, signal.SIGKILL)
+                stdout, stderr = launcher.communicate(timeout=LAUNCH_TIMEOUT_S)
+            finally:
+                for process in (watcher, launcher):
+                    if process.poll() is None:
+                        process.kill()
+                        process.communicate()
     assert launcher.returncode == 0, stdout + stderr
     assert "5 of 5 trials finished" in stdout
     study = load(default_url(out, "tiny"))

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from rlharness import spec
 from rlharness.cli import app
 from tests.conftest import REPO
 
@@ -110,17 +111,9 @@ ENV_ARGUMENTS = [
     "render_mode",
     "bogus",
 ]
-AGENT_NAMES = [
-    "semi_gradient_td",
-    "semi_gradient_dp",
-    "q_learning",
-    "tdc",
-    "gtd2",
-    "emphatic_td",
-    "least_squares_dp",
-    "dqn",
-    "sarsa",
-]
+AGENT_NAMES = [*sorted(spec.AGENT_NAMES), "sarsa"]
+"""Every agent the spec knows (sorted: a set's order changes between processes), and one it does
+not."""
 
 
 def _leaf_paths(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -1,4 +1,5 @@
-"""``rlharness sweep`` and ``status`` run for real: local Ray, a Ray head, PostgreSQL, Ray jobs."""
+"""``rlharness sweep`` and ``status`` run for real: local Ray, a Ray head, PostgreSQL (Ray jobs and
+clusters as the README documents them: tests/test_ray_cluster.py)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from optuna.trial import TrialState
 
 from rlharness.errors import SpecError
 from rlharness.storage import default_url, load_study
-from tests.clusters import BIN, client_env
-from tests.conftest import REPO, TINY_SPEC
+from tests.clusters import client_env
+from tests.conftest import TINY_SPEC
 from tests.test_cli import RLHARNESS, assert_bad_input, cli, write_spec
 
 LAUNCH_TIMEOUT_S = 300
@@ -314,51 +315,3 @@ def test_two_launchers_share_a_postgresql_study_and_run_each_point_once(
     assert status.returncode == 0, status.stderr
     assert password not in status.stdout + status.stderr
     assert "6 COMPLETE" in status.stdout
-
-
-# --- a Ray cluster job -------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_sweep_as_a_ray_job_on_a_loopback_head(ray_head, tmp_path):
-    spec_path = write_spec(tmp_path, spec(grid={"triad.n_step": [1, 2, 3]}))
-    out = tmp_path / "results"
-    command = [
-        str(BIN / "ray"),
-        "job",
-        "submit",
-        "--address",
-        ray_head.dashboard,
-        "--working-dir",
-        ".",
-        "--",
-        "rlharness",
-        "sweep",
-        str(spec_path),
-        "--address",
-        "auto",
-        "--out",
-        str(out),
-        "--quiet",
-    ]
-    deadline = time.monotonic() + 120
-    while True:  # the head's job agent may register a little after its dashboard answers
-        submitted = subprocess.run(
-            command,
-            cwd=REPO,
-            env=ray_head.env,
-            capture_output=True,
-            text=True,
-            timeout=LAUNCH_TIMEOUT_S,
-        )
-        if "No available agent" not in submitted.stderr or time.monotonic() > deadline:
-            break
-        time.sleep(2)
-    output = submitted.stdout + submitted.stderr
-    assert submitted.returncode == 0, output
-    assert "succeeded" in output
-    assert "3 of 3 trials finished" in output
-    study = load(default_url(out, "tiny"))
-    assert counts(study) == {"COMPLETE": 3}
-    assert sorted(t.params["triad.n_step"] for t in study.trials) == [1, 2, 3]
-    assert trial_dirs(out) == ["trial-00000", "trial-00001", "trial-00002"]

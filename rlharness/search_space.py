@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -202,12 +203,43 @@ def _distribution(path: str, parameter: ParameterSpec, source: str, where: str) 
         if parameter.type == "categorical":
             return CategoricalDistribution(parameter.choices or [])
         assert low is not None and high is not None
+        _check_divisible(path, low, high, parameter.step, source, where)
         if parameter.type == "int":
             step = int(parameter.step or 1)
             return IntDistribution(int(low), int(high), log=parameter.log, step=step)
         return FloatDistribution(low, high, log=parameter.log, step=parameter.step)
     except (ValueError, ArithmeticError) as error:  # Optuna's Decimal arithmetic on the step
         raise SpecError(where, [f"{source}.{short_text(path)}: {error}"]) from None
+
+
+def _check_divisible(
+    path: str, low: float, high: float, step: float | None, source: str, where: str
+) -> None:
+    """Refuse a stepped range whose ``high`` Optuna would lower, with only a warning, to fit.
+
+    Optuna tests ``(high - low) % step`` in decimal arithmetic on the written
+    numbers; the same test here turns its silent change of the space into a message.
+    """
+    if step is None:
+        return
+    stride = Decimal(str(step))
+    span = Decimal(str(high)) - Decimal(str(low))
+    if span % stride == 0:
+        return
+    fitting = _written(Decimal(str(low)) + (span // stride) * stride)
+    raise SpecError(
+        where,
+        [
+            f"{source}.{short_text(path)}: high - low = {_written(span)} is not a multiple of "
+            f"step {_written(stride)}; Optuna would lower high to {fitting}: set high to "
+            f"{fitting}, or change the step"
+        ],
+    )
+
+
+def _written(number: Decimal) -> str:
+    """A decimal as a person writes it: 3, not 3.0 or 3E+0."""
+    return format(number.normalize(), "f")
 
 
 def _probes(parameters: dict[str, ParameterSpec]) -> list[dict[str, Any]]:

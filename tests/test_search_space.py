@@ -135,6 +135,24 @@ def test_other_samplers_get_distributions_and_a_budget():
             "--n-trials",
         ),
         (
+            {
+                "sampler": "random",
+                "n_trials": 2,
+                "space": {"agent.alpha": {"type": "float", "low": 0.1, "high": 0.35, "step": 0.1}},
+            },
+            "sweep.space.agent.alpha: high - low = 0.25 is not a multiple of step 0.1; Optuna "
+            "would lower high to 0.3: set high to 0.3, or change the step",
+        ),
+        (
+            {
+                "sampler": "tpe",
+                "n_trials": 2,
+                "space": {"triad.n_step": {"type": "int", "low": 1, "high": 4, "step": 2}},
+            },
+            "sweep.space.triad.n_step: high - low = 3 is not a multiple of step 2; Optuna "
+            "would lower high to 3: set high to 3, or change the step",
+        ),
+        (
             {"grid": {"triad.off_policy": [True]}, "objective": "return_auc"},
             "sweep.objective: return_auc is not measured for linear agents; allowed: "
             "final_max_abs_value, final_sqrt_ve, final_sqrt_pbe, divergence_rate",

@@ -12,22 +12,13 @@ policy's, or the optimality operator for action values).
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import numba
 import numpy as np
 import pandas as pd
 
 from rlharness.agents.linear import LearnerTrace, LinearProblem
 from rlharness.agents.linear.types import FloatArray
-
-
-class Outcome(StrEnum):
-    """How a seed ended."""
-
-    CONVERGED = "converged"
-    SOFT_DIVERGED = "soft-diverged"
-    HARD_DIVERGED = "hard-diverged"
+from rlharness.outcomes import Outcome
 
 
 def measurement_weighting(problem: LinearProblem) -> FloatArray:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from rlharness.analysis.knobs import knob_effects
+from rlharness.outcomes import STABLE
 from rlharness.results import ResultsWriteError, RunWriter, provenance
 from rlharness.runner import TrialConfig, TrialResult, check_experiment, plan_trials, run_trial
 from rlharness.spec import ExperimentSpec
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 
 LINEAR_SUMMARY = ("max_abs_value", "sqrt_ve", "sqrt_pbe", "weight_norm")
 DEEP_SUMMARY = ("eval_return", "probe_max_abs_q", "loss", "param_norm")
-STABLE_OUTCOMES = ("converged", "stable")
 
 
 def run_experiment(
@@ -110,7 +110,7 @@ def summarise(spec: ExperimentSpec, run_id: str, results: list[TrialResult]) -> 
                 "soft_divergence_threshold": result.soft_divergence_threshold,
                 "seeds": len(config.seeds),
                 "outcome_counts": outcomes["outcome"].value_counts().to_dict(),
-                "diverged_fraction": float((~outcomes["outcome"].isin(STABLE_OUTCOMES)).mean()),
+                "diverged_fraction": float((~outcomes["outcome"].isin(STABLE)).mean()),
                 "median_final": {name: _finite(last[name].median()) for name in names},
                 "per_seed": [
                     {key: _finite(value) for key, value in record.items()}

@@ -23,8 +23,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from rlharness.analysis.knobs import DIVERGED
 from rlharness.errors import SpecError
+from rlharness.outcomes import DIVERGED
 from rlharness.runner import TrialResult
 from rlharness.spec import DQNAgentSpec, ExperimentSpec
 

@@ -3,7 +3,7 @@
 `plan_trials` expands an experiment into `TrialConfig`s (grid points x seeds);
 `check_experiment` resolves every point against its env and agent before
 anything runs, so bad input fails early with field-named messages. Linear
-learners run in `rlharness.linear_trial`, DQN agents in `rlharness.deep_trial`.
+learners run in `rlharness.linear_trial`, DQN agents in `rlharness.agents.deep.trial`.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def check_experiment(spec: ExperimentSpec, where: str = "experiment") -> None:
 def resolve(spec: ExperimentSpec) -> None:
     """Check one grid point against its env and agent, or raise `SpecError`."""
     if isinstance(spec.agent, DQNAgentSpec):
-        from rlharness.deep_trial import resolve_deep
+        from rlharness.agents.deep.trial import resolve_deep
 
         resolve_deep(spec)
     else:
@@ -89,7 +89,7 @@ def run_trial(config: TrialConfig, progress: Callable[[int], None] | None = None
     """
     seeds = list(config.seeds)
     if isinstance(config.spec.agent, DQNAgentSpec):
-        from rlharness.deep_trial import run_deep_trial
+        from rlharness.agents.deep.trial import run_deep_trial
 
         metrics, outcomes, threshold = run_deep_trial(config.spec, seeds, progress)
     else:

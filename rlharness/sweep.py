@@ -57,6 +57,7 @@ from rlharness.cluster import Cluster, TrialError, connect, result_of
 from rlharness.errors import SpecError
 from rlharness.launch import publish_run
 from rlharness.objectives import aggregate, per_seed_values
+from rlharness.outcomes import Outcome
 from rlharness.processes import process_alive, process_start
 from rlharness.results import ResultsWriteError, RunWriter, provenance
 from rlharness.runner import TrialConfig, TrialResult, resolve
@@ -217,7 +218,7 @@ class DivergencePruner(BasePruner):
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         """Whether to stop ``trial`` now."""
-        if trial.user_attrs.get("outcomes", {}).get("hard-diverged", 0) > 0:
+        if trial.user_attrs.get("outcomes", {}).get(Outcome.HARD_DIVERGED, 0) > 0:
             return True
         return self.base.prune(study, trial)
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlharness.analysis.knobs import DIVERGED
 from rlharness.catalog import Catalog
+from rlharness.outcomes import DIVERGED
 
 COLUMNS = ("experiment", "run", "source", "book", "measured", "value", "agrees")
 FACTOR_RTOL = 1e-6

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlharness.analysis.knobs import DIVERGED
 from rlharness.analysis.statistics import (
     CONFIDENCE,
     DEFAULT_REPS,
@@ -28,6 +27,7 @@ from rlharness.analysis.statistics import (
     proportion_interval,
 )
 from rlharness.catalog import Catalog, ResultsError
+from rlharness.outcomes import DIVERGED
 
 NOT_METRICS = frozenset(
     {

@@ -3,7 +3,7 @@
 A heatmap crosses two grid fields (rows x columns), pooling the seeds of
 every grid point over the other fields; each cell is annotated with the
 count ``k/n`` of seeds that diverged (soft-diverged, recovered or
-hard-diverged; `rlharness.analysis.knobs.DIVERGED`). For the triad cube the
+hard-diverged; `rlharness.outcomes.DIVERGED`). For the triad cube the
 three pairwise heatmaps sit beside `rlharness.analysis.plots.triad_cube`.
 """
 
@@ -24,9 +24,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from rlharness.analysis import plots
-from rlharness.analysis.knobs import DIVERGED, knob_effects
+from rlharness.analysis.knobs import knob_effects
 from rlharness.analysis.style import plain
 from rlharness.catalog import Catalog, ResultsError
+from rlharness.outcomes import DIVERGED
 
 COLOURMAP = "cividis"
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-DIVERGED = ("soft-diverged", "soft-diverged-then-recovered", "hard-diverged")
+from rlharness.outcomes import DIVERGED
+
 CONFIDENCE = 0.95
 FINAL_COLUMNS = ("final_eval_return", "final_sqrt_ve")
 

@@ -24,6 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from rlharness.analysis.style import plain
+from rlharness.outcomes import DIVERGED
 
 STYLE = "tableau-colorblind10"
 OUTCOME_COLOURS = {
@@ -225,7 +226,7 @@ def triad_cube(
     """
     per_variant = outcomes.groupby("variant").agg(
         max_value=("final_max_abs_value", "median"),
-        diverged=("outcome", lambda o: float(np.mean(o != "converged"))),
+        diverged=("outcome", lambda o: float(np.mean(o.isin(DIVERGED)))),
     )
     values = {axis: list(dict.fromkeys(s[axis] for s in settings.values())) for axis in TRIAD_AXES}
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")

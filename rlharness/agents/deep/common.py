@@ -11,7 +11,6 @@ ends the seed's training at that step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from functools import partial
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 
 import rlharness_envs  # noqa: F401 (registers the triad/* ids)
 from rlharness.environments import register_optional_envs
+from rlharness.outcomes import Outcome
 from rlharness.spec import DQNAgentSpec, EnvSpec
 
 METRICS = (
@@ -38,15 +38,6 @@ METRICS = (
 
 EVAL_SEED_OFFSET = 1_000_003
 """The evaluation env's seed is the training seed plus this, so the two streams differ."""
-
-
-class DeepOutcome(StrEnum):
-    """How a deep seed ended."""
-
-    STABLE = "stable"
-    SOFT_DIVERGED = "soft-diverged"
-    RECOVERED = "soft-diverged-then-recovered"
-    HARD_DIVERGED = "hard-diverged"
 
 
 @dataclass
@@ -129,14 +120,34 @@ def bootstrap_values(
     raise ValueError(f"unknown bootstrap target {target!r}")
 
 
-def classify(trace: DeepTrace, bound: float) -> tuple[DeepOutcome, int | None]:
+def classify(trace: DeepTrace, bound: float) -> tuple[Outcome, int | None]:
     """The seed's outcome and the first logged step at which max |Q| exceeded ``bound``."""
     beyond = [r["step"] for r in trace.records if r["probe_max_abs_q"] > bound]
     first_beyond = int(beyond[0]) if beyond else None
     if trace.hard_divergence_step is not None:
-        return DeepOutcome.HARD_DIVERGED, first_beyond
+        return Outcome.HARD_DIVERGED, first_beyond
     if not beyond:
-        return DeepOutcome.STABLE, None
+        return Outcome.STABLE, None
     if trace.records[-1]["probe_max_abs_q"] > bound:
-        return DeepOutcome.SOFT_DIVERGED, first_beyond
-    return DeepOutcome.RECOVERED, first_beyond
+        return Outcome.SOFT_DIVERGED, first_beyond
+    return Outcome.RECOVERED, first_beyond
+
+
+def hard_divergence(
+    loss_finite: bool, parameters: torch.Tensor, probe_max_abs_q: float, hard_limit: float
+) -> str | None:
+    """Why a deep seed hard-diverged at this log, or None: the one check of every deep backend.
+
+    A non-finite loss since the last log, non-finite parameters, a parameter
+    beyond ``hard_limit``, or probe max |Q| non-finite or beyond ``hard_limit``,
+    in that order.
+    """
+    if not loss_finite:
+        return "non-finite loss"
+    if not bool(torch.isfinite(parameters).all()):
+        return "non-finite parameters"
+    if float(parameters.abs().max()) > hard_limit:
+        return "a parameter beyond the hard threshold"
+    if not probe_max_abs_q <= hard_limit:
+        return "max |Q| non-finite or beyond the hard threshold"
+    return None

@@ -79,6 +79,7 @@ from rlharness.agents.deep.common import (
     METRICS,
     DeepTrace,
     bootstrap_values,
+    hard_divergence,
     make_env,
     probe_observations,
 )
@@ -422,25 +423,6 @@ def _batch_columns(statistics: Sequence[Sequence[float]]) -> dict[str, float]:
     }
 
 
-def _hard_divergence(
-    statistics: Sequence[Sequence[float]],
-    parameters: torch.Tensor,
-    probe_max_abs_q: float,
-    hard_limit: float,
-) -> str | None:
-    losses = np.asarray([row[1] for row in statistics])
-    if not np.isfinite(losses).all():
-        first = int(statistics[int(np.argmin(np.isfinite(losses)))][0])
-        return f"non-finite loss (first at env step {first})"
-    if not bool(torch.isfinite(parameters).all()):
-        return "non-finite parameters"
-    if float(parameters.abs().max()) > hard_limit:
-        return "a parameter beyond the hard threshold"
-    if not probe_max_abs_q <= hard_limit:
-        return "max |Q| non-finite or beyond the hard threshold"
-    return None
-
-
 def _drain_learner_statistics(learner: Learner, _: Any = None) -> list[list[float]]:
     assert isinstance(learner, TriadDQNTorchLearner)
     return learner.drain_statistics()
@@ -483,7 +465,10 @@ class _Run:
             "eval_return": math.nan,
             **_batch_columns(statistics),
         }
-        reason = _hard_divergence(statistics, parameters, record["probe_max_abs_q"], hard_limit)
+        losses = np.asarray([row[1] for row in statistics])
+        reason = hard_divergence(
+            bool(np.isfinite(losses).all()), parameters, record["probe_max_abs_q"], hard_limit
+        )
         if reason is None:
             record["eval_return"] = self.evaluator.mean_return(module)
         else:

@@ -29,6 +29,7 @@ from rlharness.agents.deep.common import (
     ONLINE_BOOTSTRAP,
     DeepTrace,
     bootstrap_values,
+    hard_divergence,
     make_env,
     probe_observations,
 )
@@ -174,7 +175,9 @@ class DiagnosticsCallback(BaseCallback):
             "exploration_rate": float(model.exploration_rate),
             "eval_return": math.nan,
         }
-        reason = self._hard_divergence(model, record["probe_max_abs_q"], parameters)
+        reason = hard_divergence(
+            not model.non_finite_loss, parameters, record["probe_max_abs_q"], self.hard_limit
+        )
         if reason is None:
             mean_return, _ = evaluate_policy(
                 model, self.eval_env, n_eval_episodes=self.eval_episodes, deterministic=True
@@ -186,17 +189,6 @@ class DiagnosticsCallback(BaseCallback):
             self.trace.hard_divergence_reason = reason
         self.trace.records.append({name: record[name] for name in ("step", *METRICS)})
         return reason is None
-
-    def _hard_divergence(
-        self, model: TriadDQN, probe_max_abs_q: float, parameters: torch.Tensor
-    ) -> str | None:
-        if model.non_finite_loss:
-            return "non-finite loss"
-        if not bool(torch.isfinite(parameters).all()):
-            return "non-finite parameters"
-        if not probe_max_abs_q <= self.hard_limit:
-            return "max |Q| non-finite or beyond the hard threshold"
-        return None
 
 
 def build_sb3_dqn(agent: DQNAgentSpec, env: EnvSpec, seed: int) -> TriadDQN:

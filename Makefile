@@ -20,7 +20,7 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy rlharness benchmarks
 
 bench: install
 	$(BIN)/python benchmarks/bench_linear_td.py

@@ -38,21 +38,6 @@ import pandas as pd
 from rlharness.integrity import RunCheck, check_runs
 
 SKIPPED_SECTIONS = ("name", "description", "grid", "sweep")
-RUN_COLUMNS = (
-    "run",
-    "experiment",
-    "kind",
-    "study",
-    "trial",
-    "run_id",
-    "env",
-    "agent",
-    "backend",
-    "seeds",
-    "steps",
-    "commit",
-    "path",
-)
 
 
 class ResultsError(Exception):

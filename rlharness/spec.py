@@ -50,7 +50,7 @@ MAX_SEED = 2**31 - 1
 """The largest seed: np.random.seed (SB3, RLlib) takes seeds below 2^32, torch and numba any
 int64, and the harness adds offsets (the evaluation env's seed is seed + 1,000,003)."""
 MAX_GRID_POINTS = 10_000
-"""The largest full-factorial grid: validate resolves every point (about 1 ms each)."""
+"""The largest full-factorial grid: validate resolves every point before anything runs."""
 MAX_FILE_BYTES = 1_000_000
 """The largest experiment file; the shipped ones are about 2 KB."""
 MAX_NESTING = 32

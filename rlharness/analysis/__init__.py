@@ -1,1 +1,1 @@
-"""Analysis of results: figures now; statistics and catalogues build on the same tables."""
+"""Analysis of results: catalog tables, rliable statistics, comparisons, reports, figures."""

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy.stats import trim_mean
 
 CONFIDENCE = 0.95
@@ -247,16 +246,3 @@ def performance_profiles(
             prepared, profile, reps=reps, random_state=generator
         )
     return profiles, bands
-
-
-def estimates_table(estimates: Mapping[str, Mapping[str, Estimate]]) -> pd.DataFrame:
-    """One row per group: ``mean``, ``mean_low``, ``mean_high``, ``median``, ..., ``iqm_high``."""
-    rows = []
-    for name, by_estimator in estimates.items():
-        row: dict[str, object] = {"group": name}
-        for estimator, estimate in by_estimator.items():
-            row[estimator] = estimate.value
-            row[f"{estimator}_low"] = estimate.low
-            row[f"{estimator}_high"] = estimate.high
-        rows.append(row)
-    return pd.DataFrame.from_records(rows)

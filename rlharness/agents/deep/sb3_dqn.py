@@ -69,6 +69,10 @@ class TriadDQN(DQN):
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """SB3's DQN training step with the configured bootstrap target."""
+        # Lines that differ from SB3's DQN.train: the target comes from td_targets (one of
+        # four bootstrap targets, not always max_a Q_target); the Huber loss is weighted by
+        # the importance weights of a prioritised batch, whose priorities are then updated;
+        # batch statistics are kept for the diagnostics; a non-finite loss stops the loop.
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         losses = []
@@ -233,8 +237,8 @@ def run_sb3_dqn(
 ) -> DeepTrace:
     """Train one seed for ``steps`` env steps, logging every ``log_every``; divergence ends it.
 
-    Torch runs on one thread: these networks are too small to gain from more,
-    and oversubscribed cores slowed training tenfold here (seeds run in parallel instead).
+    Torch runs on one thread: these networks are too small to gain from more, and
+    oversubscribed cores slow training (seeds run in parallel instead; benchmarks/README.md).
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -243,8 +247,8 @@ def run_sb3_dqn(
     callback = DiagnosticsCallback(log_every, probes, agent, env, seed, hard_limit)
     try:
         model.learn(total_timesteps=steps, callback=callback)
-        finished = callback.trace.hard_divergence_step is not None
-        if not finished and callback.trace.records[-1]["step"] != model.num_timesteps:
+        diverged = callback.trace.hard_divergence_step is not None
+        if not diverged and callback.trace.records[-1]["step"] != model.num_timesteps:
             callback.log()
     finally:
         torch.set_num_threads(threads)

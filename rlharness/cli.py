@@ -25,8 +25,7 @@ from rlharness import cli_analysis
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
-    from rlharness.errors import SpecError
-    from rlharness.results import ResultsWriteError
+    from rlharness.errors import ResultsWriteError, SpecError
     from rlharness.spec import ExperimentSpec
 
 app = typer.Typer(
@@ -71,9 +70,8 @@ def run(
     Exits 1 when the results cannot be written (a full disk), naming the file and
     the free space; the files that fit stay in a ``.partial`` staging dir.
     """
-    from rlharness.errors import SpecError
+    from rlharness.errors import ResultsWriteError, SpecError
     from rlharness.launch import run_experiment
-    from rlharness.results import ResultsWriteError
     from rlharness.runner import check_experiment
 
     spec = _load(spec_path)
@@ -166,8 +164,7 @@ def sweep(
         _fail(error)
     import optuna
 
-    from rlharness.results import ResultsWriteError
-    from rlharness.storage import StorageLostError
+    from rlharness.errors import ResultsWriteError, StorageLostError
     from rlharness.sweep import run_sweep  # Ray and the results store: only once the input is good
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -250,7 +247,8 @@ def status(
 ) -> None:
     """Show a study's trials from its storage: state, params, value, divergence outcomes."""
     from rlharness.errors import SpecError
-    from rlharness.storage import default_url, load_study, mask
+    from rlharness.masking import mask
+    from rlharness.storage import default_url, load_study
 
     name = _load(Path(target)).name if target.endswith((".yaml", ".yml")) else target
     url = storage or default_url(out, name)

@@ -26,7 +26,8 @@ from rlharness.analysis.chapter11 import CHECKS, reproductions
 from rlharness.analysis.curves import catalog_curves, curve_bands
 from rlharness.analysis.divergence import divergence_counts, divergence_heatmap, value_key
 from rlharness.analysis.inputs import open_results
-from rlharness.catalog import Catalog, ResultsError, UnverifiedRunWarning
+from rlharness.catalog import Catalog, UnverifiedRunWarning
+from rlharness.errors import ResultsError
 from rlharness.launch import run_experiment
 from rlharness.search_space import plan_sweep
 from rlharness.spec import parse_spec

@@ -26,7 +26,8 @@ from rlharness.analysis.statistics import (
     probability_of_improvement,
     proportion_interval,
 )
-from rlharness.catalog import Catalog, ResultsError
+from rlharness.catalog import Catalog
+from rlharness.errors import ResultsError
 from rlharness.outcomes import DIVERGED
 
 NOT_METRICS = frozenset(

@@ -27,10 +27,11 @@ from rlharness.analysis.compare import Comparison, compare, select
 from rlharness.analysis.figures import interval_figure, profile_figure
 from rlharness.analysis.statistics import ESTIMATORS, Estimate
 from rlharness.analysis.sweep_figures import DEFINITION_ATTR, objective_name, sweep_figures
-from rlharness.catalog import Catalog, ResultsError, RunEntry
-from rlharness.errors import SpecError
+from rlharness.catalog import Catalog, RunEntry
+from rlharness.errors import ResultsError, SpecError
+from rlharness.masking import mask
 from rlharness.results import atomic_write_text
-from rlharness.storage import default_url, load_study, mask, params_of
+from rlharness.storage import default_url, load_study, params_of
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -71,7 +71,7 @@ def run(
     the free space; the files that fit stay in a ``.partial`` staging dir.
     """
     from rlharness.errors import ResultsWriteError, SpecError
-    from rlharness.launch import run_experiment
+    from rlharness.local_run import run_experiment
     from rlharness.runner import check_experiment
 
     spec = _load(spec_path)

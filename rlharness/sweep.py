@@ -55,10 +55,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from rlharness import storage as storages
 from rlharness.cluster import Cluster, TrialError, connect, result_of
 from rlharness.errors import SpecError
-from rlharness.launch import publish_run
 from rlharness.objectives import aggregate, per_seed_values
 from rlharness.outcomes import Outcome
 from rlharness.processes import process_alive, process_start
+from rlharness.publish import publish_run
 from rlharness.results import ResultsWriteError, RunWriter, provenance
 from rlharness.runner import TrialConfig, TrialResult, resolve
 from rlharness.search_space import SweepPlan

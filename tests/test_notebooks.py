@@ -28,7 +28,7 @@ from rlharness.analysis.divergence import divergence_counts, divergence_heatmap,
 from rlharness.analysis.inputs import open_results
 from rlharness.catalog import Catalog, UnverifiedRunWarning
 from rlharness.errors import ResultsError
-from rlharness.launch import run_experiment
+from rlharness.local_run import run_experiment
 from rlharness.search_space import plan_sweep
 from rlharness.spec import parse_spec
 from rlharness.sweep import run_sweep

@@ -25,7 +25,7 @@ from rlharness.analysis.report import build_report, default_report_path, write_r
 from rlharness.analysis.sweep_figures import sweep_figures
 from rlharness.catalog import Catalog
 from rlharness.errors import ResultsError, SpecError
-from rlharness.launch import run_experiment
+from rlharness.local_run import run_experiment
 from rlharness.search_space import plan_sweep
 from rlharness.spec import parse_spec
 from rlharness.storage import default_url

@@ -21,7 +21,6 @@ from rlharness.masking import MASKED, mask
 if TYPE_CHECKING:
     import optuna
     from optuna.storages import RDBStorage
-    from optuna.trial import FrozenTrial
     from sqlalchemy.engine import URL
 
 DEFAULT_FILE = "optuna.db"
@@ -173,11 +172,6 @@ def load_study(url: str, name: str) -> optuna.Study:
         held = ", ".join(names) or "none"
         raise SpecError("study", [f"no study {name!r} in {mask(url, url)}; it holds: {held}"])
     return optuna.load_study(study_name=name, storage=storage)
-
-
-def params_of(trial: FrozenTrial) -> dict[str, Any]:
-    """A trial's params, including those of a waiting trial (queued, not yet suggested)."""
-    return trial.params or dict(trial.system_attrs.get("fixed_params", {}))
 
 
 def _parse(url: str) -> URL:

@@ -29,9 +29,9 @@ from rlharness.analysis.inputs import open_results
 from rlharness.catalog import Catalog, UnverifiedRunWarning
 from rlharness.errors import ResultsError
 from rlharness.local_run import run_experiment
-from rlharness.search_space import plan_sweep
 from rlharness.spec import parse_spec
 from rlharness.sweep import run_sweep
+from rlharness.sweep.search_space import plan_sweep
 from tests.clusters import RayHead
 from tests.conftest import REPO
 

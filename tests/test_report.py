@@ -26,10 +26,10 @@ from rlharness.analysis.sweep_figures import sweep_figures
 from rlharness.catalog import Catalog
 from rlharness.errors import ResultsError, SpecError
 from rlharness.local_run import run_experiment
-from rlharness.search_space import plan_sweep
 from rlharness.spec import parse_spec
 from rlharness.storage import default_url
 from rlharness.sweep import run_sweep
+from rlharness.sweep.search_space import plan_sweep
 from tests.conftest import TINY_SPEC
 from tests.helpers import BAIRD_W0
 

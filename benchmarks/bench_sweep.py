@@ -41,9 +41,9 @@ import ray
 from machine import machine_facts
 
 from rlharness.runner import TrialConfig, plan_trials, run_trial
-from rlharness.search_space import plan_sweep
 from rlharness.spec import ExperimentSpec, parse_spec
 from rlharness.sweep import run_sweep
+from rlharness.sweep.search_space import plan_sweep
 
 
 def experiment(name: str, trials: int, steps: int) -> ExperimentSpec:

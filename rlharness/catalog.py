@@ -35,13 +35,10 @@ from typing import Any
 
 import pandas as pd
 
+from rlharness.errors import ResultsError
 from rlharness.integrity import RunCheck, check_runs
 
 SKIPPED_SECTIONS = ("name", "description", "grid", "sweep")
-
-
-class ResultsError(Exception):
-    """Results that cannot be read or compared as asked; the message says what is there."""
 
 
 class UnverifiedRunWarning(UserWarning):

@@ -25,8 +25,7 @@ from rlharness import cli_analysis
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
-    from rlharness.errors import SpecError
-    from rlharness.results import ResultsWriteError
+    from rlharness.errors import ResultsWriteError, SpecError
     from rlharness.spec import ExperimentSpec
 
 app = typer.Typer(
@@ -71,9 +70,8 @@ def run(
     Exits 1 when the results cannot be written (a full disk), naming the file and
     the free space; the files that fit stay in a ``.partial`` staging dir.
     """
-    from rlharness.errors import SpecError
-    from rlharness.launch import run_experiment
-    from rlharness.results import ResultsWriteError
+    from rlharness.errors import ResultsWriteError, SpecError
+    from rlharness.local_run import run_experiment
     from rlharness.runner import check_experiment
 
     spec = _load(spec_path)
@@ -156,7 +154,7 @@ def sweep(
 ) -> None:
     """Sweep an experiment with Optuna on Ray workers; running it again resumes the study."""
     from rlharness.errors import SpecError
-    from rlharness.search_space import plan_sweep
+    from rlharness.sweep.search_space import plan_sweep
 
     spec = _load(spec_path)
     try:
@@ -166,8 +164,7 @@ def sweep(
         _fail(error)
     import optuna
 
-    from rlharness.results import ResultsWriteError
-    from rlharness.storage import StorageLostError
+    from rlharness.errors import ResultsWriteError, StorageLostError
     from rlharness.sweep import run_sweep  # Ray and the results store: only once the input is good
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -250,7 +247,9 @@ def status(
 ) -> None:
     """Show a study's trials from its storage: state, params, value, divergence outcomes."""
     from rlharness.errors import SpecError
-    from rlharness.storage import default_url, load_study, mask
+    from rlharness.masking import mask
+    from rlharness.storage import default_url, load_study
+    from rlharness.sweep.study import DEFINITION
 
     name = _load(Path(target)).name if target.endswith((".yaml", ".yml")) else target
     url = storage or default_url(out, name)
@@ -258,7 +257,7 @@ def status(
         study = load_study(url, name)
     except SpecError as error:
         _fail(error)
-    definition = study.user_attrs.get("rlharness", {})
+    definition = study.user_attrs.get(DEFINITION, {})
     trials = study.get_trials(deepcopy=False)
     counts = Counter(trial.state.name for trial in trials)
     _plain(
@@ -275,7 +274,7 @@ def validate(spec_path: SpecArgument) -> None:
     """Check an experiment file without running it: every grid point, and the sweep's plan."""
     from rlharness.errors import SpecError
     from rlharness.runner import check_experiment, plan_trials
-    from rlharness.search_space import plan_sweep
+    from rlharness.sweep.search_space import plan_sweep
 
     spec = _load(spec_path)
     where = f"experiment file {spec_path}"
@@ -420,7 +419,7 @@ def _trials_table(trials: list[FrozenTrial], study: str, maximize: bool, best_fi
     """One row per trial: state, params, value, seeds, divergence outcomes and why it failed."""
     from optuna.trial import TrialState
 
-    from rlharness.storage import params_of
+    from rlharness.sweep.study import OUTCOMES, PER_SEED, params_of
 
     rows = list(trials)
     if best_first:
@@ -440,8 +439,8 @@ def _trials_table(trials: list[FrozenTrial], study: str, maximize: bool, best_fi
             trial.state.name,
             *(_param(params.get(path, "-")) for path in paths),
             _number(trial.value),
-            str(len(attrs["per_seed"])) if "per_seed" in attrs else "-",
-            ", ".join(f"{name} {count}" for name, count in attrs.get("outcomes", {}).items()),
+            str(len(attrs[PER_SEED])) if PER_SEED in attrs else "-",
+            ", ".join(f"{name} {count}" for name, count in attrs.get(OUTCOMES, {}).items()),
             _note(trial),
         )
     return table
@@ -452,14 +451,16 @@ def _param(value: object) -> str:
 
 
 def _note(trial: FrozenTrial) -> str:
+    from rlharness.sweep.study import ERROR, FAIL_REASON, PER_SEED, RETRY_OF, SUPERSEDED
+
     attrs = trial.user_attrs
-    for key in ("error", "fail_reason", "superseded"):
+    for key in (ERROR, FAIL_REASON, SUPERSEDED):
         if key in attrs:
             return str(attrs[key])
     if trial.state.name == "PRUNED":
-        return f"pruned after {len(attrs.get('per_seed', {}))} seed(s)"
-    if "retry_of" in attrs:
-        return f"retry of trial {attrs['retry_of']}"
+        return f"pruned after {len(attrs.get(PER_SEED, {}))} seed(s)"
+    if RETRY_OF in attrs:
+        return f"retry of trial {attrs[RETRY_OF]}"
     return ""
 
 

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from rlharness.analysis.compare import Comparison
-    from rlharness.catalog import Catalog, ResultsError
+    from rlharness.catalog import Catalog
+    from rlharness.errors import ResultsError
 
 UNVERIFIED = 1
 """``verify``: some run does not match its manifest."""
@@ -72,7 +73,7 @@ def catalog(
     include_unverified: IncludeUnverifiedOption = False,
 ) -> None:
     """List every run and sweep trial under the results root, or query them with SQL."""
-    from rlharness.catalog import ResultsError
+    from rlharness.errors import ResultsError
 
     try:
         found = _open_catalog(results, include_unverified)
@@ -141,7 +142,7 @@ def compare(
     """Mean, median and IQM with 95% stratified bootstrap intervals, divergence rates with
     Wilson intervals, and the probability of improvement between groups of runs."""
     from rlharness.analysis.compare import compare as run_compare
-    from rlharness.catalog import ResultsError
+    from rlharness.errors import ResultsError
 
     try:
         comparison = run_compare(
@@ -208,7 +209,7 @@ def report(
 ) -> None:
     """Write a self-contained HTML report: provenance, spec, comparison tables and figures."""
     from rlharness.analysis.report import build_report, default_report_path, write_report
-    from rlharness.catalog import ResultsError
+    from rlharness.errors import ResultsError
     from rlharness.results import free_space
 
     try:
@@ -240,7 +241,7 @@ def verify(
 ) -> None:
     """Check every run and trial against its manifest (files present, sizes and SHA-256s
     equal, nothing unlisted, each file readable); exit 1 if any does not verify."""
-    from rlharness.catalog import ResultsError
+    from rlharness.errors import ResultsError
     from rlharness.integrity import check_runs, find_partials
     from rlharness.results import format_bytes
 

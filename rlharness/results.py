@@ -42,9 +42,10 @@ from typing import IO, Any
 import pandas as pd
 import yaml
 
+from rlharness.errors import ResultsWriteError
+from rlharness.masking import mask
 from rlharness.processes import this_process
 from rlharness.spec import ExperimentSpec
-from rlharness.storage import mask
 
 TRACKED_PACKAGES = (
     "rlharness",
@@ -66,22 +67,6 @@ FILE_MODE = 0o644
 PARTIAL_SUFFIX = ".partial"
 WRITER_RECORD = ".writer.json"
 """In a staging directory: the host, pid and start time of the process writing it."""
-
-
-class ResultsWriteError(Exception):
-    """A file of a run could not be written; the message says what, where and the free space.
-
-    ``kept`` lists the files written before the failure that stay in the
-    staging directory ``staging_dir`` (set by whoever salvages the run; empty
-    when nothing was kept).
-    """
-
-    def __init__(self, path: Path, error: OSError) -> None:
-        self.path = path
-        self.reason = error.strerror or str(error)
-        self.staging_dir: Path | None = None
-        self.kept: list[str] = []
-        super().__init__(f"cannot write {path}: {self.reason} ({free_space(path)})")
 
 
 def free_space(path: Path) -> str:
@@ -176,7 +161,7 @@ class RunWriter:
         try:
             yield
         except OSError as error:
-            raise ResultsWriteError(path, error) from error
+            raise ResultsWriteError(path, error.strerror or str(error), free_space(path)) from error
 
     def path(self, relative: str) -> Path:
         """Where a file of this run is staged."""

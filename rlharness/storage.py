@@ -1,7 +1,7 @@
 """Optuna storage: a SQLite file beside the results by default, PostgreSQL on a cluster.
 
-A storage URL may carry a password; `mask` hides it wherever a URL is shown
-or stored. `check` proves a storage usable before anything is created, so a
+A storage URL may carry a password; `rlharness.masking.mask` hides it wherever a
+URL is shown. `check` proves a storage usable before anything is created, so a
 bad URL or an unreachable server leaves no study and no database file behind.
 """
 
@@ -10,18 +10,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlharness.errors import SpecError
+from rlharness.errors import SpecError, StorageLostError
+from rlharness.masking import MASKED, mask
 
 if TYPE_CHECKING:
     import optuna
     from optuna.storages import RDBStorage
-    from optuna.trial import FrozenTrial
     from sqlalchemy.engine import URL
 
 DEFAULT_FILE = "optuna.db"
@@ -34,48 +33,6 @@ WHERE = "--storage"
 
 SCHEMA_LOCK_KEY = 0x726C68
 """PostgreSQL advisory-lock key under which launchers and readers create Optuna's tables."""
-MASKED = "***"
-_SHORTEST_SECRET = 4
-"""Known passwords shorter than this are masked only where they sit in a URL, not everywhere."""
-
-_CREDENTIALS = re.compile(
-    # user:password@ in a URL: the password runs to the last '@' of the word, or, where it
-    # holds spaces, to the first '@' before any '/'
-    r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*):(?:[^\s]*|[^@/\n]*)@"
-)
-_QUERY_SECRET = re.compile(r"(?P<key>[?&](?:password|passwd|pwd)=)[^&#\s]*", re.IGNORECASE)
-
-
-class StorageLostError(Exception):
-    """The study's database failed during a sweep (stopped server, lost connection, full disk)."""
-
-
-def mask(text: str, url: str | None = None) -> str:
-    """``text`` with every password of a URL in it (``user:pw@`` or ``?password=``) hidden.
-
-    With ``url``, that URL's own password is also hidden wherever ``text`` repeats
-    it, in any spelling (a driver message echoing it, a password with spaces).
-    """
-    for secret in _secrets(url) if url else ():
-        text = text.replace(secret, MASKED)
-    text = _CREDENTIALS.sub(rf"\g<head>:{MASKED}@", text)
-    return _QUERY_SECRET.sub(rf"\g<key>{MASKED}", text)
-
-
-def _secrets(url: str) -> list[str]:
-    """The password of ``url`` as written and as decoded, longest first (none if unparsable)."""
-    from urllib.parse import quote, quote_plus
-
-    try:
-        parsed = _parse(url)
-    except SpecError:
-        return []
-    found = [str(parsed.password)] if parsed.password else []
-    for key, value in parsed.query.items():
-        if key.lower() in ("password", "passwd", "pwd"):
-            found.extend([value] if isinstance(value, str) else list(value))
-    spelled = {form for secret in found for form in (secret, quote(secret), quote_plus(secret))}
-    return sorted((s for s in spelled if len(s) >= _SHORTEST_SECRET), key=len, reverse=True)
 
 
 def default_url(out: Path, experiment: str) -> str:
@@ -217,11 +174,6 @@ def load_study(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def params_of(trial: FrozenTrial) -> dict[str, Any]:
-    """A trial's params, including those of a waiting trial (queued, not yet suggested)."""
-    return trial.params or dict(trial.system_attrs.get("fixed_params", {}))
-
-
 def _parse(url: str) -> URL:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -287,5 +239,5 @@ def _reason(error: BaseException, parsed: URL) -> str:
     lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
     text = lines[0] if lines else type(cause).__name__
     if parsed.password:
-        text = text.replace(str(parsed.password), "***")
+        text = text.replace(str(parsed.password), MASKED)
     return mask(text)

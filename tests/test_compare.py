@@ -16,8 +16,9 @@ import pytest
 from scipy.stats import trim_mean
 
 from rlharness.analysis.compare import compare
-from rlharness.catalog import Catalog, ResultsError
-from rlharness.launch import run_experiment
+from rlharness.catalog import Catalog
+from rlharness.errors import ResultsError
+from rlharness.local_run import run_experiment
 from rlharness.spec import parse_spec
 from tests.helpers import BAIRD_W0
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from rlharness.catalog import Catalog, ResultsError
+from rlharness.catalog import Catalog
+from rlharness.errors import ResultsError
 from rlharness.storage import load_study
 from tests.clusters import client_env
 from tests.conftest import REPO, TINY_SPEC

@@ -26,11 +26,12 @@ from rlharness.analysis.chapter11 import CHECKS, reproductions
 from rlharness.analysis.curves import catalog_curves, curve_bands
 from rlharness.analysis.divergence import divergence_counts, divergence_heatmap, value_key
 from rlharness.analysis.inputs import open_results
-from rlharness.catalog import Catalog, ResultsError, UnverifiedRunWarning
-from rlharness.launch import run_experiment
-from rlharness.search_space import plan_sweep
+from rlharness.catalog import Catalog, UnverifiedRunWarning
+from rlharness.errors import ResultsError
+from rlharness.local_run import run_experiment
 from rlharness.spec import parse_spec
 from rlharness.sweep import run_sweep
+from rlharness.sweep.search_space import plan_sweep
 from tests.clusters import RayHead
 from tests.conftest import REPO
 

@@ -68,7 +68,7 @@ RAY_METHODS = (
 """One method of each gRPC service of Ray's processes: a server without it answers UNIMPLEMENTED."""
 WAIT_FOR_AN_ATTEMPT = """
 import json, sys, time
-from rlharness.cluster import ATTEMPTS  # first: rlharness sends Ray's token if Ray comes after it
+from rlharness.sweep.cluster import ATTEMPTS  # before Ray, so that Ray sends the token
 import ray
 from ray.experimental import internal_kv
 

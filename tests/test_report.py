@@ -23,13 +23,13 @@ from rlharness.analysis.compare import Comparison, compare
 from rlharness.analysis.figures import interval_figure, profile_figure
 from rlharness.analysis.report import build_report, default_report_path, write_report
 from rlharness.analysis.sweep_figures import sweep_figures
-from rlharness.catalog import Catalog, ResultsError
-from rlharness.errors import SpecError
-from rlharness.launch import run_experiment
-from rlharness.search_space import plan_sweep
+from rlharness.catalog import Catalog
+from rlharness.errors import ResultsError, SpecError
+from rlharness.local_run import run_experiment
 from rlharness.spec import parse_spec
 from rlharness.storage import default_url
 from rlharness.sweep import run_sweep
+from rlharness.sweep.search_space import plan_sweep
 from tests.conftest import TINY_SPEC
 from tests.helpers import BAIRD_W0
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import rlharness.launch
+import rlharness.local_run
+import rlharness.publish
 import rlharness.results
 from rlharness.results import (
     MANIFEST,
@@ -188,7 +189,7 @@ def quick_spec():
 def template_run(tmp_path_factory, quick_spec):
     """One complete run, made once per module."""
     root = tmp_path_factory.mktemp("template") / "results"
-    run_dir, _ = rlharness.launch.run_experiment(quick_spec, root, command=["test"])
+    run_dir, _ = rlharness.local_run.run_experiment(quick_spec, root, command=["test"])
     return root, run_dir
 
 
@@ -219,9 +220,9 @@ def test_interrupted_run_publishes_nothing(previous_run, quick_spec, monkeypatch
     def fail(*args, **kwargs):
         raise failure
 
-    monkeypatch.setattr(rlharness.launch, "_write_plots", fail)
+    monkeypatch.setattr(rlharness.publish, "_write_plots", fail)
     with pytest.raises(failure):
-        rlharness.launch.run_experiment(quick_spec, root)
+        rlharness.local_run.run_experiment(quick_spec, root)
     assert tree(root) == before, "no new run dir, no .partial dir, old run untouched"
 
 
@@ -234,7 +235,7 @@ def test_interrupt_inside_a_file_write_publishes_nothing(previous_run, quick_spe
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", half_parquet)
     with pytest.raises(KeyboardInterrupt):
-        rlharness.launch.run_experiment(quick_spec, root)
+        rlharness.local_run.run_experiment(quick_spec, root)
     assert tree(root) == before
     assert not list(root.rglob("*.tmp")) and not list(root.rglob("*.partial"))
 
@@ -243,9 +244,9 @@ def test_interrupt_before_any_write_creates_no_dirs(tmp_path, quick_spec, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(rlharness.launch, "run_trial", interrupted)
+    monkeypatch.setattr(rlharness.local_run, "run_trial", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        rlharness.launch.run_experiment(quick_spec, tmp_path / "results")
+        rlharness.local_run.run_experiment(quick_spec, tmp_path / "results")
     assert not (tmp_path / "results").exists()
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rlharness.analysis.statistics import (
+    curve_area,
     curve_intervals,
     improvement,
     interval_estimates,
@@ -155,3 +156,11 @@ def test_curve_band_holds_the_iqm_per_step_and_is_deterministic() -> None:
     constant = curve_intervals(np.full((5, 1, 3), 2.5), "mean", reps=100)
     for array in constant:
         np.testing.assert_array_equal(array, 2.5)
+
+
+def test_curve_area_is_the_trapezoid_mean_over_the_logged_span() -> None:
+    # 0 -> 10 over steps 0..10, then flat at 10 until step 20: area 50 + 100 over a span of 20.
+    assert curve_area(np.array([0, 10, 20]), np.array([0.0, 10.0, 10.0])) == pytest.approx(7.5)
+    assert curve_area(np.array([5]), np.array([3.0])) == 3.0
+    assert curve_area(np.array([5, 5]), np.array([1.0, 2.0])) == 2.0, "no span: the last value"
+    assert math.isnan(curve_area(np.array([]), np.array([])))

@@ -68,7 +68,7 @@ def test_switching_off_any_one_ingredient_prevents_divergence(knob: str) -> None
 
 
 def test_cube_run_draws_the_cube_figure(tmp_path: Path) -> None:
-    from rlharness.launch import run_experiment
+    from rlharness.local_run import run_experiment
 
     spec = load_spec(EXPERIMENTS / "triad_cube_baird.yaml")
     spec = spec.model_copy(

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from rlharness.catalog import Catalog, UnverifiedRunWarning
-from rlharness.launch import run_experiment
+from rlharness.local_run import run_experiment
 from rlharness.spec import parse_spec
 from tests.conftest import TINY_SPEC
 from tests.test_cli import BAD_INPUT, cli

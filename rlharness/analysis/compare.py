@@ -22,11 +22,13 @@ from rlharness.analysis.statistics import (
     DEFAULT_REPS,
     ESTIMATORS,
     Estimate,
+    curve_area,
     interval_estimates,
     probability_of_improvement,
     proportion_interval,
 )
-from rlharness.catalog import Catalog, ResultsError
+from rlharness.catalog import Catalog
+from rlharness.errors import ResultsError
 from rlharness.outcomes import DIVERGED
 
 NOT_METRICS = frozenset(
@@ -432,8 +434,6 @@ def _score_matrix(group: Group, metric: str) -> np.ndarray:
 
 def _derived(catalog: Catalog, outcomes: pd.DataFrame, metric: str) -> pd.Series:
     """A per-seed metric computed from the logged curves (``return_auc``)."""
-    from rlharness.objectives import curve_area
-
     column = DERIVED_METRICS[metric]
     curves = catalog.metrics(outcomes["run"].unique(), [column])
     areas = {

@@ -25,7 +25,8 @@ from matplotlib.figure import Figure
 from rlharness.analysis.plots import STYLE, soft_bounds
 from rlharness.analysis.statistics import CONFIDENCE, DEFAULT_REPS, curve_intervals
 from rlharness.analysis.style import plain
-from rlharness.catalog import Catalog, ResultsError
+from rlharness.catalog import Catalog
+from rlharness.errors import ResultsError
 
 UNIT = ("run", "variant", "seed")
 """What the bootstrap resamples: one seed of one grid point of one run."""

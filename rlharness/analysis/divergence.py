@@ -26,7 +26,8 @@ from matplotlib.figure import Figure
 from rlharness.analysis import plots
 from rlharness.analysis.knobs import knob_effects
 from rlharness.analysis.style import plain
-from rlharness.catalog import Catalog, ResultsError
+from rlharness.catalog import Catalog
+from rlharness.errors import ResultsError
 from rlharness.outcomes import DIVERGED
 
 COLOURMAP = "cividis"

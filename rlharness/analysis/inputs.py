@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rlharness.catalog import Catalog, ResultsError
+from rlharness.catalog import Catalog
+from rlharness.errors import ResultsError, SpecError
 from rlharness.storage import default_url
 
 if TYPE_CHECKING:
@@ -53,7 +54,6 @@ def study_storage(root: Path, experiment: str, storage_url: str | None = None) -
 
 def require_study(storage_url: str, study: str, experiment: str, root: Path) -> optuna.Study:
     """The stored study, or `ResultsError` with the command that runs the sweep."""
-    from rlharness.errors import SpecError
     from rlharness.storage import load_study
 
     try:

@@ -26,11 +26,13 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from rlharness.analysis.compare import Comparison, compare, select
 from rlharness.analysis.figures import interval_figure, profile_figure
 from rlharness.analysis.statistics import ESTIMATORS, Estimate
-from rlharness.analysis.sweep_figures import DEFINITION_ATTR, objective_name, sweep_figures
-from rlharness.catalog import Catalog, ResultsError, RunEntry
-from rlharness.errors import SpecError
+from rlharness.analysis.sweep_figures import objective_name, sweep_figures
+from rlharness.catalog import Catalog, RunEntry
+from rlharness.errors import ResultsError, SpecError
+from rlharness.masking import mask
 from rlharness.results import atomic_write_text
-from rlharness.storage import default_url, load_study, mask, params_of
+from rlharness.storage import default_url, load_study
+from rlharness.sweep.study import DEFINITION, params_of
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -325,7 +327,7 @@ def _sweep(url: str, study_name: str) -> Sweep | str:
         )
         for trial in study.get_trials(deepcopy=False)
     ]
-    definition = study.user_attrs.get(DEFINITION_ATTR) or {}
+    definition = study.user_attrs.get(DEFINITION) or {}
     captions = {
         "importances": "Parameter importances",
         "slice": "Objective against each parameter",

@@ -14,6 +14,7 @@ interval bound that falls among infinite bootstrap values is that infinity.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -171,6 +172,17 @@ def curve_intervals(
         bootstrap = rly.StratifiedBootstrap(scores, random_state=generator)
         low, high = _percentile_interval(bootstrap, per_step, reps, confidence)
     return per_step(scores), low, high
+
+
+def curve_area(steps: np.ndarray, values: np.ndarray) -> float:
+    """Trapezoid area under a logged curve divided by its span: the curve's mean over training."""
+    steps = np.asarray(steps, dtype=float)
+    values = np.asarray(values, dtype=float)
+    if len(steps) == 0:
+        return math.nan
+    if len(steps) == 1 or steps[-1] == steps[0]:
+        return float(values[-1])
+    return float(np.trapezoid(values, steps) / (steps[-1] - steps[0]))
 
 
 def probability_of_improvement(

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from rlharness.analysis.plots import OUTCOME_COLOURS, STYLE
 from rlharness.analysis.style import keep_plain
 from rlharness.storage import load_study
+from rlharness.sweep.study import DEFINITION
 
 if TYPE_CHECKING:
     import optuna
@@ -32,9 +33,6 @@ if TYPE_CHECKING:
 OBJECTIVE_COLOUR = OUTCOME_COLOURS["converged"]
 BEST_COLOUR = OUTCOME_COLOURS["hard-diverged"]
 CONTINUOUS_MAP = "cividis"
-DEFINITION_ATTR = "rlharness"
-"""The study attribute where the launcher records its sweep (`rlharness.sweep.DEFINITION_ATTR`;
-not imported, as that module starts Ray's client libraries)."""
 
 
 def sweep_figures(storage_url: str, study_name: str) -> dict[str, Figure]:
@@ -64,7 +62,7 @@ def sweep_figures(storage_url: str, study_name: str) -> dict[str, Figure]:
 
 def objective_name(study: optuna.Study) -> str:
     """The swept objective as recorded by the launcher (e.g. ``mean final_sqrt_pbe``)."""
-    definition = study.user_attrs.get(DEFINITION_ATTR) or {}
+    definition = study.user_attrs.get(DEFINITION) or {}
     parts = [definition.get("aggregate"), definition.get("objective")]
     return " ".join(str(part) for part in parts if part) or "objective value"
 

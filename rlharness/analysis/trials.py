@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from rlharness.sweep.study import OUTCOMES, RESULTS
+
 if TYPE_CHECKING:
     import optuna
 
@@ -17,7 +19,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for trial in study.get_trials(deepcopy=False):
         duration = trial.duration.total_seconds() if trial.duration is not None else None
-        outcomes = trial.user_attrs.get("outcomes") or {}
+        outcomes = trial.user_attrs.get(OUTCOMES) or {}
         rows.append(
             {
                 "trial": trial.number,
@@ -26,7 +28,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                 "duration_s": duration,
                 **trial.params,
                 "outcomes": ", ".join(f"{name}: {count}" for name, count in outcomes.items()),
-                "results": trial.user_attrs.get("results"),
+                "results": trial.user_attrs.get(RESULTS),
             }
         )
     return pd.DataFrame.from_records(rows)

@@ -27,7 +27,6 @@ from optuna.distributions import (
 from pydantic import ValidationError
 
 from rlharness.errors import SpecError, short, short_text
-from rlharness.objectives import check_objective
 from rlharness.runner import resolve
 from rlharness.spec import (
     ExperimentSpec,
@@ -36,6 +35,7 @@ from rlharness.spec import (
     check_grid_size,
     with_settings,
 )
+from rlharness.sweep.objectives import check_objective
 
 UNSWEEPABLE = ("name", "grid", "sweep")
 EXECUTION_FIELDS = ("n_trials", "retries", "cpus_per_trial", "gpus_per_trial")

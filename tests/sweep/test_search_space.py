@@ -9,8 +9,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from rlharness.errors import SpecError
-from rlharness.search_space import SweepPlan, plan_sweep
 from rlharness.spec import load_spec, parse_spec
+from rlharness.sweep.search_space import SweepPlan, plan_sweep
 from tests.conftest import REPO, TINY_SPEC
 
 

@@ -23,13 +23,11 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from rlharness.analysis.statistics import IQM_TRIM, curve_area
 from rlharness.errors import SpecError
 from rlharness.outcomes import DIVERGED
 from rlharness.runner import TrialResult
 from rlharness.spec import DQNAgentSpec, ExperimentSpec
-
-IQM_TRIM = 0.25
-"""Interquartile mean: the mean of the middle half (Agarwal et al. 2021)."""
 
 _OUTCOME_COLUMNS: dict[str, dict[str, str]] = {
     "final_max_abs_value": {"linear": "final_max_abs_value", "dqn": "final_probe_max_abs_q"},
@@ -93,6 +91,7 @@ def aggregate(values: list[float], how: str, direction: str) -> float:
 
 
 def _interquartile_mean(values: np.ndarray) -> float:
+    """The mean of the middle half (Agarwal et al. 2021)."""
     from scipy.stats import trim_mean
 
     return float(trim_mean(values, IQM_TRIM))
@@ -101,14 +100,3 @@ def _interquartile_mean(values: np.ndarray) -> float:
 def _return_auc(metrics: pd.DataFrame, seed: int) -> float:
     history = metrics.loc[metrics["seed"] == seed, ["step", "eval_return"]].dropna()
     return curve_area(history["step"].to_numpy(), history["eval_return"].to_numpy())
-
-
-def curve_area(steps: np.ndarray, values: np.ndarray) -> float:
-    """Trapezoid area under a logged curve divided by its span: the curve's mean over training."""
-    steps = np.asarray(steps, dtype=float)
-    values = np.asarray(values, dtype=float)
-    if len(steps) == 0:
-        return math.nan
-    if len(steps) == 1 or steps[-1] == steps[0]:
-        return float(values[-1])
-    return float(np.trapezoid(values, steps) / (steps[-1] - steps[0]))

@@ -1,4 +1,4 @@
-"""Sweeps: an Optuna study driven by ask/tell from the launcher, its trials run as Ray tasks.
+"""The sweep's driver: an Optuna study driven by ask/tell from the launcher, trials run on Ray.
 
 The study in its storage is the single source of truth; only the launcher
 talks to it (Ray workers only compute `run_trial`), so a SQLite file is never
@@ -17,85 +17,61 @@ Counting rules, which hold with several launchers on one study:
 Failures: Ray re-runs a task whose worker died (``sweep.retries``); after
 that the trial fails and its point is re-queued. On start, and then now and
 then, a launcher fails and re-queues the running trials of launchers that
-are gone: a dead process on this host, or no heartbeat for `STALE_AFTER_S`.
-A trial that raises fails with its error and stops the sweep (running it
-again would raise again); stopping the launcher fails and re-queues its
-trials. Running the same command again resumes the study to its budget.
+are gone (`rlharness.sweep.liveness`). A trial that raises fails with its
+error and stops the sweep (running it again would raise again); stopping
+the launcher fails and re-queues its trials (`rlharness.sweep.signals`).
+Running the same command again resumes the study to its budget.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
-import os
-import re
 import shutil
-import signal
-import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
 
 import optuna
-import pandas as pd
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
-from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner
-from optuna.samplers import BaseSampler, CmaEsSampler, RandomSampler, TPESampler
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 from ray.exceptions import RayError
 from sqlalchemy.exc import SQLAlchemyError
 
 from rlharness import storage as storages
-from rlharness.cluster import Cluster, TrialError, connect, result_of
-from rlharness.errors import SpecError
-from rlharness.launch import publish_run
-from rlharness.objectives import aggregate, per_seed_values
-from rlharness.outcomes import Outcome
-from rlharness.processes import process_alive, process_start
-from rlharness.results import ResultsWriteError, RunWriter, provenance
+from rlharness.errors import ResultsWriteError, SpecError
+from rlharness.masking import mask
+from rlharness.publish import publish_run
+from rlharness.results import RunWriter, provenance
 from rlharness.runner import TrialConfig, TrialResult, resolve
-from rlharness.search_space import SweepPlan
-from rlharness.storage import params_of
+from rlharness.sweep.cluster import Cluster, TrialError, connect, result_of
+from rlharness.sweep.flight import Flight
+from rlharness.sweep.liveness import HEARTBEAT_S, STALE_AFTER_S, Launcher, beat, claim, stale_reason
+from rlharness.sweep.objectives import aggregate, per_seed_values
+from rlharness.sweep.search_space import SweepPlan
+from rlharness.sweep.signals import stopping_on_signals
+from rlharness.sweep.study import (
+    ERROR,
+    FAIL_REASON,
+    FINISHED,
+    OUTCOMES,
+    PER_SEED,
+    RESULTS,
+    RETRY_OF,
+    STUDY_NAME,
+    SUPERSEDED,
+    open_study,
+    params_of,
+)
 
-HEARTBEAT_S = 10.0
-STALE_AFTER_S = 120.0
-"""A running trial whose launcher sent no heartbeat for this long is failed and re-queued."""
 POLL_S = 0.5
-STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-DEFINITION_ATTR = "rlharness"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 STORAGE_FAULTS = (SQLAlchemyError, StorageInternalError)
 """What a study operation raises when its database fails (Optuna wraps some of SQLAlchemy's)."""
 LOST = (UpdateFinishedTrialError, RuntimeError)
 """What Optuna raises when a trial this launcher ran was finished by someone else meanwhile."""
-
-
-@dataclass(frozen=True)
-class Launcher:
-    """Who runs a trial: recorded on it so that another launcher can tell whether it is gone."""
-
-    id: str
-    host: str
-    pid: int
-    start: int | None
-    """The process's start time in clock ticks (Linux), so a reused pid is not mistaken for it."""
-
-    @classmethod
-    def this(cls) -> Launcher:
-        """The current process."""
-        pid = os.getpid()
-        return cls(uuid.uuid4().hex[:12], socket.gethostname(), pid, process_start(pid))
-
-    def record(self) -> dict[str, Any]:
-        """As a trial attribute."""
-        return {"id": self.id, "host": self.host, "pid": self.pid, "start": self.start}
 
 
 @dataclass
@@ -156,7 +132,7 @@ def run_sweep(
             driver = _Driver(
                 plan, study, cluster, out, name, provenance(command), on_progress, stop
             )
-            with _stopping_on_signals(stop):
+            with stopping_on_signals(stop):
                 interrupted = driver.run()
             trials = study.get_trials(deepcopy=False)
         except STORAGE_FAULTS as error:
@@ -165,7 +141,7 @@ def run_sweep(
             raise storages.lost(url, error) from None
         return SweepReport(
             study=name,
-            storage=storages.mask(url, url),
+            storage=mask(url, url),
             results_dir=results_dir,
             budget=plan.budget,
             trials=trials,
@@ -177,74 +153,8 @@ def run_sweep(
         cluster.close()
 
 
-def open_study(plan: SweepPlan, storage: BaseStorage, name: str, url: str) -> optuna.Study:
-    """Create the study or load it, refusing one created from a different sweep."""
-    study = optuna.create_study(
-        storage=storage,
-        study_name=name,
-        direction=plan.sweep.direction,
-        pruner=_pruner(plan),
-        load_if_exists=True,
-    )
-    definition = plan.definition()
-    stored = study.user_attrs.get(DEFINITION_ATTR)
-    if stored is None and study.direction.name.lower() != plan.sweep.direction:
-        stored = {"direction": study.direction.name.lower()}
-    if stored is None:
-        study.set_user_attr(DEFINITION_ATTR, definition)
-    elif stored != definition:
-        differing = [key for key in definition if key in stored and stored[key] != definition[key]]
-        raise SpecError(
-            "--study",
-            [
-                f"study {name!r} in {storages.mask(url, url)} was created from a different sweep "
-                f"({', '.join(differing) or 'its definition'} differ); resume it with the same "
-                "experiment file, or pass --study with a new name"
-            ],
-        )
-    study.sampler = _sampler(plan, len(study.get_trials(deepcopy=False)))
-    return study
-
-
 def _key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True)
-
-
-class DivergencePruner(BasePruner):
-    """Prune a trial once one of its seeds hard-diverged; otherwise ask ``base``."""
-
-    def __init__(self, base: BasePruner) -> None:
-        self.base = base
-
-    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        """Whether to stop ``trial`` now."""
-        if trial.user_attrs.get("outcomes", {}).get(Outcome.HARD_DIVERGED, 0) > 0:
-            return True
-        return self.base.prune(study, trial)
-
-
-def _pruner(plan: SweepPlan) -> BasePruner:
-    sweep = plan.sweep
-    steps = math.ceil(plan.spec.run.seeds / sweep.seeds_per_step)
-    factories: dict[str, Callable[[], BasePruner]] = {
-        "none": NopPruner,
-        "median": MedianPruner,
-        "hyperband": lambda: HyperbandPruner(min_resource=1, max_resource=max(steps, 1)),
-    }
-    base = factories[sweep.pruner]()
-    return DivergencePruner(base) if sweep.prune_hard_diverged else base
-
-
-def _sampler(plan: SweepPlan, existing: int) -> BaseSampler:
-    """The sampler, seeded past the trials a study already has so that a resumed sweep explores."""
-    seed = plan.sweep.seed + existing
-    factories: dict[str, Callable[[], BaseSampler]] = {
-        "grid": lambda: RandomSampler(seed=seed),
-        "random": lambda: RandomSampler(seed=seed),
-        "tpe": lambda: TPESampler(seed=seed),
-        "cmaes": lambda: CmaEsSampler(seed=seed, warn_independent_sampling=False),
-    }
-    return factories[plan.sweep.sampler]()
 
 
 def _check_results_dir(results_dir: Path, storage: BaseStorage, name: str, url: str) -> None:
@@ -264,20 +174,10 @@ def _check_results_dir(results_dir: Path, storage: BaseStorage, name: str, url: 
             "--study",
             [
                 f"{results_dir} holds {foreign[0]}, which study {name!r} in "
-                f"{storages.mask(url, url)} does not have: it is from another study of that name; "
+                f"{mask(url, url)} does not have: it is from another study of that name; "
                 "move it away or pass --study with a new name"
             ],
         )
-
-
-@dataclass
-class _Flight:
-    """A trial in flight: its remaining seed chunks and the results so far."""
-
-    trial: optuna.Trial
-    config: TrialConfig
-    chunks: list[tuple[int, ...]]
-    results: list[TrialResult] = field(default_factory=list)
 
 
 class _Driver:
@@ -303,7 +203,7 @@ class _Driver:
         self.on_progress = on_progress
         self.stop = stop
         self.launcher = Launcher.this()
-        self.flights: dict[Any, _Flight] = {}
+        self.flights: dict[Any, Flight] = {}
         self.trials: list[FrozenTrial] = []
         self.finished = 0
         self.error: str | None = None
@@ -335,7 +235,7 @@ class _Driver:
             self.last_beat = now
             for ref, flight in list(self.flights.items()):
                 try:
-                    flight.trial.set_user_attr("heartbeat", time.time())
+                    beat(flight.trial)
                 except LOST:
                     self._drop(ref, flight, "was failed by another launcher")
         if now - self.last_recovery >= STALE_AFTER_S / 4:
@@ -377,24 +277,23 @@ class _Driver:
 
     def _start(self) -> None:
         trial = self.study.ask(self.plan.distributions)
-        trial.set_user_attr("launcher", {**self.launcher.record(), "since": time.time()})
+        claim(trial, self.launcher)
         params = {path: trial.params[path] for path in self.plan.distributions}
         self._refresh()
         reason = self._superseded(trial.number, params)
         if reason is not None:
-            self._fail(trial, params, "superseded", reason, requeue=False)
+            self._fail(trial, params, SUPERSEDED, reason, requeue=False)
             return
         try:
             point = self.plan.point(params)
             resolve(point)
         except SpecError as error:
-            self._fail(trial, params, "error", "; ".join(error.messages), requeue=False)
+            self._fail(trial, params, ERROR, "; ".join(error.messages), requeue=False)
             self.error = f"trial {trial.number} ({_label(params)}): {'; '.join(error.messages)}"
             return
         seeds = tuple(point.run.seed_list)
         step = self.plan.sweep.seeds_per_step if self.plan.sweep.prunes else len(seeds)
-        chunks = [seeds[i : i + step] for i in range(0, len(seeds), step)]
-        flight = _Flight(trial, TrialConfig(point, seeds, trial.number, params), chunks)
+        flight = Flight.start(trial, TrialConfig(point, seeds, trial.number, params), step)
         self._launch_chunk(flight)
 
     def _superseded(self, number: int, params: dict[str, Any]) -> str | None:
@@ -408,28 +307,26 @@ class _Driver:
         twin = next((t for t in earlier if _key(params_of(t)) == key), None)
         return None if twin is None else f"trial {twin.number} has the same point"
 
-    def _launch_chunk(self, flight: _Flight) -> None:
-        seeds = flight.chunks[len(flight.results)]
-        config = TrialConfig(flight.config.spec, seeds, flight.trial.number, flight.config.settings)
-        self.flights[self.cluster.submit(config)] = flight
+    def _launch_chunk(self, flight: Flight) -> None:
+        self.flights[self.cluster.submit(flight.next_chunk())] = flight
 
     # --- a chunk lands -------------------------------------------------------------------------
 
-    def _land(self, ref: Any) -> tuple[_Flight, TrialState] | None:
+    def _land(self, ref: Any) -> tuple[Flight, TrialState] | None:
         """Take a chunk's result; the flight and its final state if the trial is done."""
         flight = self.flights.pop(ref)
         trial, params = flight.trial, flight.config.settings
         try:
             run = result_of(ref)
         except TrialError as crash:
-            self._fail(trial, params, "error", str(crash), requeue=False)
+            self._fail(trial, params, ERROR, str(crash), requeue=False)
             self.error = f"trial {trial.number} ({_label(params)}) raised {crash}"
             return None
         except RayError as lost:
             reason = (
                 f"its worker was lost ({type(lost).__name__}) after {self.cluster.retries} retries"
             )
-            self._fail(trial, params, "fail_reason", reason, requeue=True)
+            self._fail(trial, params, FAIL_REASON, reason, requeue=True)
             where = self.cluster.where_lost(ref)
             self.notes.append(f"trial {trial.number} ({_label(params)}) re-queued: {reason}{where}")
             return None
@@ -437,12 +334,12 @@ class _Driver:
         if rerun is not None:
             self.notes.append(f"trial {trial.number} ({_label(params)}): {rerun}")
         flight.results.append(run.result)
-        done = len(flight.results) == len(flight.chunks)
+        done = flight.done
         if self.plan.sweep.prunes:
-            result = _merge(flight)
+            result = flight.merged()
             try:
                 trial.report(self._value(result), step=len(result.config.seeds))
-                trial.set_user_attr("outcomes", _outcome_counts(result))
+                trial.set_user_attr(OUTCOMES, _outcome_counts(result))
                 if not done and trial.should_prune():
                     return flight, TrialState.PRUNED
             except LOST:
@@ -453,10 +350,10 @@ class _Driver:
         self._launch_chunk(flight)
         return None
 
-    def _finish(self, flight: _Flight, state: TrialState) -> None:
+    def _finish(self, flight: Flight, state: TrialState) -> None:
         """Publish the trial's results, then tell the study (never without its results)."""
         trial = flight.trial
-        result = _merge(flight)
+        result = flight.merged()
         values = per_seed_values(self.plan.sweep.objective, result)
         value = self._value(result)
         try:
@@ -466,9 +363,9 @@ class _Driver:
         except ResultsWriteError as error:
             self._unwritten(flight, error)
         attributes = {
-            "per_seed": dict(zip(map(str, result.config.seeds), values, strict=True)),
-            "outcomes": _outcome_counts(result),
-            "results": str(writer.final_dir),
+            PER_SEED: dict(zip(map(str, result.config.seeds), values, strict=True)),
+            OUTCOMES: _outcome_counts(result),
+            RESULTS: str(writer.final_dir),
         }
         try:
             for key, attribute in attributes.items():
@@ -509,11 +406,11 @@ class _Driver:
         self.finished += 1
         self._report_progress()
 
-    def _unwritten(self, flight: _Flight, error: ResultsWriteError) -> NoReturn:
+    def _unwritten(self, flight: Flight, error: ResultsWriteError) -> NoReturn:
         """Results that cannot be written (a full disk): fail and re-queue the trial, stop the
         trials in flight, and stop the sweep with ``error``."""
         reason = f"its results could not be written: {error}"
-        self._fail(flight.trial, flight.config.settings, "fail_reason", reason, requeue=True)
+        self._fail(flight.trial, flight.config.settings, FAIL_REASON, reason, requeue=True)
         self._abandon_flights("stopped: another trial's results could not be written")
         raise error
 
@@ -539,12 +436,12 @@ class _Driver:
         except LOST:
             return
         if requeue and not self.plan.is_grid:
-            self.study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
+            self.study.enqueue_trial(params, user_attrs={RETRY_OF: trial.number})
 
     def _abandon_flights(self, reason: str) -> None:
         for ref, flight in list(self.flights.items()):
             self.cluster.cancel(ref)
-            self._fail(flight.trial, flight.config.settings, "fail_reason", reason, requeue=True)
+            self._fail(flight.trial, flight.config.settings, FAIL_REASON, reason, requeue=True)
         self.flights.clear()
 
     def halt(self) -> None:
@@ -557,7 +454,7 @@ class _Driver:
             self.cluster.cancel(ref)
         self.flights.clear()
 
-    def _drop(self, ref: Any, flight: _Flight, why: str) -> None:
+    def _drop(self, ref: Any, flight: Flight, why: str) -> None:
         self.cluster.cancel(ref)
         del self.flights[ref]
         self.notes.append(f"trial {flight.trial.number} {why}")
@@ -570,7 +467,7 @@ class _Driver:
             if reason is None:
                 continue
             try:
-                optuna.Trial(self.study, frozen._trial_id).set_user_attr("fail_reason", reason)
+                optuna.Trial(self.study, frozen._trial_id).set_user_attr(FAIL_REASON, reason)
                 self.study.tell(frozen.number, state=TrialState.FAIL)
             except LOST:
                 continue
@@ -579,64 +476,12 @@ class _Driver:
                     self.out / self.plan.spec.name / self.group / name, ignore_errors=True
                 )
             if not self.plan.is_grid:
-                self.study.enqueue_trial(params_of(frozen), user_attrs={"retry_of": frozen.number})
+                self.study.enqueue_trial(params_of(frozen), user_attrs={RETRY_OF: frozen.number})
             self.notes.append(f"trial {frozen.number} re-queued: {reason}")
 
     def _report_progress(self) -> None:
         if self.on_progress is not None:
             self.on_progress(min(self.finished, self.plan.budget), self.plan.budget)
-
-
-@contextlib.contextmanager
-def _stopping_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Ctrl-C or SIGTERM sets ``stop`` (a second Ctrl-C interrupts at once); main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGINT and stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
-def stale_reason(trial: FrozenTrial, launcher: Launcher, now: float) -> str | None:
-    """Why a running trial's launcher is gone (seen from ``launcher``), or None if it may be alive.
-
-    Gone: a process on this host that no longer runs, or no heartbeat for `STALE_AFTER_S`.
-    """
-    owner = trial.user_attrs.get("launcher") or {}
-    if owner.get("id") == launcher.id:
-        return None
-    pid = owner.get("pid")
-    on_this_host = owner.get("host") == launcher.host
-    if on_this_host and isinstance(pid, int) and not process_alive(pid, owner.get("start")):
-        return f"its launcher (pid {pid} on {owner['host']}) is gone"
-    started = trial.datetime_start.timestamp() if trial.datetime_start else now
-    beat = float(trial.user_attrs.get("heartbeat", owner.get("since", started)))
-    if now - beat > STALE_AFTER_S:
-        return f"its launcher sent no heartbeat for {now - beat:.0f} s"
-    return None
-
-
-def _merge(flight: _Flight) -> TrialResult:
-    """The results of a trial's chunks so far as one result over the seeds they ran."""
-    results = flight.results
-    seeds = tuple(seed for result in results for seed in result.config.seeds)
-    config = TrialConfig(flight.config.spec, seeds, flight.trial.number, flight.config.settings)
-    return TrialResult(
-        config,
-        pd.concat([r.metrics for r in results], ignore_index=True),
-        pd.concat([r.outcomes for r in results], ignore_index=True),
-        results[0].soft_divergence_threshold,
-    )
 
 
 def _outcome_counts(result: TrialResult) -> dict[str, int]:

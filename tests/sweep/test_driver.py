@@ -19,10 +19,10 @@ from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import trim_mean
 
 from rlharness.errors import SpecError
-from rlharness.search_space import plan_sweep
 from rlharness.spec import parse_spec
 from rlharness.storage import default_url, load_study
 from rlharness.sweep import SweepReport, run_sweep
+from rlharness.sweep.search_space import plan_sweep
 from tests.clusters import worker_pids
 from tests.conftest import TINY_SPEC
 

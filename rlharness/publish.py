@@ -1,4 +1,10 @@
-"""Run an experiment in-process: plan the trials, run them with progress, store the results."""
+"""Publish a run: its results, summary, knob effects and figures, written atomically as one run.
+
+`publish_run` writes the trials' results of an experiment through a
+`RunWriter` and renames the run into place only when every file is written;
+both an in-process run (`rlharness.local_run`) and each finished sweep trial
+(by the sweep's driver) are published through it.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from rlharness.analysis.knobs import knob_effects
+from rlharness.errors import ResultsWriteError
 from rlharness.outcomes import STABLE
-from rlharness.results import ResultsWriteError, RunWriter, provenance
-from rlharness.runner import TrialConfig, TrialResult, check_experiment, plan_trials, run_trial
+from rlharness.results import RunWriter
+from rlharness.runner import TrialResult
 from rlharness.spec import ExperimentSpec
 
 if TYPE_CHECKING:
@@ -21,33 +28,6 @@ if TYPE_CHECKING:
 
 LINEAR_SUMMARY = ("max_abs_value", "sqrt_ve", "sqrt_pbe", "weight_norm")
 DEEP_SUMMARY = ("eval_return", "probe_max_abs_q", "loss", "param_norm")
-
-
-def run_experiment(
-    spec: ExperimentSpec,
-    root: Path,
-    seeds: int | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
-    command: list[str] | None = None,
-) -> tuple[Path, dict[str, Any]]:
-    """Run every grid point and seed of ``spec`` and write ``root/<name>/<run-id>/``.
-
-    ``on_progress(done, total)`` is called as seeds finish. Returns the run
-    directory and the summary. Nothing is published unless every file is written.
-    """
-    check_experiment(spec)
-    trials = plan_trials(spec, seeds)
-    total = sum(len(trial.seeds) for trial in trials)
-    done = 0
-
-    def advance(count: int) -> None:
-        nonlocal done
-        done += count
-        if on_progress is not None:
-            on_progress(done, total)
-
-    results = [run_trial(trial, advance) for trial in trials]
-    return publish_run(RunWriter(root, spec), spec, results, provenance(command))
 
 
 def publish_run(
@@ -202,6 +182,3 @@ def _finite(value: Any) -> Any:
     if hasattr(value, "item"):
         return _finite(value.item())
     return value
-
-
-__all__ = ["TrialConfig", "publish_run", "run_experiment", "summarise"]

@@ -11,9 +11,9 @@ import pytest
 from scipy.stats import trim_mean
 
 from rlharness.errors import SpecError
-from rlharness.objectives import aggregate, check_objective, kinds, per_seed_values
 from rlharness.runner import TrialConfig, TrialResult
 from rlharness.spec import parse_spec
+from rlharness.sweep.objectives import aggregate, check_objective, kinds, per_seed_values
 from tests.conftest import TINY_SPEC
 
 DQN_SPEC = {

@@ -1,8 +1,8 @@
 """Commands that read results: ``catalog``, ``compare``, ``report`` and ``verify``.
 
-Registered on the main app by `rlharness.cli`. Bad input (a missing or empty
-results directory, an unknown run, metric or column) prints one message
-listing what is available and exits with status 2, never a traceback.
+Bad input (a missing or empty results directory, an unknown run, metric or
+column) prints one message listing what is available and exits with status 2,
+never a traceback.
 
 Every run is verified against its manifest as it is loaded: one whose files
 do not match (a truncated Parquet file, an edited summary, a missing file) is
@@ -14,47 +14,25 @@ any does not verify, 0 if all do.
 from __future__ import annotations
 
 import warnings
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+
+from rlharness.cli.console import UNVERIFIED, console, fail, plain
+from rlharness.cli.options import (
+    FormatOption,
+    IncludeUnverifiedOption,
+    RepsOption,
+    ResultsOption,
+)
+from rlharness.cli.tables import Format, print_comparison, print_frame
 
 if TYPE_CHECKING:
-    import pandas as pd
+    from rlharness.catalog import Catalog
 
-    from rlharness.analysis.compare import Comparison
-    from rlharness.catalog import Catalog, ResultsError
-
-UNVERIFIED = 1
-"""``verify``: some run does not match its manifest."""
-BAD_INPUT = 2
-console = Console()
-errors = Console(stderr=True)
-
-ResultsOption = Annotated[
-    Path, typer.Option("--results", help="Results root holding <experiment>/<run-id>/ runs.")
-]
-IncludeUnverifiedOption = Annotated[
-    bool,
-    typer.Option(
-        "--include-unverified",
-        help="Also use runs whose files do not match their manifests (with a warning); "
-        "runs whose files cannot be read are left out even so.",
-    ),
-]
-
-
-class Format(StrEnum):
-    """How a table is printed."""
-
-    table = "table"
-    markdown = "markdown"
-    csv = "csv"
-    json = "json"
+RUN_SUMMARY_COLUMNS = ["run", "kind", "env", "agent", "backend", "seeds", "steps", "commit"]
+"""The columns of the runs table that ``catalog`` shows without ``--sql``."""
 
 
 def catalog(
@@ -68,7 +46,7 @@ def catalog(
             'Quote dotted knob columns: "triad.n_step".',
         ),
     ] = None,
-    output: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+    output: FormatOption = Format.table,
     include_unverified: IncludeUnverifiedOption = False,
 ) -> None:
     """List every run and sweep trial under the results root, or query them with SQL."""
@@ -76,13 +54,10 @@ def catalog(
 
     try:
         found = _open_catalog(results, include_unverified)
-        frame = found.sql(sql) if sql else found.runs[_RUN_SUMMARY_COLUMNS]
+        frame = found.sql(sql) if sql else found.runs[RUN_SUMMARY_COLUMNS]
     except ResultsError as error:
-        _fail(error)
-    _print_frame(frame, output, "runs" if sql is None else "query")
-
-
-_RUN_SUMMARY_COLUMNS = ["run", "kind", "env", "agent", "backend", "seeds", "steps", "commit"]
+        fail(error)
+    print_frame(frame, output, "runs" if sql is None else "query")
 
 
 def compare(
@@ -123,11 +98,9 @@ def compare(
             "not only each against the first.",
         ),
     ] = False,
-    reps: Annotated[
-        int, typer.Option("--reps", min=100, help="Bootstrap resamples for the intervals.")
-    ] = 2000,
+    reps: RepsOption = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
-    output: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+    output: FormatOption = Format.table,
     plots: Annotated[
         Path | None,
         typer.Option(
@@ -155,13 +128,13 @@ def compare(
             seed=seed,
         )
     except ResultsError as error:
-        _fail(error)
+        fail(error)
     if output is Format.json:
         console.print_json(comparison.to_json())
     elif output is Format.csv:
-        _print_frame(comparison.tidy(), output, "comparison")
+        print_frame(comparison.tidy(), output, "comparison")
     else:
-        _print_comparison(comparison, output)
+        print_comparison(comparison, output)
     if plots is not None:
         from rlharness.analysis.figures import interval_figure, profile_figure
         from rlharness.analysis.style import save_figures
@@ -172,7 +145,7 @@ def compare(
         }
         for files in save_figures(figures, plots).values():
             for path in files:
-                errors.print(f"figure: {path}", markup=False, highlight=False, soft_wrap=True)
+                plain(f"figure: {path}", stderr=True)
 
 
 def report(
@@ -193,9 +166,7 @@ def report(
             "--out", help="HTML file (default: RESULTS/<experiment>/reports/<run-id>.html)."
         ),
     ] = None,
-    reps: Annotated[
-        int, typer.Option("--reps", min=100, help="Bootstrap resamples for the intervals.")
-    ] = 2000,
+    reps: RepsOption = 2000,
     storage: Annotated[
         str | None,
         typer.Option(
@@ -216,13 +187,13 @@ def report(
         page = build_report(found, target, metric=metric, reps=reps, storage=storage)
         path = out or default_report_path(found, target)
     except ResultsError as error:
-        _fail(error)
+        fail(error)
     try:
         write_report(page, path)
     except OSError as error:
         reason = f"{error.strerror or error} ({free_space(path)})"
-        _fail(ResultsError(f"cannot write the report to {path}: {reason}"))
-    console.print(f"report: {path}", markup=False, highlight=False, soft_wrap=True)
+        fail(ResultsError(f"cannot write the report to {path}: {reason}"))
+    plain(f"report: {path}")
 
 
 def verify(
@@ -245,28 +216,28 @@ def verify(
     from rlharness.results import format_bytes
 
     if not results.is_dir():
-        _fail(ResultsError(f"results directory {results} does not exist"))
+        fail(ResultsError(f"results directory {results} does not exist"))
     checks = check_runs(results)
     failed = [check for check in checks if not check.verified]
     for check in failed:
         state = "unverified" if check.readable else "unreadable"
-        _plain(f"{state}: {check.key}: {check.describe()}")
-    _plain(f"{len(checks)} run(s) checked: {len(checks) - len(failed)} verified, {len(failed)} not")
+        plain(f"{state}: {check.key}: {check.describe()}")
+    plain(f"{len(checks)} run(s) checked: {len(checks) - len(failed)} verified, {len(failed)} not")
     partials = find_partials(results)
     for partial in partials:
         reason = partial.keep_reason()
         size = format_bytes(partial.bytes)
         if reason is not None:
-            _plain(f"partial: kept {partial.path} ({size}): {reason}")
+            plain(f"partial: kept {partial.path} ({size}): {reason}")
         elif remove_partial:
             partial.remove()
-            _plain(f"partial: removed {partial.path} ({size})")
+            plain(f"partial: removed {partial.path} ({size})")
         else:
-            _plain(f"partial: {partial.path} ({size}): an unfinished run; its writer has ended")
+            plain(f"partial: {partial.path} ({size}): an unfinished run; its writer has ended")
     stale = [partial for partial in partials if partial.keep_reason() is None]
     if stale and not remove_partial:
         total = format_bytes(sum(partial.bytes for partial in stale))
-        _plain(
+        plain(
             f"{len(stale)} staging dir(s) of unfinished runs hold {total}; "
             f"`rlharness verify {results} --remove-partial` removes them"
         )
@@ -285,96 +256,8 @@ def _open_catalog(results: Path, include_unverified: bool) -> Catalog:
         finally:
             for warning in caught:
                 if issubclass(warning.category, UnverifiedRunWarning):
-                    errors.print(
-                        f"warning: {warning.message}", markup=False, highlight=False, soft_wrap=True
-                    )
+                    plain(f"warning: {warning.message}", stderr=True)
                 else:
                     warnings.warn_explicit(
                         warning.message, warning.category, warning.filename, warning.lineno
                     )
-
-
-def _plain(text: str) -> None:
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
-
-
-def _print_comparison(comparison: Comparison, output: Format) -> None:
-    table = comparison.table()
-    direction = "higher" if comparison.higher_is_better else "lower"
-    percent = f"{comparison.confidence:.0%}"
-    shown = {
-        "group": table["group"],
-        "envs": table["envs"],
-        "seeds": table["seeds"].astype(str),
-    }
-    for estimator in ("mean", "median", "iqm"):
-        shown[f"{estimator.upper() if estimator == 'iqm' else estimator} [{percent} CI]"] = [
-            _interval(row[estimator], row[f"{estimator}_low"], row[f"{estimator}_high"])
-            for _, row in table.iterrows()
-        ]
-    shown[f"diverged [{percent} CI]"] = [
-        f"{row['diverged']}/{row['seeds']} "
-        + _interval(row["diverged_rate"], row["diverged_low"], row["diverged_high"], "{:.2f}")
-        for _, row in table.iterrows()
-    ]
-    import pandas as pd
-
-    title = f"{comparison.metric} ({direction} is better), {comparison.reps} bootstrap resamples"
-    _print_frame(pd.DataFrame(shown), output, title)
-    pairs = comparison.improvement_table()
-    if len(pairs):
-        better = "higher" if comparison.higher_is_better else "lower"
-        shown_pairs = pd.DataFrame(
-            {
-                "X": pairs["x"],
-                "Y": pairs["y"],
-                f"P(X {better} than Y) [{percent} CI]": [
-                    _interval(p, low, high, "{:.2f}")
-                    for p, low, high in zip(
-                        pairs["probability"], pairs["low"], pairs["high"], strict=True
-                    )
-                ],
-            }
-        )
-        _print_frame(shown_pairs, output, "probability of improvement")
-
-
-def _interval(value: float, low: float, high: float, fmt: str = "{:.4g}") -> str:
-    return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]"
-
-
-def _print_frame(frame: pd.DataFrame, output: Format, title: str) -> None:
-    if output is Format.csv:
-        console.out(frame.to_csv(index=False), end="")
-    elif output is Format.json:
-        console.out(frame.to_json(orient="records", indent=2))
-    elif output is Format.markdown:
-        console.out(f"**{title}**\n\n{_markdown(frame)}\n")
-    else:
-        table = Table(title=title)
-        for column in frame.columns:
-            table.add_column(str(column), overflow="fold")
-        for row in frame.itertuples(index=False):
-            table.add_row(*(_cell(value) for value in row))
-        console.print(table)
-
-
-def _markdown(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    rows = [
-        "| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |"
-        for row in frame.itertuples(index=False)
-    ]
-    return "\n".join([header, rule, *rows])
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
-
-
-def _fail(error: ResultsError) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(BAD_INPUT)

@@ -21,10 +21,14 @@ import typer
 
 from rlharness.cli.console import UNVERIFIED, console, fail, plain
 from rlharness.cli.options import (
+    DEFAULT_RESULTS,
     FormatOption,
     IncludeUnverifiedOption,
+    MetricOption,
     RepsOption,
     ResultsOption,
+    StorageOption,
+    either,
 )
 from rlharness.cli.tables import Format, print_comparison, print_frame
 
@@ -36,7 +40,7 @@ RUN_SUMMARY_COLUMNS = ["run", "kind", "env", "agent", "backend", "seeds", "steps
 
 
 def catalog(
-    results: ResultsOption = Path("results"),
+    results: ResultsOption = DEFAULT_RESULTS,
     sql: Annotated[
         str | None,
         typer.Option(
@@ -69,15 +73,8 @@ def compare(
             "None: every run, narrowed by --where."
         ),
     ] = None,
-    metric: Annotated[
-        str | None,
-        typer.Option(
-            "--metric",
-            help="Per-seed metric, e.g. final_sqrt_ve, final_max_abs_value, final_eval_return, "
-            "return_auc (default: the first the runs have of these).",
-        ),
-    ] = None,
-    results: ResultsOption = Path("results"),
+    metric: MetricOption = None,
+    results: ResultsOption = DEFAULT_RESULTS,
     where: Annotated[
         str | None,
         typer.Option(
@@ -99,7 +96,9 @@ def compare(
         ),
     ] = False,
     reps: RepsOption = 2000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    bootstrap_seed: Annotated[
+        int, typer.Option("--bootstrap-seed", help="Seed of the bootstrap resampling.")
+    ] = 0,
     output: FormatOption = Format.table,
     plots: Annotated[
         Path | None,
@@ -110,12 +109,16 @@ def compare(
         ),
     ] = None,
     include_unverified: IncludeUnverifiedOption = False,
+    seed: Annotated[
+        int | None, typer.Option("--seed", hidden=True, help="Old name of --bootstrap-seed.")
+    ] = None,
 ) -> None:
     """Mean, median and IQM with 95% stratified bootstrap intervals, divergence rates with
     Wilson intervals, and the probability of improvement between groups of runs."""
     from rlharness.analysis.compare import compare as run_compare
     from rlharness.catalog import ResultsError
 
+    bootstrap_seed, _ = either("--bootstrap-seed", bootstrap_seed, "--seed", seed, 0)
     try:
         comparison = run_compare(
             _open_catalog(results, include_unverified),
@@ -125,7 +128,7 @@ def compare(
             by,
             all_pairs,
             reps=reps,
-            seed=seed,
+            seed=bootstrap_seed,
         )
     except ResultsError as error:
         fail(error)
@@ -156,36 +159,31 @@ def report(
             "or a study EXPERIMENT/sweep-STUDY."
         ),
     ],
-    results: ResultsOption = Path("results"),
-    metric: Annotated[
-        str | None, typer.Option("--metric", help="Metric compared (default as in compare).")
-    ] = None,
-    out: Annotated[
+    results: ResultsOption = DEFAULT_RESULTS,
+    metric: MetricOption = None,
+    html: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="HTML file (default: RESULTS/<experiment>/reports/<run-id>.html)."
+            "--html", help="HTML file (default: RESULTS/<experiment>/reports/<run-id>.html)."
         ),
     ] = None,
     reps: RepsOption = 2000,
-    storage: Annotated[
-        str | None,
-        typer.Option(
-            "--storage",
-            envvar="RLHARNESS_STORAGE",
-            help="Optuna storage of a study (default: sqlite:///RESULTS/<experiment>/optuna.db).",
-        ),
-    ] = None,
+    storage: StorageOption = None,
     include_unverified: IncludeUnverifiedOption = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", hidden=True, help="Old name of --html.")
+    ] = None,
 ) -> None:
     """Write a self-contained HTML report: provenance, spec, comparison tables and figures."""
     from rlharness.analysis.report import build_report, default_report_path, write_report
     from rlharness.catalog import ResultsError
     from rlharness.results import free_space
 
+    html, _ = either("--html", html, "--out", out, None)
     try:
         found = _open_catalog(results, include_unverified)
         page = build_report(found, target, metric=metric, reps=reps, storage=storage)
-        path = out or default_report_path(found, target)
+        path = html or default_report_path(found, target)
     except ResultsError as error:
         fail(error)
     try:
@@ -197,9 +195,11 @@ def report(
 
 
 def verify(
-    results: Annotated[
-        Path, typer.Argument(help="Results root holding <experiment>/<run-id>/ runs.")
-    ] = Path("results"),
+    results_argument: Annotated[
+        Path | None,
+        typer.Argument(metavar="RESULTS", hidden=True, help="Old form of --results."),
+    ] = None,
+    results: ResultsOption = DEFAULT_RESULTS,
     remove_partial: Annotated[
         bool,
         typer.Option(
@@ -215,6 +215,9 @@ def verify(
     from rlharness.integrity import check_runs, find_partials
     from rlharness.results import format_bytes
 
+    results, _ = either(
+        "--results", results, "the RESULTS argument", results_argument, DEFAULT_RESULTS
+    )
     if not results.is_dir():
         fail(ResultsError(f"results directory {results} does not exist"))
     checks = check_runs(results)
@@ -239,7 +242,7 @@ def verify(
         total = format_bytes(sum(partial.bytes for partial in stale))
         plain(
             f"{len(stale)} staging dir(s) of unfinished runs hold {total}; "
-            f"`rlharness verify {results} --remove-partial` removes them"
+            f"`rlharness verify --results {results} --remove-partial` removes them"
         )
     if failed:
         raise typer.Exit(UNVERIFIED)

@@ -73,7 +73,7 @@ def write_failed(error: ResultsWriteError, results: Path, next_step: str) -> NoR
     fault(
         error,
         *kept,
-        f"  {next_step}; `rlharness verify {results} --remove-partial` removes what "
+        f"  {next_step}; `rlharness verify --results {results} --remove-partial` removes what "
         "unfinished runs left behind",
     )
 

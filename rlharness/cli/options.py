@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -15,13 +15,43 @@ from rlharness.errors import SpecError
 if TYPE_CHECKING:
     from rlharness.spec import ExperimentSpec
 
+T = TypeVar("T")
+
 SpecArgument = Annotated[
     Path, typer.Argument(help="Experiment YAML file, e.g. experiments/triad_cube_baird.yaml.")
 ]
+DEFAULT_RESULTS = Path("results")
 ResultsOption = Annotated[
-    Path, typer.Option("--results", help="Results root holding <experiment>/<run-id>/ runs.")
+    Path,
+    typer.Option(
+        "--results",
+        help="Results root: RESULTS/<experiment>/ holds its runs, sweep trials and default "
+        "study storage.",
+    ),
+]
+OutAlias = Annotated[Path | None, typer.Option("--out", hidden=True, help="Old name of --results.")]
+StorageOption = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        envvar="RLHARNESS_STORAGE",
+        help="Optuna storage URL (default: sqlite:///RESULTS/<experiment>/optuna.db); "
+        "postgresql://user:password@host/db on a cluster. Pass a URL with a password "
+        "through RLHARNESS_STORAGE, not the command line.",
+    ),
+]
+StudyOption = Annotated[
+    str | None, typer.Option("--study", help="Study name (default: the experiment's name).")
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar or table.")]
+MetricOption = Annotated[
+    str | None,
+    typer.Option(
+        "--metric",
+        help="Per-seed metric, e.g. final_sqrt_ve, final_max_abs_value, final_eval_return, "
+        "return_auc (default: the first the runs have of these).",
+    ),
+]
 RepsOption = Annotated[
     int, typer.Option("--reps", min=100, help="Bootstrap resamples for the intervals.")
 ]
@@ -34,6 +64,19 @@ IncludeUnverifiedOption = Annotated[
         "runs whose files cannot be read are left out even so.",
     ),
 ]
+
+
+def either(name: str, value: T, old_name: str, old_value: T | None, default: T) -> tuple[T, str]:
+    """The value given under an option's documented name or its old one, and the name used.
+
+    Both given is bad input (the documented one counts as given when it differs from
+    ``default``); the name comes back so that messages speak of what the user typed.
+    """
+    if old_value is None:
+        return value, name
+    if value != default:
+        fail(SpecError(name, [f"given twice: as {name} and as {old_name}, its old form"]))
+    return old_value, old_name
 
 
 def load_experiment(spec_path: Path) -> ExperimentSpec:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Column, Table
 
 from rlharness.cli.console import console, fail, plain, progress, write_failed
-from rlharness.cli.options import QuietOption, SpecArgument, load_experiment
+from rlharness.cli.options import (
+    DEFAULT_RESULTS,
+    OutAlias,
+    QuietOption,
+    ResultsOption,
+    SpecArgument,
+    either,
+    load_experiment,
+)
 from rlharness.cli.tables import knob_table, summary_table
 from rlharness.errors import SpecError
 
@@ -23,11 +30,9 @@ def run(
     seeds: Annotated[
         int | None, typer.Option("--seeds", min=1, help="Number of seeds (overrides run.seeds).")
     ] = None,
-    out: Annotated[
-        Path,
-        typer.Option("--out", help="Results root; the run goes to OUT/<experiment>/<run-id>/."),
-    ] = Path("results"),
+    results: ResultsOption = DEFAULT_RESULTS,
     quiet: QuietOption = False,
+    out: OutAlias = None,
 ) -> None:
     """Run every grid point and seed of an experiment and write its results and plots.
 
@@ -38,6 +43,7 @@ def run(
     from rlharness.results import ResultsWriteError
     from rlharness.runner import check_experiment
 
+    root, option = either("--results", results, "--out", out, DEFAULT_RESULTS)
     spec = load_experiment(spec_path)
     try:
         if seeds is not None:
@@ -46,23 +52,23 @@ def run(
     except SpecError as error:
         fail(error)
     try:
-        (out / spec.name).mkdir(parents=True, exist_ok=True)
+        (root / spec.name).mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        fail(SpecError("--out", [f"cannot hold results under {out}: {error.strerror}"]))
+        fail(SpecError(option, [f"cannot hold results under {root}: {error.strerror}"]))
     bar = progress(quiet)
     with bar:
         task = bar.add_task(f"{spec.name}: seeds", total=None)
         try:
             run_dir, summary = run_experiment(
                 spec,
-                out,
+                root,
                 on_progress=lambda done, total: bar.update(task, completed=done, total=total),
                 command=["rlharness", *sys.argv[1:]],
             )
         except SpecError as error:
             fail(error)
         except ResultsWriteError as error:
-            write_failed(error, out, "free space and run the same command again")
+            write_failed(error, root, "free space and run the same command again")
     if not quiet:
         console.print(summary_table(summary))
         if "knob_effects" in summary:

@@ -18,26 +18,26 @@ from rlharness.cli.console import (
     progress,
     write_failed,
 )
-from rlharness.cli.options import QuietOption, SpecArgument, check_writable, load_experiment
+from rlharness.cli.options import (
+    DEFAULT_RESULTS,
+    OutAlias,
+    QuietOption,
+    ResultsOption,
+    SpecArgument,
+    StorageOption,
+    StudyOption,
+    check_writable,
+    either,
+    load_experiment,
+)
 from rlharness.cli.tables import trials_table
 from rlharness.errors import SpecError
 
 
 def sweep(
     spec_path: SpecArgument,
-    storage: Annotated[
-        str | None,
-        typer.Option(
-            "--storage",
-            envvar="RLHARNESS_STORAGE",
-            help="Optuna storage URL (default: sqlite:///OUT/<experiment>/optuna.db); "
-            "postgresql://user:password@host/db on a cluster. Pass a URL with a password "
-            "through RLHARNESS_STORAGE, not the command line.",
-        ),
-    ] = None,
-    study: Annotated[
-        str | None, typer.Option("--study", help="Study name (default: the experiment's name).")
-    ] = None,
+    storage: StorageOption = None,
+    study: StudyOption = None,
     address: Annotated[
         str | None,
         typer.Option(
@@ -58,21 +58,18 @@ def sweep(
         int | None,
         typer.Option("--n-trials", min=1, help="Trials to finish (overrides sweep.n_trials)."),
     ] = None,
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out", help="Results root; trials go to OUT/<experiment>/sweep-<study>/trial-<n>/."
-        ),
-    ] = Path("results"),
+    results: ResultsOption = DEFAULT_RESULTS,
     quiet: QuietOption = False,
+    out: OutAlias = None,
 ) -> None:
     """Sweep an experiment with Optuna on Ray workers; running it again resumes the study."""
     from rlharness.search_space import plan_sweep
 
+    root, option = either("--results", results, "--out", out, DEFAULT_RESULTS)
     spec = load_experiment(spec_path)
     try:
         plan = plan_sweep(spec, n_trials, f"experiment file {spec_path}")
-        check_writable(out, "--out")
+        check_writable(root, option)
     except SpecError as error:
         fail(error)
     import optuna
@@ -88,7 +85,7 @@ def sweep(
             task = bar.add_task(f"{study or spec.name}: trials", total=plan.budget)
             report = run_sweep(
                 plan,
-                out,
+                root,
                 storage,
                 study,
                 address,
@@ -107,7 +104,7 @@ def sweep(
     except ResultsWriteError as error:
         write_failed(
             error,
-            out,
+            root,
             "the trial was failed and its point re-queued, the trials in flight too; "
             "free space and run the same command again to resume",
         )
@@ -138,34 +135,27 @@ def status(
             help="A study name, or an experiment file (its name is the default study name)."
         ),
     ],
-    storage: Annotated[
-        str | None,
-        typer.Option(
-            "--storage",
-            envvar="RLHARNESS_STORAGE",
-            help="Optuna storage URL (default: sqlite:///OUT/<study>/optuna.db).",
-        ),
-    ] = None,
-    out: Annotated[
-        Path, typer.Option("--out", help="Results root holding the default storage.")
-    ] = Path("results"),
+    storage: StorageOption = None,
+    results: ResultsOption = DEFAULT_RESULTS,
+    out: OutAlias = None,
 ) -> None:
     """Show a study's trials from its storage: state, params, value, divergence outcomes."""
     from rlharness.storage import default_url, load_study, mask
 
+    root, _ = either("--results", results, "--out", out, DEFAULT_RESULTS)
     name = load_experiment(Path(target)).name if target.endswith((".yaml", ".yml")) else target
-    url = storage or default_url(out, name)
+    url = storage or default_url(root, name)
     try:
-        study = load_study(url, name)
+        found = load_study(url, name)
     except SpecError as error:
         fail(error)
-    definition = study.user_attrs.get("rlharness", {})
-    trials = study.get_trials(deepcopy=False)
+    definition = found.user_attrs.get("rlharness", {})
+    trials = found.get_trials(deepcopy=False)
     counts = Counter(trial.state.name for trial in trials)
     plain(
         f"study {name} in {mask(url, url)}: {definition.get('objective', 'value')} "
-        f"({definition.get('aggregate', '-')} over seeds), {study.direction.name.lower()}; "
+        f"({definition.get('aggregate', '-')} over seeds), {found.direction.name.lower()}; "
         + (", ".join(f"{count} {state}" for state, count in sorted(counts.items())) or "no trials")
     )
-    maximize = study.direction.name == "MAXIMIZE"
+    maximize = found.direction.name == "MAXIMIZE"
     console.print(trials_table(trials, name, maximize, best_first=False))

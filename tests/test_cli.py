@@ -402,7 +402,7 @@ def test_help_is_fast_and_imports_lightly():
 DOCUMENTED_OPTIONS = {
     "run": ["--results", "--seeds", "--quiet"],
     "sweep": ["--results", "--storage", "--study", "--quiet"],
-    "status": ["--results", "--storage"],
+    "status": ["--results", "--storage", "--study"],
     "catalog": ["--results", "--format", "--include-unverified"],
     "compare": ["--results", "--metric", "--reps", "--bootstrap-seed", "--format"],
     "report": ["--results", "--metric", "--reps", "--storage", "--html"],
@@ -458,7 +458,9 @@ def test_sweep_results_root_that_is_a_file_is_refused_before_ray(option, first_r
     assert not_a_directory.read_text() == "keep me"
 
 
-def test_status_takes_results_or_its_old_name_out(tmp_path):
+def test_status_takes_results_or_out_and_study(tmp_path):
+    """A study named after its experiment and another (``sweep --study other``), both in
+    RESULTS/tiny/optuna.db: ``status tiny`` finds the first, ``--study other`` the second."""
     import optuna
 
     from rlharness.storage import default_url
@@ -467,14 +469,21 @@ def test_status_takes_results_or_its_old_name_out(tmp_path):
     (root / "tiny").mkdir(parents=True)
     url = default_url(root, "tiny")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name="tiny", storage=url)
-    study.optimize(lambda trial: trial.suggest_float("agent.alpha", 0.0, 1.0), n_trials=1)
+    for name, trials in (("tiny", 1), ("other", 2)):
+        study = optuna.create_study(study_name=name, storage=url)
+        study.optimize(lambda trial: trial.suggest_float("agent.alpha", 0.0, 1.0), n_trials=trials)
 
     documented = cli("status", "tiny", "--results", root)
     assert documented.returncode == 0, documented.stderr
     assert f"study tiny in {url}: value (- over seeds), minimize; 1 COMPLETE" in documented.stdout
     old = cli("status", "tiny", "--out", root)
     assert (old.returncode, old.stdout, old.stderr) == (0, documented.stdout, documented.stderr)
+
+    other = cli("status", "tiny", "--results", root, "--study", "other")
+    assert other.returncode == 0, other.stderr
+    assert f"study other in {url}: value (- over seeds), minimize; 2 COMPLETE" in other.stdout
+    by_storage = cli("status", "other", "--storage", url)
+    assert by_storage.stdout == other.stdout, "--storage and a study name: as before"
 
 
 def test_analysis_commands_take_their_old_names(first_run, tmp_path):

@@ -132,10 +132,12 @@ def status(
     target: Annotated[
         str,
         typer.Argument(
-            help="A study name, or an experiment file (its name is the default study name)."
+            help="An experiment name or file: the study named after it (or --study) in "
+            "RESULTS/<experiment>/optuna.db; with --storage, a study name."
         ),
     ],
     storage: StorageOption = None,
+    study: StudyOption = None,
     results: ResultsOption = DEFAULT_RESULTS,
     out: OutAlias = None,
 ) -> None:
@@ -143,8 +145,11 @@ def status(
     from rlharness.storage import default_url, load_study, mask
 
     root, _ = either("--results", results, "--out", out, DEFAULT_RESULTS)
-    name = load_experiment(Path(target)).name if target.endswith((".yaml", ".yml")) else target
-    url = storage or default_url(root, name)
+    experiment = (
+        load_experiment(Path(target)).name if target.endswith((".yaml", ".yml")) else target
+    )
+    name = study or experiment
+    url = storage or default_url(root, experiment)
     try:
         found = load_study(url, name)
     except SpecError as error:

@@ -104,7 +104,7 @@ def first_run(tmp_path_factory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("first_run")
     spec_path = write_spec(base, TINY_SPEC, "tiny.yaml")
     root = base / "results"
-    completed = cli("run", spec_path, "--out", root)
+    completed = cli("run", spec_path, "--results", root)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     return {
         "spec_path": spec_path,
@@ -185,7 +185,7 @@ def test_bad_spec_exits_2_names_field_and_writes_nothing(case, first_run, tmp_pa
     root = first_run["root"]
     before = snapshot(root)
     assert before == first_run["tree"]
-    completed = cli("run", spec_path, "--out", root)
+    completed = cli("run", spec_path, "--results", root)
     assert_bad_input(completed, f"error: experiment file {spec_path}:", *expected)
     assert snapshot(root) == before
 
@@ -211,14 +211,14 @@ def test_validate_reports_every_problem_one_line_each(tmp_path):
 def test_missing_file_with_markup_like_name(first_run, tmp_path):
     before = snapshot(first_run["root"])
     absent = tmp_path / "absent[/b][red].yaml"
-    completed = cli("run", absent, "--out", first_run["root"])
+    completed = cli("run", absent, "--results", first_run["root"])
     assert_bad_input(completed, f"error: experiment file {absent}:", "cannot be read")
     assert snapshot(first_run["root"]) == before
 
 
 def test_seeds_option_zero(first_run):
     before = snapshot(first_run["root"])
-    completed = cli("run", first_run["spec_path"], "--seeds", "0", "--out", first_run["root"])
+    completed = cli("run", first_run["spec_path"], "--seeds", "0", "--results", first_run["root"])
     assert_bad_input(completed, "Invalid value for '--seeds'")
     assert snapshot(first_run["root"]) == before
 
@@ -232,16 +232,18 @@ def test_seeds_option_zero(first_run):
 )
 def test_seeds_option_is_validated_like_the_file(first_run, seeds, expected):
     before = snapshot(first_run["root"])
-    completed = cli("run", first_run["spec_path"], "--seeds", seeds, "--out", first_run["root"])
+    completed = cli("run", first_run["spec_path"], "--seeds", seeds, "--results", first_run["root"])
     assert_bad_input(completed, expected)
     assert snapshot(first_run["root"]) == before
 
 
-def test_out_that_is_a_file_is_refused_before_running(first_run, tmp_path):
+@pytest.mark.parametrize("option", ["--results", "--out"])
+def test_results_root_that_is_a_file_is_refused_before_running(option, first_run, tmp_path):
+    """The message names the option as typed: ``--out`` is the old name of ``--results``."""
     not_a_directory = tmp_path / "results-file"
     not_a_directory.write_text("keep me")
-    completed = cli("run", first_run["spec_path"], "--out", not_a_directory)
-    assert_bad_input(completed, "error: --out:", "Not a directory")
+    completed = cli("run", first_run["spec_path"], option, not_a_directory)
+    assert_bad_input(completed, f"error: {option}:", "Not a directory")
     assert not_a_directory.read_text() == "keep me"
 
 
@@ -328,7 +330,7 @@ def test_second_run_gets_its_own_dir_and_leaves_the_first_alone(first_run, tmp_p
     root = tmp_path / "results"
     shutil.copytree(first_run["root"], root)
     before = snapshot(root)
-    completed = cli("run", first_run["spec_path"], "--out", root, "--quiet")
+    completed = cli("run", first_run["spec_path"], "--results", root, "--quiet")
     assert completed.returncode == 0, completed.stderr
     dirs = run_dirs(root)
     assert len(dirs) == 2
@@ -343,7 +345,7 @@ def test_second_run_gets_its_own_dir_and_leaves_the_first_alone(first_run, tmp_p
 
 def test_seeds_option_overrides_run_seeds(first_run, tmp_path):
     root = tmp_path / "results"
-    completed = cli("run", first_run["spec_path"], "--seeds", "2", "--out", root, "--quiet")
+    completed = cli("run", first_run["spec_path"], "--seeds", "2", "--results", root, "--quiet")
     assert completed.returncode == 0, completed.stderr
     [run_dir] = run_dirs(root)
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
@@ -393,6 +395,120 @@ def test_help_is_fast_and_imports_lightly():
     assert completed.returncode == 0, completed.stderr
     for command in ("run", "validate", "envs", "agents"):
         assert command in completed.stdout
+
+
+# --- one name per concept across commands; the old names still work ---------------------------
+
+DOCUMENTED_OPTIONS = {
+    "run": ["--results", "--seeds", "--quiet"],
+    "sweep": ["--results", "--storage", "--study", "--quiet"],
+    "status": ["--results", "--storage", "--study"],
+    "catalog": ["--results", "--format", "--include-unverified"],
+    "compare": ["--results", "--metric", "--reps", "--bootstrap-seed", "--format"],
+    "report": ["--results", "--metric", "--reps", "--storage", "--html"],
+    "verify": ["--results", "--remove-partial"],
+}
+CONFLICTS = {
+    "run": (["run", "tiny.yaml", "--results", "{d}", "--out", "{d}"], "--results", "--out"),
+    "sweep": (["sweep", "tiny.yaml", "--results", "{d}", "--out", "{d}"], "--results", "--out"),
+    "status": (["status", "tiny", "--results", "{d}", "--out", "{d}"], "--results", "--out"),
+    "compare": (["compare", "--bootstrap-seed", "1", "--seed", "1"], "--bootstrap-seed", "--seed"),
+    "report": (["report", "tiny", "--html", "{d}.html", "--out", "{d}.html"], "--html", "--out"),
+    "verify": (["verify", "{d}", "--results", "{d}"], "--results", "the RESULTS argument"),
+}
+
+
+@pytest.mark.parametrize("command", list(DOCUMENTED_OPTIONS))
+def test_help_shows_the_documented_names_only(command):
+    completed = cli(command, "--help")
+    assert completed.returncode == 0, completed.stderr
+    shown = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", completed.stdout))
+    assert set(DOCUMENTED_OPTIONS[command]) <= shown
+    assert {"--out", "--seed"}.isdisjoint(shown), "old names are hidden aliases"
+    if command == "verify":
+        assert "Arguments" not in completed.stdout, "the results root is --results"
+
+
+@pytest.mark.parametrize("command", list(CONFLICTS))
+def test_old_name_and_documented_name_together_are_refused(command, tmp_path):
+    args, new, old = CONFLICTS[command]
+    completed = cli(*(arg.format(d=tmp_path / "elsewhere") for arg in args), cwd=tmp_path)
+    assert_bad_input(completed, f"error: {new}:", f"given twice: as {new} and as {old}")
+    assert list(tmp_path.iterdir()) == [], "nothing written"
+
+
+def test_run_takes_out_as_the_old_name_of_results(first_run, tmp_path):
+    root = tmp_path / "old-name"
+    completed = cli("run", first_run["spec_path"], "--out", root, "--quiet")
+    assert completed.returncode == 0, completed.stderr
+    [run_dir] = run_dirs(root)
+    assert f"results: {run_dir}" in completed.stdout.splitlines()
+    assert {p.name for p in run_dir.iterdir() if p.is_file()} >= RUN_FILES
+    [documented] = first_run["dirs"]
+    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    assert metrics.equals(pd.read_parquet(documented / "metrics.parquet")), "the same run"
+
+
+@pytest.mark.parametrize("option", ["--results", "--out"])
+def test_sweep_results_root_that_is_a_file_is_refused_before_ray(option, first_run, tmp_path):
+    not_a_directory = tmp_path / "results-file"
+    not_a_directory.write_text("keep me")
+    completed = cli("sweep", first_run["spec_path"], option, not_a_directory, "--quiet")
+    assert_bad_input(completed, f"error: {option}:", "is not a writable directory")
+    assert not_a_directory.read_text() == "keep me"
+
+
+def test_status_takes_results_or_out_and_study(tmp_path):
+    """A study named after its experiment and another (``sweep --study other``), both in
+    RESULTS/tiny/optuna.db: ``status tiny`` finds the first, ``--study other`` the second."""
+    import optuna
+
+    from rlharness.storage import default_url
+
+    root = tmp_path / "results"
+    (root / "tiny").mkdir(parents=True)
+    url = default_url(root, "tiny")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name, trials in (("tiny", 1), ("other", 2)):
+        study = optuna.create_study(study_name=name, storage=url)
+        study.optimize(lambda trial: trial.suggest_float("agent.alpha", 0.0, 1.0), n_trials=trials)
+
+    documented = cli("status", "tiny", "--results", root)
+    assert documented.returncode == 0, documented.stderr
+    assert f"study tiny in {url}: value (- over seeds), minimize; 1 COMPLETE" in documented.stdout
+    old = cli("status", "tiny", "--out", root)
+    assert (old.returncode, old.stdout, old.stderr) == (0, documented.stdout, documented.stderr)
+
+    other = cli("status", "tiny", "--results", root, "--study", "other")
+    assert other.returncode == 0, other.stderr
+    assert f"study other in {url}: value (- over seeds), minimize; 2 COMPLETE" in other.stdout
+    by_storage = cli("status", "other", "--storage", url)
+    assert by_storage.stdout == other.stdout, "--storage and a study name: as before"
+
+
+def test_analysis_commands_take_their_old_names(first_run, tmp_path):
+    """``verify RESULTS`` (now ``--results``), ``compare --seed`` (now ``--bootstrap-seed``)
+    and ``report --out`` (now ``--html``) still do what they did."""
+    root = first_run["root"]
+    verified = cli("verify", "--results", root)
+    assert verified.returncode == 0, verified.stderr
+    assert "1 run(s) checked: 1 verified, 0 not" in verified.stdout
+    old_verify = cli("verify", root)
+    assert (old_verify.returncode, old_verify.stdout) == (0, verified.stdout)
+
+    compare = ("compare", "tiny", "--results", root, "--reps", "100", "--format", "json")
+    seeded = cli(*compare, "--bootstrap-seed", "3")
+    assert seeded.returncode == 0, seeded.stderr
+    assert cli(*compare, "--seed", "3").stdout == seeded.stdout
+    assert cli(*compare, "--bootstrap-seed", "4").stdout != seeded.stdout, "the seed is used"
+
+    for option in ("--html", "--out"):
+        page = tmp_path / f"report{option}.html"
+        reported = cli("report", "tiny", "--results", root, "--reps", "100", option, page)
+        assert reported.returncode == 0, reported.stderr
+        assert f"report: {page}" in reported.stdout.splitlines()
+        assert "<html" in page.read_text()
+    assert snapshot(root) == first_run["tree"], "reports went where they were sent"
 
 
 # --- inputs that used to crash or hang ----------------------------------------------------------
@@ -572,7 +688,7 @@ def test_input_that_crashed_is_refused_by_validate_and_run(data, expected, tmp_p
     _assert_short_lines(validated)
     if "agent.replay_capacity" in expected[0] or "agent.network" in expected[0]:
         assert MEMORY_MESSAGE.search(validated.stderr), validated.stderr
-    ran = cli("run", spec_path, "--out", root)
+    ran = cli("run", spec_path, "--results", root)
     assert_bad_input(ran, f"error: experiment file {spec_path}:", *expected)
     assert _masked(ran.stderr) == _masked(validated.stderr)
     assert not root.exists(), "refused before any work"
@@ -585,7 +701,7 @@ def test_sweep_that_cannot_be_planned_is_refused_by_validate_and_sweep(data, exp
     validated = cli("validate", spec_path)
     assert_bad_input(validated, f"error: experiment file {spec_path}:", *expected)
     _assert_short_lines(validated)
-    swept = cli("sweep", spec_path, "--out", root)
+    swept = cli("sweep", spec_path, "--results", root)
     assert_bad_input(swept, f"error: experiment file {spec_path}:", *expected)
     assert not root.exists(), "refused before any work"
 
@@ -603,7 +719,7 @@ def test_expected_n_step_of_a_billion_runs_in_closed_form(tmp_path):
         )
         spec_path = write_spec(tmp_path, data, f"n{n_step}.yaml")
         assert cli("validate", spec_path).returncode == 0
-        completed = cli("run", spec_path, "--out", tmp_path / "results", "--quiet")
+        completed = cli("run", spec_path, "--results", tmp_path / "results", "--quiet")
         assert completed.returncode == 0, completed.stderr
         (run_dir,) = run_dirs(tmp_path / "results", f"n{n_step}")
         metrics[n_step] = pd.read_parquet(run_dir / "metrics.parquet")

@@ -83,7 +83,7 @@ def test_run_on_a_full_disk_keeps_what_fits_and_publishes_nothing(disk, tmp_path
     out = disk / "results"
     filler = fill(disk, ROOM_FOR_DATA)
 
-    failed = cli("run", spec_path, "--out", out, "--quiet")
+    failed = cli("run", spec_path, "--results", out, "--quiet")
     found = assert_write_failed(failed)
     (staging,) = (out / "tiny").glob(".*.partial")
     assert Path(found.group(1)).is_relative_to(staging), "the file that did not fit is named"
@@ -95,7 +95,7 @@ def test_run_on_a_full_disk_keeps_what_fits_and_publishes_nothing(disk, tmp_path
     assert published(out) == []
 
     filler.unlink()
-    rerun = cli("run", spec_path, "--out", out, "--quiet")
+    rerun = cli("run", spec_path, "--results", out, "--quiet")
     assert rerun.returncode == 0, rerun.stderr
     assert len(published(out)) == 1
     verified = cli("verify", out)
@@ -111,7 +111,7 @@ def test_run_on_a_disk_with_no_room_keeps_nothing(disk, tmp_path):
     out = disk / "results"
     (out / "tiny").mkdir(parents=True)
     fill(disk, 0)
-    failed = cli("run", spec_path, "--out", out, "--quiet")
+    failed = cli("run", spec_path, "--results", out, "--quiet")
     assert_write_failed(failed)
     assert "kept in" not in failed.stderr
     assert list((out / "tiny").iterdir()) == [], "no staging dir, no temporary dir"
@@ -126,7 +126,7 @@ def test_sweep_on_a_full_disk_fails_the_trial_and_resumes_after(ray_head, disk, 
     out = disk / "results"
     url = f"sqlite:///{tmp_path / 'optuna.db'}"  # the study off the full disk
     command = (
-        "sweep", spec_path, "--out", out, "--storage", url, "--address", ray_head.address,
+        "sweep", spec_path, "--results", out, "--storage", url, "--address", ray_head.address,
         "--workers", "1", "--quiet",
     )  # fmt: skip
     (out / "tiny").mkdir(parents=True)

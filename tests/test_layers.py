@@ -39,7 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("rlharness.publish", "rlharness.local_run"),
     ("rlharness.sweep",),
     ("rlharness.analysis",),
-    ("rlharness.cli", "rlharness.cli_analysis"),
+    ("rlharness.cli",),
 )
 """Bottom to top; a module belongs to the layer of the longest name that it is or is inside.
 

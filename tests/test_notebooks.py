@@ -160,7 +160,7 @@ def test_notebook_without_results_names_the_command(tmp_path: Path, monkeypatch)
     with pytest.raises(nbclient.exceptions.CellExecutionError) as raised:
         execute("triad_overview", tmp_path, {"RLHARNESS_RESULTS": str(empty)}, monkeypatch)
     assert "ResultsError" in str(raised.value)
-    assert f"rlharness run experiments/triad_cube_baird.yaml --out {empty}" in str(raised.value)
+    assert f"rlharness run experiments/triad_cube_baird.yaml --results {empty}" in str(raised.value)
 
 
 def test_curve_bands_drop_a_seed_after_it_stops_logging() -> None:
@@ -260,7 +260,7 @@ def test_chapter11_table_flags_doctored_runs(catalog: Catalog, tmp_path: Path) -
 
 
 def test_open_results_names_the_commands(tmp_path: Path) -> None:
-    with pytest.raises(ResultsError, match=r"rlharness run experiments/baird_tdc\.yaml --out "):
+    with pytest.raises(ResultsError, match=r"rlharness run experiments/baird_tdc\.yaml --results "):
         open_results(tmp_path, ["baird_tdc", "baird_td_dp"])
 
 

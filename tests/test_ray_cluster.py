@@ -182,7 +182,16 @@ def test_sweep_with_address_auto_joins_a_token_cluster_as_documented(token_head,
     spec_path = write_spec(tmp_path, spec())
     out = tmp_path / "results"
     joined = subprocess.run(
-        [str(BIN / "rlharness"), "sweep", spec_path, "--address", "auto", "--out", out, "--quiet"],
+        [
+            str(BIN / "rlharness"),
+            "sweep",
+            spec_path,
+            "--address",
+            "auto",
+            "--results",
+            out,
+            "--quiet",
+        ],
         env=token_head.env,
         capture_output=True,
         text=True,
@@ -212,7 +221,7 @@ def test_ray_job_submit_runs_a_sweep_as_documented(token_head, tmp_path):
         str(spec_path),
         "--address",
         "auto",
-        "--out",
+        "--results",
         str(out),
         "--quiet",
     ]
@@ -247,7 +256,7 @@ def test_ray_job_submit_runs_a_sweep_as_documented(token_head, tmp_path):
 def test_a_local_ray_listens_on_loopback_only_and_every_port_asks_for_the_token(home, tmp_path):
     spec_path = write_spec(tmp_path, slow_random_sweep(n_trials=50))
     launcher = launch(
-        "sweep", spec_path, "--out", tmp_path / "results", "--workers", "1", env=user_env(home)
+        "sweep", spec_path, "--results", tmp_path / "results", "--workers", "1", env=user_env(home)
     )
     try:
         ray_processes: set[int] = set()
@@ -278,7 +287,7 @@ def test_a_local_ray_without_token_authentication_is_refused(home, tmp_path):
     spec_path = write_spec(tmp_path, spec())
     out = tmp_path / "results"
     refused = subprocess.run(
-        [str(BIN / "rlharness"), "sweep", spec_path, "--out", out],
+        [str(BIN / "rlharness"), "sweep", spec_path, "--results", out],
         env={**user_env(home), "RAY_AUTH_MODE": "disabled"},
         capture_output=True,
         text=True,
@@ -323,7 +332,7 @@ def test_losing_a_worker_node_mid_trial_loses_no_trial_and_runs_none_twice(home,
             assert watcher.stdout is not None
             assert watcher.stdout.readline() == "ready\n", watcher.communicate()
             command = ("sweep", spec_path, "--address", head.address, "--workers", "3")
-            launcher = launch(*command, "--out", out, env=env)
+            launcher = launch(*command, "--results", out, env=env)
             try:
                 # a trial has recorded where it runs (what the note names) once this ends
                 found, failure = watcher.communicate(timeout=STATE_TIMEOUT_S + LAUNCH_TIMEOUT_S)

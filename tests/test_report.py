@@ -348,7 +348,7 @@ def test_dollar_signs_in_a_spec_stay_plain_text_in_figures_and_report(
         grid={"triad.off_policy": [False, True], "description": [DOLLARS, BROKEN_MATH]},
     )
     out = tmp_path / "results"
-    completed = cli("run", write_spec(tmp_path, data), "--out", out, "--quiet")
+    completed = cli("run", write_spec(tmp_path, data), "--results", out, "--quiet")
     assert completed.returncode == 0, completed.stderr
     assert "was not drawn" not in completed.stderr
     (run,) = (out / "dollars").iterdir()
@@ -357,7 +357,7 @@ def test_dollar_signs_in_a_spec_stay_plain_text_in_figures_and_report(
     assert len(list((run / "plots").glob("*.png"))) == 5, "every figure of the run was drawn"
 
     page = tmp_path / "dollars.html"
-    reported = cli("report", "dollars", "--results", out, "--reps", "200", "--out", page)
+    reported = cli("report", "dollars", "--results", out, "--reps", "200", "--html", page)
     assert reported.returncode == 0, reported.stderr
     shown = render(browser, page)
     assert shown["errors"] == [] and all(width > 0 for width in shown["image_widths"])

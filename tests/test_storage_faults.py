@@ -79,7 +79,16 @@ def test_the_database_going_away_mid_sweep_stops_cleanly_and_the_rerun_resumes(
     spec_path = write_spec(tmp_path, slow_random_sweep(n_trials=4))
     out = tmp_path / "results"
     env = {**client_env(), "RLHARNESS_STORAGE": server.url}
-    command = ("sweep", spec_path, "--out", out, "--address", ray_head.address, "--workers", "2")
+    command = (
+        "sweep",
+        spec_path,
+        "--results",
+        out,
+        "--address",
+        ray_head.address,
+        "--workers",
+        "2",
+    )
 
     def mid_sweep() -> bool:
         study = loaded(server.url)
@@ -149,7 +158,7 @@ def test_no_form_of_a_password_reaches_the_output_or_the_results(server, ray_hea
         ran = cli(
             "sweep",
             spec_path,
-            "--out",
+            "--results",
             out,
             "--address",
             ray_head.address,

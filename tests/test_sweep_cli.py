@@ -114,7 +114,7 @@ def no_database_anywhere(root: Path) -> bool:
 def test_sweep_on_a_local_ray_with_default_sqlite_then_status(tmp_path):
     spec_path = write_spec(tmp_path, spec(grid={"triad.off_policy": [False, True]}), "tiny.yaml")
     out = tmp_path / "results"
-    completed = cli("sweep", spec_path, "--out", out, "--workers", "2")
+    completed = cli("sweep", spec_path, "--results", out, "--workers", "2")
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
     assert "Traceback" not in output
@@ -127,7 +127,7 @@ def test_sweep_on_a_local_ray_with_default_sqlite_then_status(tmp_path):
     assert trial_dirs(out) == ["trial-00000", "trial-00001"]
 
     for target in ("tiny", spec_path):
-        status = cli("status", target, "--out", out)
+        status = cli("status", target, "--results", out)
         assert status.returncode == 0, status.stderr
         assert "study tiny in sqlite:///" in status.stdout
         assert "divergence_rate (mean over seeds), minimize; 2 COMPLETE" in status.stdout
@@ -199,7 +199,7 @@ def test_bad_sweep_input_exits_2_and_creates_nothing(case, tmp_path):
     data, options, expected = BAD_SWEEPS[case]
     spec_path = write_spec(tmp_path, data)
     out = tmp_path / "results"
-    completed = cli("sweep", spec_path, "--out", out, *options)
+    completed = cli("sweep", spec_path, "--results", out, *options)
     assert_bad_input(completed, *expected)
     assert "hunter2" not in completed.stdout + completed.stderr
     assert not out.exists(), "no results directory, no study, no database file"
@@ -207,7 +207,7 @@ def test_bad_sweep_input_exits_2_and_creates_nothing(case, tmp_path):
 
 
 def test_status_of_a_missing_study_or_storage(tmp_path):
-    completed = cli("status", "nothing", "--out", tmp_path)
+    completed = cli("status", "nothing", "--results", tmp_path)
     assert_bad_input(completed, "no such database file")
     assert no_database_anywhere(tmp_path)
 
@@ -220,7 +220,16 @@ def test_stopped_and_killed_launchers_resume_to_the_budget(ray_head, tmp_path):
     spec_path = write_spec(tmp_path, slow_random_sweep(n_trials=6))
     out = tmp_path / "results"
     url = default_url(out, "tiny")
-    command = ("sweep", spec_path, "--out", out, "--address", ray_head.address, "--workers", "2")
+    command = (
+        "sweep",
+        spec_path,
+        "--results",
+        out,
+        "--address",
+        ray_head.address,
+        "--workers",
+        "2",
+    )
 
     def progressed(at_least: int) -> bool:
         study = loaded(url)
@@ -281,7 +290,7 @@ def test_two_launchers_share_a_postgresql_study_and_run_each_point_once(
     command = (
         "sweep",
         spec_path,
-        "--out",
+        "--results",
         out,
         "--address",
         ray_head.address,

@@ -204,7 +204,7 @@ def test_report_leaves_out_a_corrupted_run_and_reports_the_others(
     assert f"excluded as it does not verify: {key} (summary.json:" in output
 
     page = tmp_path / "other.html"
-    written = cli("report", "other", "--results", results, "--reps", "100", "--out", page)
+    written = cli("report", "other", "--results", results, "--reps", "100", "--html", page)
     assert_clean(written, 0)
     assert f"warning: run {key} excluded: its files cannot be read" in written.stderr
     assert "smoke test" in page.read_text()

@@ -16,13 +16,13 @@ if TYPE_CHECKING:
 
 def run_command(experiment: str, root: Path) -> str:
     """The command that publishes a run of ``experiment`` under ``root``."""
-    return f"rlharness run experiments/{experiment}.yaml --out {root}"
+    return f"rlharness run experiments/{experiment}.yaml --results {root}"
 
 
 def sweep_command(experiment: str, root: Path, study: str | None = None) -> str:
     """The command that runs (or resumes) the sweep of ``experiment`` under ``root``."""
     named = f" --study {study}" if study and study != experiment else ""
-    return f"rlharness sweep experiments/{experiment}.yaml --out {root}{named}"
+    return f"rlharness sweep experiments/{experiment}.yaml --results {root}{named}"
 
 
 def open_results(root: Path, experiments: Sequence[str]) -> Catalog:

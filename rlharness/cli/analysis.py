@@ -1,0 +1,266 @@
+"""Commands that read results: ``catalog``, ``compare``, ``report`` and ``verify``.
+
+Bad input (a missing or empty results directory, an unknown run, metric or
+column) prints one message listing what is available and exits with status 2,
+never a traceback.
+
+Every run is verified against its manifest as it is loaded: one whose files
+do not match (a truncated Parquet file, an edited summary, a missing file) is
+left out with a warning on stderr naming the run and the file, unless
+``--include-unverified`` is given. ``verify`` checks every run and exits 1 if
+any does not verify, 0 if all do.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from rlharness.cli.console import UNVERIFIED, console, fail, plain
+from rlharness.cli.options import (
+    DEFAULT_RESULTS,
+    FormatOption,
+    IncludeUnverifiedOption,
+    MetricOption,
+    RepsOption,
+    ResultsOption,
+    StorageOption,
+    either,
+)
+from rlharness.cli.tables import Format, print_comparison, print_frame
+
+if TYPE_CHECKING:
+    from rlharness.catalog import Catalog
+
+RUN_SUMMARY_COLUMNS = ["run", "kind", "env", "agent", "backend", "seeds", "steps", "commit"]
+"""The columns of the runs table that ``catalog`` shows without ``--sql``."""
+
+
+def catalog(
+    results: ResultsOption = DEFAULT_RESULTS,
+    sql: Annotated[
+        str | None,
+        typer.Option(
+            "--sql",
+            help="DuckDB SQL over the tables runs, outcomes and metrics, e.g. "
+            '"SELECT agent, avg(final_sqrt_ve) FROM outcomes GROUP BY agent". '
+            'Quote dotted knob columns: "triad.n_step".',
+        ),
+    ] = None,
+    output: FormatOption = Format.table,
+    include_unverified: IncludeUnverifiedOption = False,
+) -> None:
+    """List every run and sweep trial under the results root, or query them with SQL."""
+    from rlharness.errors import ResultsError
+
+    try:
+        found = _open_catalog(results, include_unverified)
+        frame = found.sql(sql) if sql else found.runs[RUN_SUMMARY_COLUMNS]
+    except ResultsError as error:
+        fail(error)
+    print_frame(frame, output, "runs" if sql is None else "query")
+
+
+def compare(
+    selectors: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="What to compare: experiment names (their latest run), run keys "
+            "EXPERIMENT/RUN_ID, studies EXPERIMENT/sweep-STUDY, or paths. "
+            "None: every run, narrowed by --where."
+        ),
+    ] = None,
+    metric: MetricOption = None,
+    results: ResultsOption = DEFAULT_RESULTS,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            "--where",
+            help="DuckDB filter over the outcomes table, e.g. "
+            "\"agent = 'tdc' AND \\\"triad.n_step\\\" = '1'\".",
+        ),
+    ] = None,
+    by: Annotated[
+        list[str] | None,
+        typer.Option("--by", help="Group by this column instead of by grid point (repeatable)."),
+    ] = None,
+    all_pairs: Annotated[
+        bool,
+        typer.Option(
+            "--all-pairs",
+            help="Probability of improvement for every pair of groups, "
+            "not only each against the first.",
+        ),
+    ] = False,
+    reps: RepsOption = 2000,
+    bootstrap_seed: Annotated[
+        int, typer.Option("--bootstrap-seed", help="Seed of the bootstrap resampling.")
+    ] = 0,
+    output: FormatOption = Format.table,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            "--plots",
+            help="Also draw the IQM intervals and the performance profile into this directory "
+            "(PNG and SVG).",
+        ),
+    ] = None,
+    include_unverified: IncludeUnverifiedOption = False,
+    seed: Annotated[
+        int | None, typer.Option("--seed", hidden=True, help="Old name of --bootstrap-seed.")
+    ] = None,
+) -> None:
+    """Mean, median and IQM with 95% stratified bootstrap intervals, divergence rates with
+    Wilson intervals, and the probability of improvement between groups of runs."""
+    from rlharness.analysis.compare import compare as run_compare
+    from rlharness.errors import ResultsError
+
+    bootstrap_seed, _ = either("--bootstrap-seed", bootstrap_seed, "--seed", seed, 0)
+    try:
+        comparison = run_compare(
+            _open_catalog(results, include_unverified),
+            selectors or [],
+            metric,
+            where,
+            by,
+            all_pairs,
+            reps=reps,
+            seed=bootstrap_seed,
+        )
+    except ResultsError as error:
+        fail(error)
+    if output is Format.json:
+        console.print_json(comparison.to_json())
+    elif output is Format.csv:
+        print_frame(comparison.tidy(), output, "comparison")
+    else:
+        print_comparison(comparison, output)
+    if plots is not None:
+        from rlharness.analysis.figures import interval_figure, profile_figure
+        from rlharness.analysis.style import save_figures
+
+        figures = {
+            "iqm_intervals": interval_figure(comparison),
+            "profile": profile_figure(comparison),
+        }
+        for files in save_figures(figures, plots).values():
+            for path in files:
+                plain(f"figure: {path}", stderr=True)
+
+
+def report(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="An experiment (its latest run), a run key EXPERIMENT/RUN_ID or its path, "
+            "or a study EXPERIMENT/sweep-STUDY."
+        ),
+    ],
+    results: ResultsOption = DEFAULT_RESULTS,
+    metric: MetricOption = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html", help="HTML file (default: RESULTS/<experiment>/reports/<run-id>.html)."
+        ),
+    ] = None,
+    reps: RepsOption = 2000,
+    storage: StorageOption = None,
+    include_unverified: IncludeUnverifiedOption = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", hidden=True, help="Old name of --html.")
+    ] = None,
+) -> None:
+    """Write a self-contained HTML report: provenance, spec, comparison tables and figures."""
+    from rlharness.analysis.report import build_report, default_report_path, write_report
+    from rlharness.errors import ResultsError
+    from rlharness.results import free_space
+
+    html, _ = either("--html", html, "--out", out, None)
+    try:
+        found = _open_catalog(results, include_unverified)
+        page = build_report(found, target, metric=metric, reps=reps, storage=storage)
+        path = html or default_report_path(found, target)
+    except ResultsError as error:
+        fail(error)
+    try:
+        write_report(page, path)
+    except OSError as error:
+        reason = f"{error.strerror or error} ({free_space(path)})"
+        fail(ResultsError(f"cannot write the report to {path}: {reason}"))
+    plain(f"report: {path}")
+
+
+def verify(
+    results_argument: Annotated[
+        Path | None,
+        typer.Argument(metavar="RESULTS", hidden=True, help="Old form of --results."),
+    ] = None,
+    results: ResultsOption = DEFAULT_RESULTS,
+    remove_partial: Annotated[
+        bool,
+        typer.Option(
+            "--remove-partial",
+            help="Remove the .partial staging dirs that unfinished runs left behind, "
+            "except those whose writing process still runs.",
+        ),
+    ] = False,
+) -> None:
+    """Check every run and trial against its manifest (files present, sizes and SHA-256s
+    equal, nothing unlisted, each file readable); exit 1 if any does not verify."""
+    from rlharness.errors import ResultsError
+    from rlharness.integrity import check_runs, find_partials
+    from rlharness.results import format_bytes
+
+    results, _ = either(
+        "--results", results, "the RESULTS argument", results_argument, DEFAULT_RESULTS
+    )
+    if not results.is_dir():
+        fail(ResultsError(f"results directory {results} does not exist"))
+    checks = check_runs(results)
+    failed = [check for check in checks if not check.verified]
+    for check in failed:
+        state = "unverified" if check.readable else "unreadable"
+        plain(f"{state}: {check.key}: {check.describe()}")
+    plain(f"{len(checks)} run(s) checked: {len(checks) - len(failed)} verified, {len(failed)} not")
+    partials = find_partials(results)
+    for partial in partials:
+        reason = partial.keep_reason()
+        size = format_bytes(partial.bytes)
+        if reason is not None:
+            plain(f"partial: kept {partial.path} ({size}): {reason}")
+        elif remove_partial:
+            partial.remove()
+            plain(f"partial: removed {partial.path} ({size})")
+        else:
+            plain(f"partial: {partial.path} ({size}): an unfinished run; its writer has ended")
+    stale = [partial for partial in partials if partial.keep_reason() is None]
+    if stale and not remove_partial:
+        total = format_bytes(sum(partial.bytes for partial in stale))
+        plain(
+            f"{len(stale)} staging dir(s) of unfinished runs hold {total}; "
+            f"`rlharness verify --results {results} --remove-partial` removes them"
+        )
+    if failed:
+        raise typer.Exit(UNVERIFIED)
+
+
+def _open_catalog(results: Path, include_unverified: bool) -> Catalog:
+    """The catalog of ``results``, each run that did not verify named on stderr."""
+    from rlharness.catalog import Catalog, UnverifiedRunWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnverifiedRunWarning)
+        try:
+            return Catalog(results, include_unverified)
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, UnverifiedRunWarning):
+                    plain(f"warning: {warning.message}", stderr=True)
+                else:
+                    warnings.warn_explicit(
+                        warning.message, warning.category, warning.filename, warning.lineno
+                    )

@@ -27,7 +27,7 @@ from rlharness.agents.linear.sampling import (
     record,
     run_sampled,
 )
-from rlharness.agents.linear.types import FloatArray, IntArray, LearnerTrace
+from rlharness.agents.linear.types import FloatArray, Hyperparameters, IntArray, LearnerTrace
 
 INTEREST = 1.0
 
@@ -36,11 +36,12 @@ def sampled_emphatic_td(
     problem: LinearProblem,
     w0: FloatArray,
     seeds: list[int],
-    alpha: float,
+    hyperparameters: Hyperparameters,
     marks: IntArray,
     hard_limit: float,
 ) -> LearnerTrace:
     """Run sampled one-step emphatic TD for every seed."""
+    alpha = hyperparameters.alpha
     return run_sampled(_emphatic_td_kernel, problem, w0, seeds, marks, hard_limit, alpha)
 
 
@@ -85,8 +86,9 @@ def emphasis_weighting(problem: LinearProblem) -> FloatArray:
     return emphasis
 
 
-def expected_emphatic_td(problem: LinearProblem, alpha: float) -> ExpectedStep:
+def expected_emphatic_td(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
     """The expected emphatic TD update, for all seeds at once."""
+    alpha = hyperparameters.alpha
     X = problem.state_features
     emphasis = emphasis_weighting(problem)
 

@@ -29,22 +29,36 @@ from rlharness.agents.linear.sampling import (
     record,
     run_sampled,
 )
-from rlharness.agents.linear.types import FloatArray, IntArray, LearnerTrace
+from rlharness.agents.linear.types import FloatArray, Hyperparameters, IntArray, LearnerTrace
 
 
-def sampled_gradient_td(
+def sampled_tdc(
     problem: LinearProblem,
     w0: FloatArray,
     seeds: list[int],
-    alpha: float,
-    beta: float,
-    gtd2: bool,
+    hyperparameters: Hyperparameters,
     marks: IntArray,
     hard_limit: float,
 ) -> LearnerTrace:
-    """Run sampled TDC (or GTD2 when ``gtd2``) for every seed, v starting at 0."""
+    """Run sampled TDC for every seed, v starting at 0."""
+    alpha, beta = hyperparameters.alpha, hyperparameters.beta
     return run_sampled(
-        _gradient_td_kernel, problem, w0, seeds, marks, hard_limit, alpha, beta, gtd2
+        _gradient_td_kernel, problem, w0, seeds, marks, hard_limit, alpha, beta, False
+    )
+
+
+def sampled_gtd2(
+    problem: LinearProblem,
+    w0: FloatArray,
+    seeds: list[int],
+    hyperparameters: Hyperparameters,
+    marks: IntArray,
+    hard_limit: float,
+) -> LearnerTrace:
+    """Run sampled GTD2 for every seed, v starting at 0."""
+    alpha, beta = hyperparameters.alpha, hyperparameters.beta
+    return run_sampled(
+        _gradient_td_kernel, problem, w0, seeds, marks, hard_limit, alpha, beta, True
     )
 
 
@@ -84,10 +98,19 @@ def _gradient_td_kernel(
                 statistics, log = NO_TD_ERRORS, log + 1
 
 
-def expected_gradient_td(
+def expected_tdc(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
+    """The expected TDC update under the weighting mu, for all seeds at once."""
+    return _expected_gradient_td(problem, hyperparameters.alpha, hyperparameters.beta, gtd2=False)
+
+
+def expected_gtd2(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
+    """The expected GTD2 update under the weighting mu, for all seeds at once."""
+    return _expected_gradient_td(problem, hyperparameters.alpha, hyperparameters.beta, gtd2=True)
+
+
+def _expected_gradient_td(
     problem: LinearProblem, alpha: float, beta: float, gtd2: bool
 ) -> ExpectedStep:
-    """The expected TDC (or GTD2) update under the weighting mu, for all seeds at once."""
     X = problem.state_features
     next_features = problem.policy_transition @ X  # row s: E_pi[x(S') | S = s]
     mu = problem.weighting

@@ -26,23 +26,21 @@ from rlharness.agents.linear.sampling import (
     record,
     run_sampled,
 )
-from rlharness.agents.linear.types import FloatArray, IntArray, LearnerTrace
+from rlharness.agents.linear.types import FloatArray, Hyperparameters, IntArray, LearnerTrace
 
 
 def sampled_q_learning(
     problem: LinearProblem,
     w0: FloatArray,
     seeds: list[int],
-    alpha: float,
-    target_update_period: int,
+    hyperparameters: Hyperparameters,
     marks: IntArray,
     hard_limit: float,
 ) -> LearnerTrace:
     """Run semi-gradient Q-learning for every seed."""
     assert problem.action_features is not None
-    return run_sampled(
-        _q_learning_kernel, problem, w0, seeds, marks, hard_limit, alpha, target_update_period
-    )
+    alpha, period = hyperparameters.alpha, hyperparameters.target_update_period
+    return run_sampled(_q_learning_kernel, problem, w0, seeds, marks, hard_limit, alpha, period)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -78,11 +76,12 @@ def _q_learning_kernel(
                 statistics, log = NO_TD_ERRORS, log + 1
 
 
-def expected_q_learning(problem: LinearProblem, alpha: float) -> ExpectedStep:
+def expected_q_learning(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
     """Semi-gradient Q-value iteration under mu(s) b(a|s), for all seeds at once.
 
     w <- w + alpha sum_{s,a} mu(s) b(a|s) delta(s, a) x(s, a).
     """
+    alpha = hyperparameters.alpha
     rows = problem.rows
     weighting = problem.row_weighting
 

@@ -21,12 +21,17 @@ import numba
 import numpy as np
 
 from rlharness.agents.linear.problem import LinearProblem
-from rlharness.agents.linear.types import FloatArray, IntArray, LearnerTrace
+from rlharness.agents.linear.types import FloatArray, Hyperparameters, IntArray, LearnerTrace
 
 _GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX_2 = np.uint64(0x94D049BB133111EB)
 _UNIT = 1.0 / float(1 << 53)
+
+SampledRunner = Callable[
+    [LinearProblem, FloatArray, list[int], Hyperparameters, IntArray, float], LearnerTrace
+]
+"""(problem, w0, seeds, hyperparameters, marks, hard_limit) -> what every seed logged at marks."""
 
 
 class SampledModel(NamedTuple):

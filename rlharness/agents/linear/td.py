@@ -30,35 +30,32 @@ from rlharness.agents.linear.sampling import (
     record,
     run_sampled,
 )
-from rlharness.agents.linear.types import FloatArray, IntArray, LearnerTrace
+from rlharness.agents.linear.types import FloatArray, Hyperparameters, IntArray, LearnerTrace
 
 
 def semi_gradient_td(
     problem: LinearProblem,
     w0: FloatArray,
     seeds: list[int],
-    alpha: float,
-    n_step: int,
-    target_update_period: int,
+    hyperparameters: Hyperparameters,
     marks: IntArray,
     hard_limit: float,
 ) -> LearnerTrace:
-    """Run n-step off-policy TD for every seed (rows of ``w0``) for ``marks[-1]`` transitions."""
-    if n_step == 1:
-        return run_sampled(
-            _one_step_td_kernel, problem, w0, seeds, marks, hard_limit, alpha, target_update_period
-        )
-    return run_sampled(
-        _n_step_td_kernel,
-        problem,
-        w0,
-        seeds,
-        marks,
-        hard_limit,
-        alpha,
-        n_step,
-        target_update_period,
+    """Run n-step off-policy TD for every seed (rows of ``w0``) for ``marks[-1]`` transitions.
+
+    A Monte Carlo target (``n_step`` None) is an n longer than the run.
+    """
+    alpha, n_step, period = (
+        hyperparameters.alpha,
+        hyperparameters.n_step,
+        hyperparameters.target_update_period,
     )
+    n = int(marks[-1]) + 1 if n_step is None else n_step
+    if n == 1:
+        return run_sampled(
+            _one_step_td_kernel, problem, w0, seeds, marks, hard_limit, alpha, period
+        )
+    return run_sampled(_n_step_td_kernel, problem, w0, seeds, marks, hard_limit, alpha, n, period)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)

@@ -44,9 +44,10 @@ from rlharness.agents.linear import Hyperparameters, LinearProblem, build_proble
 from rlharness.agents.linear.sampling import cumulative
 from rlharness.agents.linear.td import semi_gradient_td
 from rlharness.agents.linear.types import FloatArray
+from rlharness_envs.baird import INITIAL_WEIGHTS
 
 ENV_ID = "triad/Baird-v0"
-BAIRD_W0 = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 10.0, 1.0]
+BAIRD_W0 = list(INITIAL_WEIGHTS)
 ALPHA = 0.01
 HARD_LIMIT = 1e10
 Z_LIMIT = 4.0  # |z| above this on any statistic fails the agreement check

@@ -20,7 +20,6 @@ from rlharness.agents.linear.sampling import (
     add_td_error,
     axpy_exploded,
     behave,
-    continue_from,
     dot,
     draw,
     new_stream,
@@ -64,8 +63,10 @@ def _emphatic_td_kernel(
             td_error = model.reward[s, a, s_next] + gamma * dot(X[s_next], w) - dot(X[s], w)
             diverged = axpy_exploded(w, alpha * emphasis * rho * td_error, X[s], hard_limit)
             statistics = add_td_error(statistics, td_error)
-            previous_rho = 0.0 if model.terminal[s_next] else rho
-            s = continue_from(model, s_next, rng)
+            if model.terminal[s_next]:
+                s, previous_rho = draw(model.start_cum, rng), 0.0
+            else:
+                s, previous_rho = s_next, rho
             if diverged:
                 out_hard_step[i] = t + 1
                 break

@@ -45,12 +45,8 @@ def semi_gradient_td(
 
     A Monte Carlo target (``n_step`` None) is an n longer than the run.
     """
-    alpha, n_step, period = (
-        hyperparameters.alpha,
-        hyperparameters.n_step,
-        hyperparameters.target_update_period,
-    )
-    n = int(marks[-1]) + 1 if n_step is None else n_step
+    alpha, period = hyperparameters.alpha, hyperparameters.target_update_period
+    n = int(marks[-1]) + 1 if hyperparameters.n_step is None else hyperparameters.n_step
     if n == 1:
         return run_sampled(
             _one_step_td_kernel, problem, w0, seeds, marks, hard_limit, alpha, period
@@ -159,8 +155,10 @@ def _n_step_td_kernel(
                 updates += 1
                 if target_update_period > 1 and updates % target_update_period == 0:
                     w_target[:] = w
-            k = 0 if model.terminal[s_next] else k + 1
-            s = continue_from(model, s_next, rng)
+            if model.terminal[s_next]:
+                s, k = draw(model.start_cum, rng), 0
+            else:
+                s, k = s_next, k + 1
             previous_slot = slot
             if exploded(w, hard_limit):
                 out_hard_step[i] = t + 1

@@ -40,13 +40,14 @@ from rich.console import Console
 from rich.table import Table
 
 import rlharness_envs  # noqa: F401  (registers the triad/* ids)
-from rlharness.agents.linear import LinearProblem, build_problem, logged_steps
+from rlharness.agents.linear import Hyperparameters, LinearProblem, build_problem, logged_steps
 from rlharness.agents.linear.sampling import cumulative
 from rlharness.agents.linear.td import semi_gradient_td
 from rlharness.agents.linear.types import FloatArray
+from rlharness_envs.baird import INITIAL_WEIGHTS
 
 ENV_ID = "triad/Baird-v0"
-BAIRD_W0 = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 10.0, 1.0]
+BAIRD_W0 = list(INITIAL_WEIGHTS)
 ALPHA = 0.01
 HARD_LIMIT = 1e10
 Z_LIMIT = 4.0  # |z| above this on any statistic fails the agreement check
@@ -125,7 +126,8 @@ def run_batched(problem: LinearProblem, w0: FloatArray, n_seeds: int, steps: int
     """Final weights (seeds x features) of the batched kernel; NaN rows for hard-diverged seeds."""
     weights = np.tile(w0, (n_seeds, 1))
     marks = logged_steps(steps, steps)
-    trace = semi_gradient_td(problem, weights, list(range(n_seeds)), ALPHA, 1, 1, marks, HARD_LIMIT)
+    settings = Hyperparameters(alpha=ALPHA, beta=0.0, n_step=1, target_update_period=1)
+    trace = semi_gradient_td(problem, weights, list(range(n_seeds)), settings, marks, HARD_LIMIT)
     return trace.weights[-1]
 
 

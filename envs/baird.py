@@ -23,6 +23,7 @@ N_FEATURES = 8
 DASHED, SOLID = 0, 1
 BEHAVIOUR_SOLID_PROBABILITY = 1.0 / 7.0
 INITIAL_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 10.0, 1.0)
+"""w0 of Figure 11.2, from which semi-gradient off-policy TD(0) and DP diverge."""
 
 
 def baird_features() -> np.ndarray:

@@ -3,7 +3,7 @@
 `plan_trials` expands an experiment into `TrialConfig`s (grid points x seeds);
 `check_experiment` resolves every point against its env and agent before
 anything runs, so bad input fails early with field-named messages. Linear
-learners run in `rlharness.linear_trial`, DQN agents in `rlharness.agents.deep.trial`.
+learners run in `rlharness.agents.linear.trial`, DQN agents in `rlharness.agents.deep.trial`.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def resolve(spec: ExperimentSpec) -> None:
 
         resolve_deep(spec)
     else:
-        from rlharness.linear_trial import resolve_linear
+        from rlharness.agents.linear.trial import resolve_linear
 
         resolve_linear(spec)
 
@@ -93,7 +93,7 @@ def run_trial(config: TrialConfig, progress: Callable[[int], None] | None = None
 
         metrics, outcomes, threshold = run_deep_trial(config.spec, seeds, progress)
     else:
-        from rlharness.linear_trial import run_linear_trial
+        from rlharness.agents.linear.trial import run_linear_trial
 
         metrics, outcomes, threshold = run_linear_trial(config.spec, seeds, progress)
     return TrialResult(config, metrics, outcomes, threshold)

@@ -29,6 +29,8 @@ from pydantic import (
 
 from rlharness.errors import SpecError, short, short_text
 
+# The names of rlharness.agents.linear.RULES (mypy checks its keys, a test that none is missing):
+# a Literal, not derived from the registry, so that validating a spec never imports the learners.
 AgentName = Literal[
     "semi_gradient_td",
     "semi_gradient_dp",

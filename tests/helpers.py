@@ -6,8 +6,9 @@ from typing import Any
 
 from rlharness.runner import TrialResult, plan_trials, run_trial
 from rlharness.spec import ExperimentSpec, parse_spec
+from rlharness_envs.baird import INITIAL_WEIGHTS
 
-BAIRD_W0 = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 10.0, 1.0]
+BAIRD_W0 = list(INITIAL_WEIGHTS)
 
 
 def make_spec(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlharness.linear_trial import resolve_linear
+from rlharness.agents.linear.trial import resolve_linear
 from tests.helpers import make_spec
 
 ENVS = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rlharness_envs.baird import INITIAL_WEIGHTS
 from tests.envs import conformance
 
 ENV_ID = "triad/Baird-v0"
@@ -102,10 +103,10 @@ def test_expected_semi_gradient_dp_diverges(model):
     p_pi[:, LOWER] = 1.0
     update = features.T @ np.diag(np.full(7, 1 / 7)) @ (0.99 * p_pi @ features - features)
     assert np.max(np.linalg.eigvals(update).real) > 0.0
-    weights = np.array([1, 1, 1, 1, 1, 1, 10, 1], dtype=float)
+    weights = np.array(INITIAL_WEIGHTS)
     for _ in range(1000):
         weights = weights + 0.01 * update @ weights
-    assert np.linalg.norm(weights) > 10 * np.linalg.norm([1, 1, 1, 1, 1, 1, 10, 1])
+    assert np.linalg.norm(weights) > 10 * np.linalg.norm(INITIAL_WEIGHTS)
 
 
 @pytest.mark.parametrize("gamma", [1.0, 1.5, -0.1])

@@ -1,7 +1,10 @@
 """Batched linear off-policy learners: one compiled or vectorised update advances every seed.
 
-`RULES` says what each learning rule supports; `check_rule` turns an
-unsupported combination into field-named messages; `run_linear` runs one.
+`RULES` is the registry: one `Rule` per learning rule, holding its sampled and
+expected forms and what it supports. A new rule is one module with its forms
+(see `SampledRunner` and `ExpectedBuilder`), one entry here, its name in
+`rlharness.spec.AgentName` and its test. `check_rule` turns an unsupported
+combination into field-named messages; `run_linear` runs one.
 """
 
 from __future__ import annotations
@@ -12,42 +15,92 @@ import numpy as np
 
 from rlharness.agents.linear.dp import least_squares_dp, semi_gradient_dp
 from rlharness.agents.linear.emphatic import expected_emphatic_td, sampled_emphatic_td
-from rlharness.agents.linear.expected import ExpectedStep, run_expected
-from rlharness.agents.linear.gradient_td import expected_gradient_td, sampled_gradient_td
+from rlharness.agents.linear.expected import ExpectedBuilder, run_expected
+from rlharness.agents.linear.gradient_td import (
+    expected_gtd2,
+    expected_tdc,
+    sampled_gtd2,
+    sampled_tdc,
+)
 from rlharness.agents.linear.problem import LinearProblem, build_problem
 from rlharness.agents.linear.q_learning import expected_q_learning, sampled_q_learning
+from rlharness.agents.linear.sampling import SampledRunner
 from rlharness.agents.linear.td import semi_gradient_td
-from rlharness.agents.linear.types import FloatArray, IntArray, LearnerTrace, logged_steps
-from rlharness.spec import LinearAgentSpec, TriadSpec
+from rlharness.agents.linear.types import (
+    FloatArray,
+    Hyperparameters,
+    IntArray,
+    LearnerTrace,
+    logged_steps,
+)
+from rlharness.spec import AgentName, LinearAgentSpec, TriadSpec, UpdateKind
 
 
 @dataclass(frozen=True)
-class RuleInfo:
-    """What a learning rule supports; the first entry of ``updates`` is its default."""
+class Rule:
+    """A learning rule: its two forms and the settings it supports.
 
-    updates: tuple[str, ...]
+    ``sampled`` learns from sampled transitions, ``expected`` builds the update
+    in expectation over all states; None where the rule has no such form, and
+    then ``counterpart`` names the rule that has it. ``uses_beta`` rules keep
+    secondary weights v (from 0) stepped by beta. ``multi_step``: any
+    ``triad.n_step``; ``target_network``: any ``triad.target_update_period``;
+    ``on_policy_form``: ``triad.off_policy`` may be false.
+    """
+
+    sampled: SampledRunner | None
+    expected: ExpectedBuilder | None
     control: bool = False
     uses_alpha: bool = True
     uses_beta: bool = False
     multi_step: bool = False
     target_network: bool = False
     on_policy_form: bool = True
+    counterpart: AgentName | None = None
+
+    @property
+    def updates(self) -> tuple[UpdateKind, ...]:
+        """The update kinds this rule has, its default first (sampled where it has both)."""
+        updates: list[UpdateKind] = []
+        if self.sampled is not None:
+            updates.append("sampled")
+        if self.expected is not None:
+            updates.append("expected")
+        return tuple(updates)
 
 
-RULES: dict[str, RuleInfo] = {
-    "semi_gradient_td": RuleInfo(("sampled",), multi_step=True, target_network=True),
-    "semi_gradient_dp": RuleInfo(("expected",), multi_step=True, target_network=True),
-    "q_learning": RuleInfo(
-        ("sampled", "expected"), control=True, target_network=True, on_policy_form=False
+RULES: dict[AgentName, Rule] = {
+    "semi_gradient_td": Rule(
+        sampled=semi_gradient_td,
+        expected=None,
+        multi_step=True,
+        target_network=True,
+        counterpart="semi_gradient_dp",
     ),
-    "tdc": RuleInfo(("sampled", "expected"), uses_beta=True),
-    "gtd2": RuleInfo(("sampled", "expected"), uses_beta=True),
-    "emphatic_td": RuleInfo(("sampled", "expected")),
-    "least_squares_dp": RuleInfo(("expected",), uses_alpha=False, multi_step=True),
+    "semi_gradient_dp": Rule(
+        sampled=None,
+        expected=semi_gradient_dp,
+        multi_step=True,
+        target_network=True,
+        counterpart="semi_gradient_td",
+    ),
+    "q_learning": Rule(
+        sampled=sampled_q_learning,
+        expected=expected_q_learning,
+        control=True,
+        target_network=True,
+        on_policy_form=False,
+    ),
+    "tdc": Rule(sampled=sampled_tdc, expected=expected_tdc, uses_beta=True),
+    "gtd2": Rule(sampled=sampled_gtd2, expected=expected_gtd2, uses_beta=True),
+    "emphatic_td": Rule(sampled=sampled_emphatic_td, expected=expected_emphatic_td),
+    "least_squares_dp": Rule(
+        sampled=None, expected=least_squares_dp, uses_alpha=False, multi_step=True
+    ),
 }
 
 
-def update_kind(agent: LinearAgentSpec) -> str:
+def update_kind(agent: LinearAgentSpec) -> UpdateKind:
     """The update the agent runs: its own choice or the rule's default."""
     return agent.update or RULES[agent.name].updates[0]
 
@@ -59,12 +112,7 @@ def check_rule(agent: LinearAgentSpec, triad: TriadSpec, episodic: bool) -> list
     if agent.update is not None and agent.update not in rule.updates:
         problems.append(
             f"agent.update: {agent.name} supports {', '.join(rule.updates)}, got '{agent.update}'"
-            + (
-                "; its expected form is semi_gradient_dp"
-                if agent.name == "semi_gradient_td"
-                else ""
-            )
-            + ("; its sampled form is semi_gradient_td" if agent.name == "semi_gradient_dp" else "")
+            + (f"; its {agent.update} form is {rule.counterpart}" if rule.counterpart else "")
         )
     if rule.uses_alpha and agent.alpha is None:
         problems.append(f"agent.alpha: {agent.name} needs a step size alpha > 0")
@@ -73,7 +121,8 @@ def check_rule(agent: LinearAgentSpec, triad: TriadSpec, episodic: bool) -> list
     if rule.uses_beta and agent.beta is None:
         problems.append(f"agent.beta: {agent.name} needs a secondary step size beta > 0")
     if not rule.uses_beta and agent.beta is not None:
-        problems.append(f"agent.beta: only tdc and gtd2 use beta; remove it for {agent.name}")
+        beta_rules = " and ".join(name for name, other in RULES.items() if other.uses_beta)
+        problems.append(f"agent.beta: only {beta_rules} use beta; remove it for {agent.name}")
     if not rule.multi_step and triad.n_step != 1:
         problems.append(f"triad.n_step: {agent.name} supports n_step 1 only, got {triad.n_step}")
     if not rule.target_network and triad.target_update_period != 1:
@@ -86,8 +135,7 @@ def check_rule(agent: LinearAgentSpec, triad: TriadSpec, episodic: bool) -> list
             f"triad.off_policy: {agent.name} learns the greedy policy off-policy by "
             "construction; allowed: true"
         )
-    sampled = (agent.update or rule.updates[0]) == "sampled"
-    if sampled and triad.n_step == "inf" and not episodic:
+    if update_kind(agent) == "sampled" and triad.n_step == "inf" and not episodic:
         problems.append(
             "triad.n_step: a sampled Monte Carlo target ('inf') needs an episodic env; "
             "use a finite n_step or an expected update (semi_gradient_dp)"
@@ -105,49 +153,36 @@ def run_linear(
     hard_limit: float,
 ) -> LearnerTrace:
     """Run ``agent`` on ``problem`` for every seed (rows of ``w0``), logging at ``marks``."""
-    alpha = agent.alpha or 0.0
-    beta = agent.beta or 0.0
-    period = triad.target_update_period
-    if update_kind(agent) == "sampled":
-        steps = int(marks[-1])
-        n_step = steps + 1 if triad.n_step == "inf" else int(triad.n_step)
-        match agent.name:
-            case "semi_gradient_td":
-                return semi_gradient_td(
-                    problem, w0, seeds, alpha, n_step, period, marks, hard_limit
-                )
-            case "q_learning":
-                return sampled_q_learning(problem, w0, seeds, alpha, period, marks, hard_limit)
-            case "tdc" | "gtd2":
-                gtd2 = agent.name == "gtd2"
-                return sampled_gradient_td(problem, w0, seeds, alpha, beta, gtd2, marks, hard_limit)
-            case "emphatic_td":
-                return sampled_emphatic_td(problem, w0, seeds, alpha, marks, hard_limit)
-    expected_n = None if triad.n_step == "inf" else int(triad.n_step)
-    auxiliary = np.zeros(0)
-    step: ExpectedStep
-    match agent.name:
-        case "semi_gradient_dp":
-            step = semi_gradient_dp(problem, alpha, expected_n)
-        case "least_squares_dp":
-            step = least_squares_dp(problem, expected_n)
-        case "q_learning":
-            step = expected_q_learning(problem, alpha)
-        case "tdc" | "gtd2":
-            step = expected_gradient_td(problem, alpha, beta, agent.name == "gtd2")
-            auxiliary = np.zeros_like(w0)
-        case "emphatic_td":
-            step = expected_emphatic_td(problem, alpha)
-        case _:
-            raise ValueError(f"no expected form of {agent.name}")
-    return run_expected(step, w0, auxiliary, problem.row_weighting, period, marks, hard_limit)
+    rule = RULES[agent.name]
+    kind = update_kind(agent)
+    hyperparameters = Hyperparameters(
+        alpha=agent.alpha or 0.0,
+        beta=agent.beta or 0.0,
+        n_step=None if triad.n_step == "inf" else int(triad.n_step),
+        target_update_period=triad.target_update_period,
+    )
+    if kind == "sampled" and rule.sampled is not None:
+        return rule.sampled(problem, w0, seeds, hyperparameters, marks, hard_limit)
+    if kind == "expected" and rule.expected is not None:
+        auxiliary = np.zeros_like(w0) if rule.uses_beta else np.zeros(0)
+        return run_expected(
+            rule.expected(problem, hyperparameters),
+            w0,
+            auxiliary,
+            problem.row_weighting,
+            triad.target_update_period,
+            marks,
+            hard_limit,
+        )
+    raise ValueError(f"no {kind} form of {agent.name}")
 
 
 __all__ = [
     "RULES",
+    "Hyperparameters",
     "LearnerTrace",
     "LinearProblem",
-    "RuleInfo",
+    "Rule",
     "build_problem",
     "check_rule",
     "logged_steps",

@@ -20,14 +20,15 @@ import numpy as np
 
 from rlharness.agents.linear.expected import ExpectedStep
 from rlharness.agents.linear.problem import LinearProblem
-from rlharness.agents.linear.types import FloatArray
+from rlharness.agents.linear.types import FloatArray, Hyperparameters
 
 
-def semi_gradient_dp(problem: LinearProblem, alpha: float, n_step: int | None) -> ExpectedStep:
+def semi_gradient_dp(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
     """The expected semi-gradient TD update over all states, for all seeds at once."""
+    alpha = hyperparameters.alpha
     X = problem.state_features
     mu = problem.weighting
-    target = _bellman_target(problem, n_step)
+    target = _bellman_target(problem, hyperparameters.n_step)
 
     def step(
         W: FloatArray, W_target: FloatArray, auxiliary: FloatArray
@@ -38,12 +39,12 @@ def semi_gradient_dp(problem: LinearProblem, alpha: float, n_step: int | None) -
     return step
 
 
-def least_squares_dp(problem: LinearProblem, n_step: int | None) -> ExpectedStep:
+def least_squares_dp(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
     """The exact least-squares fit of the n-step DP target, for all seeds at once."""
     X = problem.state_features
     mu = problem.weighting
     solve = np.linalg.pinv(X.T @ (mu[:, None] * X))
-    bellman_target = _bellman_target(problem, n_step)
+    bellman_target = _bellman_target(problem, hyperparameters.n_step)
 
     def step(
         W: FloatArray, W_target: FloatArray, auxiliary: FloatArray

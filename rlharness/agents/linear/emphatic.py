@@ -16,16 +16,17 @@ import numpy as np
 from rlharness.agents.linear.expected import ExpectedStep
 from rlharness.agents.linear.problem import LinearProblem
 from rlharness.agents.linear.sampling import (
-    allocate_trace,
+    NO_TD_ERRORS,
+    add_td_error,
     axpy_exploded,
-    cumulative,
+    behave,
     dot,
     draw,
     new_stream,
     record,
-    seed_keys,
+    run_sampled,
 )
-from rlharness.agents.linear.types import FloatArray, IntArray, LearnerTrace
+from rlharness.agents.linear.types import FloatArray, Hyperparameters, IntArray, LearnerTrace
 
 INTEREST = 1.0
 
@@ -34,57 +35,44 @@ def sampled_emphatic_td(
     problem: LinearProblem,
     w0: FloatArray,
     seeds: list[int],
-    alpha: float,
+    hyperparameters: Hyperparameters,
     marks: IntArray,
     hard_limit: float,
 ) -> LearnerTrace:
     """Run sampled one-step emphatic TD for every seed."""
-    model = problem.model
-    weights, td_mean, td_rms, hard_step = allocate_trace(marks, len(seeds), w0)
-    _emphatic_td_kernel(
-        seed_keys(seeds), np.ascontiguousarray(w0), np.ascontiguousarray(problem.state_features),
-        cumulative(problem.behaviour_policy), cumulative(model.transition),
-        np.ascontiguousarray(model.reward), problem.importance_ratio,
-        cumulative(model.start_distribution), model.terminal, model.gamma, alpha,
-        marks, hard_limit, weights, td_mean, td_rms, hard_step,
-    )  # fmt: skip
-    return LearnerTrace(marks, weights, td_mean, td_rms, hard_step)
+    alpha = hyperparameters.alpha
+    return run_sampled(_emphatic_td_kernel, problem, w0, seeds, marks, hard_limit, alpha)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _emphatic_td_kernel(
-    keys, w0, X, behaviour_cum, transition_cum, reward, importance_ratio, start_cum, terminal,
-    gamma, alpha, marks, hard_limit,
-    out_weights, out_td_mean, out_td_rms, out_hard_step,
+    keys, w0, model, marks, hard_limit, out_weights, out_td_mean, out_td_rms, out_hard_step,
+    alpha,
 ):  # fmt: skip
+    X, gamma = model.features, model.gamma
     for i in numba.prange(w0.shape[0]):
         rng = new_stream(keys[i])
         w = w0[i].copy()
-        td_sum, td_square_sum, td_count, log = 0.0, 0.0, 0, 1
-        s = draw(start_cum, rng)
+        statistics, log = NO_TD_ERRORS, 1
+        s = draw(model.start_cum, rng)
         emphasis, previous_rho = 0.0, 0.0
         for t in range(marks[-1]):
-            a = draw(behaviour_cum[s], rng)
-            s_next = draw(transition_cum[s, a], rng)
-            rho = importance_ratio[s, a]
+            a, s_next = behave(model, s, rng)
+            rho = model.importance_ratio[s, a]
             emphasis = gamma * previous_rho * emphasis + INTEREST
-            td_error = reward[s, a, s_next] + gamma * dot(X[s_next], w) - dot(X[s], w)
+            td_error = model.reward[s, a, s_next] + gamma * dot(X[s_next], w) - dot(X[s], w)
             diverged = axpy_exploded(w, alpha * emphasis * rho * td_error, X[s], hard_limit)
-            td_sum += td_error
-            td_square_sum += td_error * td_error
-            td_count += 1
-            if terminal[s_next]:
-                s, previous_rho = draw(start_cum, rng), 0.0
+            statistics = add_td_error(statistics, td_error)
+            if model.terminal[s_next]:
+                s, previous_rho = draw(model.start_cum, rng), 0.0
             else:
                 s, previous_rho = s_next, rho
             if diverged:
                 out_hard_step[i] = t + 1
                 break
             if t + 1 == marks[log]:
-                record(
-                    out_weights, out_td_mean, out_td_rms, log, i, w, td_sum, td_square_sum, td_count
-                )
-                td_sum, td_square_sum, td_count, log = 0.0, 0.0, 0, log + 1
+                record(out_weights, out_td_mean, out_td_rms, log, i, w, statistics)
+                statistics, log = NO_TD_ERRORS, log + 1
 
 
 def emphasis_weighting(problem: LinearProblem) -> FloatArray:
@@ -99,8 +87,9 @@ def emphasis_weighting(problem: LinearProblem) -> FloatArray:
     return emphasis
 
 
-def expected_emphatic_td(problem: LinearProblem, alpha: float) -> ExpectedStep:
+def expected_emphatic_td(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
     """The expected emphatic TD update, for all seeds at once."""
+    alpha = hyperparameters.alpha
     X = problem.state_features
     emphasis = emphasis_weighting(problem)
 

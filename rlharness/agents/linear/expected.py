@@ -11,12 +11,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from rlharness.agents.linear.types import FloatArray, IntArray, LearnerTrace
+from rlharness.agents.linear.problem import LinearProblem
+from rlharness.agents.linear.types import FloatArray, Hyperparameters, IntArray, LearnerTrace
 
 ExpectedStep = Callable[
     [FloatArray, FloatArray, FloatArray], tuple[FloatArray, FloatArray, FloatArray]
 ]
 """(W, W_target, auxiliary) -> (W_next, auxiliary_next, expected TD errors per row)."""
+
+ExpectedBuilder = Callable[[LinearProblem, Hyperparameters], ExpectedStep]
+"""(problem, hyperparameters) -> the rule's expected update for all seeds at once."""
 
 
 def run_expected(

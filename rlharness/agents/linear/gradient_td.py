@@ -17,61 +17,69 @@ import numpy as np
 from rlharness.agents.linear.expected import ExpectedStep
 from rlharness.agents.linear.problem import LinearProblem
 from rlharness.agents.linear.sampling import (
-    allocate_trace,
+    NO_TD_ERRORS,
+    add_td_error,
     axpy,
-    cumulative,
+    behave,
+    continue_from,
     dot,
     draw,
     exploded,
     new_stream,
     record,
-    seed_keys,
+    run_sampled,
 )
-from rlharness.agents.linear.types import FloatArray, IntArray, LearnerTrace
+from rlharness.agents.linear.types import FloatArray, Hyperparameters, IntArray, LearnerTrace
 
 
-def sampled_gradient_td(
+def sampled_tdc(
     problem: LinearProblem,
     w0: FloatArray,
     seeds: list[int],
-    alpha: float,
-    beta: float,
-    gtd2: bool,
+    hyperparameters: Hyperparameters,
     marks: IntArray,
     hard_limit: float,
 ) -> LearnerTrace:
-    """Run sampled TDC (or GTD2 when ``gtd2``) for every seed, v starting at 0."""
-    model = problem.model
-    weights, td_mean, td_rms, hard_step = allocate_trace(marks, len(seeds), w0)
-    _gradient_td_kernel(
-        seed_keys(seeds), np.ascontiguousarray(w0), np.ascontiguousarray(problem.state_features),
-        cumulative(problem.behaviour_policy), cumulative(model.transition),
-        np.ascontiguousarray(model.reward), problem.importance_ratio,
-        cumulative(model.start_distribution), model.terminal, model.gamma, alpha, beta, gtd2,
-        marks, hard_limit, weights, td_mean, td_rms, hard_step,
-    )  # fmt: skip
-    return LearnerTrace(marks, weights, td_mean, td_rms, hard_step)
+    """Run sampled TDC for every seed, v starting at 0."""
+    alpha, beta = hyperparameters.alpha, hyperparameters.beta
+    return run_sampled(
+        _gradient_td_kernel, problem, w0, seeds, marks, hard_limit, alpha, beta, False
+    )
+
+
+def sampled_gtd2(
+    problem: LinearProblem,
+    w0: FloatArray,
+    seeds: list[int],
+    hyperparameters: Hyperparameters,
+    marks: IntArray,
+    hard_limit: float,
+) -> LearnerTrace:
+    """Run sampled GTD2 for every seed, v starting at 0."""
+    alpha, beta = hyperparameters.alpha, hyperparameters.beta
+    return run_sampled(
+        _gradient_td_kernel, problem, w0, seeds, marks, hard_limit, alpha, beta, True
+    )
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _gradient_td_kernel(
-    keys, w0, X, behaviour_cum, transition_cum, reward, importance_ratio, start_cum, terminal,
-    gamma, alpha, beta, gtd2, marks, hard_limit,
-    out_weights, out_td_mean, out_td_rms, out_hard_step,
+    keys, w0, model, marks, hard_limit, out_weights, out_td_mean, out_td_rms, out_hard_step,
+    alpha, beta, gtd2,
 ):  # fmt: skip
+    X, gamma = model.features, model.gamma
     n_seeds, n_features = w0.shape
     for i in numba.prange(n_seeds):
         rng = new_stream(keys[i])
         w = w0[i].copy()
         v = np.zeros(n_features)
-        td_sum, td_square_sum, td_count, log = 0.0, 0.0, 0, 1
-        s = draw(start_cum, rng)
+        statistics, log = NO_TD_ERRORS, 1
+        s = draw(model.start_cum, rng)
         for t in range(marks[-1]):
-            a = draw(behaviour_cum[s], rng)
-            s_next = draw(transition_cum[s, a], rng)
-            rho = importance_ratio[s, a]
+            a, s_next = behave(model, s, rng)
+            rho = model.importance_ratio[s, a]
             x, x_next = X[s], X[s_next]
-            td_error = reward[s, a, s_next] + gamma * dot(x_next, w) - dot(x, w)
+            td_error = model.reward[s, a, s_next] + gamma * dot(x_next, w) - dot(x, w)
             x_v = dot(x, v)
             if gtd2:
                 axpy(w, alpha * rho * x_v, x)
@@ -80,24 +88,29 @@ def _gradient_td_kernel(
                 axpy(w, alpha * rho * td_error, x)
                 axpy(w, -alpha * rho * gamma * x_v, x_next)
             axpy(v, beta * rho * (td_error - x_v), x)
-            td_sum += td_error
-            td_square_sum += td_error * td_error
-            td_count += 1
-            s = draw(start_cum, rng) if terminal[s_next] else s_next
+            statistics = add_td_error(statistics, td_error)
+            s = continue_from(model, s_next, rng)
             if exploded(w, hard_limit) or exploded(v, hard_limit):
                 out_hard_step[i] = t + 1
                 break
             if t + 1 == marks[log]:
-                record(
-                    out_weights, out_td_mean, out_td_rms, log, i, w, td_sum, td_square_sum, td_count
-                )
-                td_sum, td_square_sum, td_count, log = 0.0, 0.0, 0, log + 1
+                record(out_weights, out_td_mean, out_td_rms, log, i, w, statistics)
+                statistics, log = NO_TD_ERRORS, log + 1
 
 
-def expected_gradient_td(
+def expected_tdc(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
+    """The expected TDC update under the weighting mu, for all seeds at once."""
+    return _expected_gradient_td(problem, hyperparameters.alpha, hyperparameters.beta, gtd2=False)
+
+
+def expected_gtd2(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
+    """The expected GTD2 update under the weighting mu, for all seeds at once."""
+    return _expected_gradient_td(problem, hyperparameters.alpha, hyperparameters.beta, gtd2=True)
+
+
+def _expected_gradient_td(
     problem: LinearProblem, alpha: float, beta: float, gtd2: bool
 ) -> ExpectedStep:
-    """The expected TDC (or GTD2) update under the weighting mu, for all seeds at once."""
     X = problem.state_features
     next_features = problem.policy_transition @ X  # row s: E_pi[x(S') | S = s]
     mu = problem.weighting

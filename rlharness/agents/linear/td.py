@@ -17,106 +17,103 @@ import numpy as np
 
 from rlharness.agents.linear.problem import LinearProblem
 from rlharness.agents.linear.sampling import (
-    allocate_trace,
+    NO_TD_ERRORS,
+    add_td_error,
     axpy,
     axpy_exploded,
-    cumulative,
+    behave,
+    continue_from,
     dot,
     draw,
     exploded,
     new_stream,
     record,
-    seed_keys,
+    run_sampled,
 )
-from rlharness.agents.linear.types import FloatArray, IntArray, LearnerTrace
+from rlharness.agents.linear.types import FloatArray, Hyperparameters, IntArray, LearnerTrace
 
 
 def semi_gradient_td(
     problem: LinearProblem,
     w0: FloatArray,
     seeds: list[int],
-    alpha: float,
-    n_step: int,
-    target_update_period: int,
+    hyperparameters: Hyperparameters,
     marks: IntArray,
     hard_limit: float,
 ) -> LearnerTrace:
-    """Run n-step off-policy TD for every seed (rows of ``w0``) for ``marks[-1]`` transitions."""
-    model = problem.model
-    weights, td_mean, td_rms, hard_step = allocate_trace(marks, len(seeds), w0)
-    kernel = _one_step_td_kernel if n_step == 1 else _n_step_td_kernel
-    kernel(
-        seed_keys(seeds),
-        np.ascontiguousarray(w0),
-        np.ascontiguousarray(problem.state_features),
-        cumulative(problem.behaviour_policy),
-        cumulative(model.transition),
-        np.ascontiguousarray(model.reward),
-        problem.importance_ratio,
-        cumulative(model.start_distribution),
-        model.terminal,
-        model.gamma,
-        alpha,
-        n_step,
-        target_update_period,
-        marks,
-        hard_limit,
-        weights,
-        td_mean,
-        td_rms,
-        hard_step,
-    )
-    return LearnerTrace(marks, weights, td_mean, td_rms, hard_step)
+    """Run n-step off-policy TD for every seed (rows of ``w0``) for ``marks[-1]`` transitions.
+
+    A Monte Carlo target (``n_step`` None) is an n longer than the run.
+    """
+    alpha, period = hyperparameters.alpha, hyperparameters.target_update_period
+    n = int(marks[-1]) + 1 if hyperparameters.n_step is None else hyperparameters.n_step
+    if n == 1:
+        return run_sampled(
+            _one_step_td_kernel, problem, w0, seeds, marks, hard_limit, alpha, period
+        )
+    return run_sampled(_n_step_td_kernel, problem, w0, seeds, marks, hard_limit, alpha, n, period)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _one_step_td_kernel(
-    keys, w0, X, behaviour_cum, transition_cum, reward, importance_ratio, start_cum, terminal,
-    gamma, alpha, n, target_update_period, marks, hard_limit,
-    out_weights, out_td_mean, out_td_rms, out_hard_step,
+    keys, w0, model, marks, hard_limit, out_weights, out_td_mean, out_td_rms, out_hard_step,
+    alpha, target_update_period,
 ):  # fmt: skip
     """Semi-gradient off-policy TD(0), eq. 11.2: the n = 1 case without the n-step buffers."""
-    n_seeds = w0.shape[0]
-    steps = marks[-1]
-    for i in numba.prange(n_seeds):
+    X, gamma = model.features, model.gamma
+    for i in numba.prange(w0.shape[0]):
         rng = new_stream(keys[i])
         w = w0[i].copy()
         w_target = w0[i].copy()
         w_bootstrap = w if target_update_period == 1 else w_target
-        td_sum, td_square_sum, td_count, log = 0.0, 0.0, 0, 1
-        s = draw(start_cum, rng)
-        for t in range(steps):
-            a = draw(behaviour_cum[s], rng)
-            s_next = draw(transition_cum[s, a], rng)
-            rho = importance_ratio[s, a]
-            td_error = reward[s, a, s_next] + gamma * dot(X[s_next], w_bootstrap) - dot(X[s], w)
+        statistics, log = NO_TD_ERRORS, 1
+        s = draw(model.start_cum, rng)
+        for t in range(marks[-1]):
+            a, s_next = behave(model, s, rng)
+            rho = model.importance_ratio[s, a]
+            td_error = (
+                model.reward[s, a, s_next] + gamma * dot(X[s_next], w_bootstrap) - dot(X[s], w)
+            )
             diverged = axpy_exploded(w, alpha * rho * td_error, X[s], hard_limit)
-            td_sum += td_error
-            td_square_sum += td_error * td_error
-            td_count += 1
+            statistics = add_td_error(statistics, td_error)
             if target_update_period > 1 and (t + 1) % target_update_period == 0:
                 w_target[:] = w
-            s = draw(start_cum, rng) if terminal[s_next] else s_next
+            s = continue_from(model, s_next, rng)
             if diverged:
                 out_hard_step[i] = t + 1
                 break
             if t + 1 == marks[log]:
-                record(
-                    out_weights, out_td_mean, out_td_rms, log, i, w, td_sum, td_square_sum, td_count
-                )
-                td_sum, td_square_sum, td_count, log = 0.0, 0.0, 0, log + 1
+                record(out_weights, out_td_mean, out_td_rms, log, i, w, statistics)
+                statistics, log = NO_TD_ERRORS, log + 1
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _n_step_td_kernel(
-    keys, w0, X, behaviour_cum, transition_cum, reward, importance_ratio, start_cum, terminal,
-    gamma, alpha, n, target_update_period, marks, hard_limit,
-    out_weights, out_td_mean, out_td_rms, out_hard_step,
+    keys, w0, model, marks, hard_limit, out_weights, out_td_mean, out_td_rms, out_hard_step,
+    alpha, n, target_update_period,
 ):  # fmt: skip
-    n_seeds = w0.shape[0]
-    steps = marks[-1]
-    capacity = min(n, steps)
-    for i in numba.prange(n_seeds):
+    """Off-policy n-step semi-gradient TD: Sutton & Barto (2nd ed.) eq. 7.9 with linear v-hat.
+
+    Each update is made once its n-step return is known, n transitions late. Per
+    seed, block by block:
+    - *store*: ring buffers of capacity min(n, steps) keep, for each recent time
+      j of the episode (``k`` is the current one), S_j, R_{j+1} and the ratio
+      rho_j = pi(A_j|S_j) / b(A_j|S_j) (eq. 7.10's factors).
+    - *due*: after transition k the update of tau = k - n + 1 is due, whose
+      return bootstraps from S_{tau+n} = S_{k+1}; when S_{k+1} is terminal
+      (T = k + 1) every pending tau >= k - n + 1 is due, its return truncated
+      at T (G_{tau:tau+n} = G_tau when tau + n >= T, below eq. 7.1).
+    - *return*: the loop over j = tau..k sums
+      G_{tau:h} = sum_{j=tau}^{h-1} gamma^{j-tau} R_{j+1} [+ gamma^n x(S_{tau+n})^T w-]
+      (eq. 7.1 with v-hat = x^T w-) and multiplies rho_{tau:h-1} = prod_j rho_j
+      (eq. 7.10, h = min(tau + n, T)).
+    - *update*: w <- w + alpha rho_{tau:h-1} [G_{tau:h} - x(S_tau)^T w] x(S_tau),
+      eq. 7.9 with the gradient x(S_tau) of linear v-hat (sections 9.4, 11.1);
+      w- is refreshed every ``target_update_period`` updates.
+    """
+    X, gamma = model.features, model.gamma
+    capacity = min(n, marks[-1])
+    for i in numba.prange(w0.shape[0]):
         rng = new_stream(keys[i])
         w = w0[i].copy()
         w_target = w0[i].copy()
@@ -124,23 +121,24 @@ def _n_step_td_kernel(
         states = np.empty(capacity, dtype=np.int64)
         rewards = np.empty(capacity)
         ratios = np.empty(capacity)
-        td_sum, td_square_sum, td_count, updates, log = 0.0, 0.0, 0, 0, 1
-        s = draw(start_cum, rng)
+        statistics, updates, log = NO_TD_ERRORS, 0, 1
+        s = draw(model.start_cum, rng)
         k = 0  # time within the current episode
         previous_slot = 0
-        for t in range(steps):
-            a = draw(behaviour_cum[s], rng)
-            s_next = draw(transition_cum[s, a], rng)
+        for t in range(marks[-1]):
+            a, s_next = behave(model, s, rng)
+            # store
             slot = k if k < capacity else _ring_index(previous_slot + 1, capacity, capacity)
             states[slot] = s
-            rewards[slot] = reward[s, a, s_next]
-            ratios[slot] = importance_ratio[s, a]
-            if terminal[s_next]:
+            rewards[slot] = model.reward[s, a, s_next]
+            ratios[slot] = model.importance_ratio[s, a]
+            # due
+            if model.terminal[s_next]:
                 first, last, bootstrap = max(0, k - n + 1), k, False
             else:
                 first, last, bootstrap = max(0, k - n + 1), k - n + 1, True
             for tau in range(first, last + 1):
-                # G_{tau:h} and rho_{tau:h-1} over the stored transitions tau..k
+                # return: G_{tau:h} and rho_{tau:h-1} over the stored transitions tau..k
                 target, discount, rho = 0.0, 1.0, 1.0
                 for j in range(tau, k + 1):
                     index = _ring_index(slot, k - j, capacity)
@@ -149,17 +147,16 @@ def _n_step_td_kernel(
                     discount *= gamma
                 if bootstrap:
                     target += discount * dot(X[s_next], w_bootstrap)
+                # update
                 x = X[states[_ring_index(slot, k - tau, capacity)]]
                 td_error = target - dot(x, w)
                 axpy(w, alpha * rho * td_error, x)
-                td_sum += td_error
-                td_square_sum += td_error * td_error
-                td_count += 1
+                statistics = add_td_error(statistics, td_error)
                 updates += 1
                 if target_update_period > 1 and updates % target_update_period == 0:
                     w_target[:] = w
-            if terminal[s_next]:
-                s, k = draw(start_cum, rng), 0
+            if model.terminal[s_next]:
+                s, k = draw(model.start_cum, rng), 0
             else:
                 s, k = s_next, k + 1
             previous_slot = slot
@@ -167,10 +164,8 @@ def _n_step_td_kernel(
                 out_hard_step[i] = t + 1
                 break
             if t + 1 == marks[log]:
-                record(
-                    out_weights, out_td_mean, out_td_rms, log, i, w, td_sum, td_square_sum, td_count
-                )
-                td_sum, td_square_sum, td_count, log = 0.0, 0.0, 0, log + 1
+                record(out_weights, out_td_mean, out_td_rms, log, i, w, statistics)
+                statistics, log = NO_TD_ERRORS, log + 1
 
 
 @numba.njit(inline="always", cache=True, nogil=True)

@@ -11,6 +11,21 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
 
+class Hyperparameters(NamedTuple):
+    """A rule's settings, the same for every seed of a trial.
+
+    ``alpha`` is the step size (0 for least-squares DP, which has none), ``beta``
+    the step size of gradient TD's secondary weights (0 for other rules),
+    ``n_step`` the n of the n-step return (None: the Monte Carlo return, n = inf)
+    and ``target_update_period`` how many updates the target weights w- lag.
+    """
+
+    alpha: float
+    beta: float
+    n_step: int | None
+    target_update_period: int
+
+
 class LearnerTrace(NamedTuple):
     """What a batched learner logged, seeds along axis 1 (axis 0 of the step-free arrays).
 

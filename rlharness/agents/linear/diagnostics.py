@@ -16,8 +16,8 @@ import numba
 import numpy as np
 import pandas as pd
 
-from rlharness.agents.linear import LearnerTrace, LinearProblem
-from rlharness.agents.linear.types import FloatArray
+from rlharness.agents.linear.problem import LinearProblem
+from rlharness.agents.linear.types import FloatArray, LearnerTrace
 from rlharness.outcomes import Outcome
 
 

@@ -17,7 +17,7 @@ from rlharness.agents.linear import (
     logged_steps,
     run_linear,
 )
-from rlharness.diagnostics import classify_seeds, trace_metrics
+from rlharness.agents.linear.diagnostics import classify_seeds, trace_metrics
 from rlharness.environments import instantiate_env
 from rlharness.errors import SpecError
 from rlharness.memory import linear_metrics_bytes, memory_problem

@@ -30,8 +30,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "rlharness.environments",
         "rlharness.memory",
         "rlharness.agents",
-        "rlharness.diagnostics",
-        "rlharness.linear_trial",
         "rlharness.runner",
     ),
     ("rlharness.results", "rlharness.integrity", "rlharness.catalog"),

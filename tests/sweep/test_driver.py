@@ -25,8 +25,7 @@ from rlharness.sweep import SweepReport, run_sweep
 from rlharness.sweep.search_space import plan_sweep
 from tests.clusters import worker_pids
 from tests.conftest import TINY_SPEC
-
-BAIRD_W0 = [1, 1, 1, 1, 1, 1, 10, 1]
+from tests.helpers import BAIRD_W0
 
 
 def spec(**sections: Any) -> dict[str, Any]:

@@ -14,13 +14,14 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from torch.nn import functional
 
-from rlharness.agents.deep.common import METRICS, DeepOutcome, classify
+from rlharness.agents.deep.common import METRICS, classify
 from rlharness.agents.deep.rllib_dqn import (
     build_rllib_dqn_config,
     ensure_ray,
     rllib_unsupported,
     run_rllib_dqn,
 )
+from rlharness.outcomes import Outcome
 from rlharness.spec import DQNAgentSpec, EnvSpec
 
 CARTPOLE = EnvSpec(id="CartPole-v1")
@@ -189,9 +190,9 @@ def test_huge_step_size_diverges_without_raising() -> None:
     trace = run_rllib_dqn(agent, CARTPOLE, seed=0, steps=2000, log_every=500, hard_limit=1e6)
 
     outcome, first_beyond = classify(trace, bound=1.0 / (1.0 - agent.gamma))
-    assert outcome in (DeepOutcome.HARD_DIVERGED, DeepOutcome.SOFT_DIVERGED)
+    assert outcome in (Outcome.HARD_DIVERGED, Outcome.SOFT_DIVERGED)
     assert first_beyond is not None
-    if outcome is DeepOutcome.HARD_DIVERGED:
+    if outcome is Outcome.HARD_DIVERGED:
         assert trace.hard_divergence_step == trace.records[-1]["step"]
         assert trace.hard_divergence_reason
 

@@ -1,0 +1,83 @@
+"""The members' Q-networks as stacked parameters: row k of one [K, P] tensor is member k's.
+
+A member's network is SB3's DQN ``MlpPolicy`` Q-network: ``depth`` hidden
+layers of ``width`` ReLU units and a linear head with one output per action,
+initialised as torch's ``nn.Linear`` (weights and biases uniform in
++-1/sqrt(fan_in)), from the member's own initialisation stream. All of a
+member's weights and biases are one row of a flat tensor, so gradient norms,
+Adam and target updates are a few whole-tensor operations; every layer is one
+batched matrix product over members (``torch.baddbmm`` on views of the rows),
+so member k's values are its own computation whatever the other members are.
+
+A network option (say LayerNorm after each hidden layer) is one line in
+`q_values` plus its spec field: the learner differentiates `q_values` with
+autograd, so nothing else changes.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from rlharness.agents.deep.fleet import streams
+
+
+class NetworkShape(NamedTuple):
+    """What must match for members to share a fleet: input size, actions, width, depth."""
+
+    inputs: int
+    actions: int
+    width: int
+    depth: int
+
+    def layer_sizes(self) -> list[tuple[int, int]]:
+        """(fan_in, fan_out) of each linear layer, input to head."""
+        sizes = [self.inputs] + [self.width] * self.depth + [self.actions]
+        return list(zip(sizes[:-1], sizes[1:], strict=True))
+
+    def parameter_count(self) -> int:
+        """Weights and biases of one member's network."""
+        return sum((fan_in + 1) * fan_out for fan_in, fan_out in self.layer_sizes())
+
+
+def initial_parameters(
+    shape: NetworkShape, seeds: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """Every member's initial parameters [K, P], uniform in +-1/sqrt(fan_in) (nn.Linear's)."""
+    keys = streams.member_keys(seeds, streams.Stream.INITIALISATION)
+    counters = torch.arange(shape.parameter_count()).expand(len(seeds), -1)
+    uniform = streams.uniform(keys, counters)
+    bounds = torch.cat(
+        [
+            torch.full(((fan_in + 1) * fan_out,), 1.0 / fan_in**0.5, dtype=torch.float64)
+            for fan_in, fan_out in shape.layer_sizes()
+        ]
+    )
+    return ((2.0 * uniform - 1.0) * bounds).to(torch.float32).to(device)
+
+
+def layers(parameters: torch.Tensor, shape: NetworkShape) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Views of each layer's weight [K, fan_in, fan_out] and bias [K, 1, fan_out]."""
+    members = parameters.shape[0]
+    views = []
+    offset = 0
+    for fan_in, fan_out in shape.layer_sizes():
+        weight = parameters[:, offset : offset + fan_in * fan_out].view(members, fan_in, fan_out)
+        offset += fan_in * fan_out
+        bias = parameters[:, offset : offset + fan_out].view(members, 1, fan_out)
+        offset += fan_out
+        views.append((weight, bias))
+    return views
+
+
+def q_values(parameters: torch.Tensor, shape: NetworkShape, observations: torch.Tensor) -> torch.Tensor:
+    """Q(s, .) of every member: observations [K, N, *observation shape] -> [K, N, actions].
+
+    Observations are flattened and cast to float32 (MinAtar's boolean frames become 0/1 inputs).
+    """
+    *hidden_layers, (head_weight, head_bias) = layers(parameters, shape)
+    hidden = observations.reshape(*observations.shape[:2], -1).to(torch.float32)
+    for weight, bias in hidden_layers:
+        hidden = torch.relu(torch.baddbmm(bias, hidden, weight))
+    return torch.baddbmm(head_bias, hidden, head_weight)

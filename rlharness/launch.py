@@ -13,7 +13,7 @@ import pandas as pd
 from rlharness.analysis.knobs import knob_effects
 from rlharness.outcomes import STABLE
 from rlharness.results import ResultsWriteError, RunWriter, provenance
-from rlharness.runner import TrialConfig, TrialResult, check_experiment, plan_trials, run_trial
+from rlharness.runner import TrialConfig, TrialResult, check_experiment, plan_trials, run_trials
 from rlharness.spec import ExperimentSpec
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def run_experiment(
         if on_progress is not None:
             on_progress(done, total)
 
-    results = [run_trial(trial, advance) for trial in trials]
+    results = run_trials(trials, advance)
     return publish_run(RunWriter(root, spec), spec, results, provenance(command))
 
 

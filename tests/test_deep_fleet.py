@@ -185,7 +185,7 @@ def _linear_fleet(
     shape = NetworkShape(inputs=8, actions=2, width=1, depth=0)
 
     def flat(weights: tuple[list[float], list[float]]) -> torch.Tensor:
-        rows = torch.zeros(2, shape.parameter_count())
+        rows = torch.zeros(2, shape.row_length())
         for member, values in enumerate(weights):
             rows[member, 0:2] = torch.tensor(values)  # the weights of input 1 to both actions
         return rows

@@ -28,7 +28,7 @@ import torch
 from torch.nn import functional
 
 from rlharness.agents.deep.common import bootstrap_values
-from rlharness.agents.deep.fleet.networks import NetworkShape, q_values
+from rlharness.agents.deep.fleet.networks import NetworkShape, forward, layers, q_values
 from rlharness.agents.deep.fleet.replay import Batch
 
 ADAM_BETAS = (0.9, 0.999)
@@ -57,27 +57,24 @@ class Knobs:
 
 @dataclass
 class LearnerState:
-    """Online and target parameters [K, P], Adam's moments and its bias-correction powers."""
+    """Online and target parameter rows [K, row], Adam's moments and update counts [K]."""
 
     online: torch.Tensor
     target: torch.Tensor
     first_moment: torch.Tensor
     second_moment: torch.Tensor
-    beta1_power: torch.Tensor
-    beta2_power: torch.Tensor
+    steps: torch.Tensor
 
     @classmethod
     def start(cls, parameters: torch.Tensor) -> LearnerState:
         """Fresh Adam state; the target network starts as a copy of the online one."""
         members = parameters.shape[0]
-        ones = torch.ones(members, dtype=torch.float64, device=parameters.device)
         return cls(
             parameters.clone(),
             parameters.clone(),
             torch.zeros_like(parameters),
             torch.zeros_like(parameters),
-            ones.clone(),
-            ones.clone(),
+            torch.zeros(members, dtype=torch.float32, device=parameters.device),
         )
 
 
@@ -117,53 +114,70 @@ def update(
     shape: NetworkShape,
     batch: Batch,
     knobs: Knobs,
-    updating: torch.Tensor | None,
+    updating: list[int],
 ) -> UpdateResult:
-    """One gradient step of the members in ``updating`` ([K] bool; None: all), in place."""
+    """One gradient step of the members listed in ``updating``; all members' losses.
+
+    The online parameters change in place (views of them stay valid).
+    """
     targets = td_targets(state, shape, batch, knobs)
     online = state.online.detach().requires_grad_()
-    q = q_values(online, shape, batch.observations)
+    network = layers(online, shape)
+    q = forward(network, batch.observations)
     chosen = torch.gather(q, 2, batch.actions[..., None]).squeeze(2)
     huber = functional.smooth_l1_loss(chosen, targets, reduction="none")
     if batch.weights is not None:
         huber = huber * batch.weights
     loss = huber.mean(dim=1)
-    (gradient,) = torch.autograd.grad(loss.sum(), online)
+    tensors = [tensor for layer in network for tensor in layer]
+    gradients = torch.autograd.grad(loss.sum(), tensors)
+    members = online.shape[0]
+    padding = online.shape[1] - shape.parameter_count()
+    gradient = torch.cat(
+        [g.reshape(members, -1) for g in gradients] + [online.new_zeros(members, padding)], dim=1
+    )
     norm = (gradient * gradient).sum(dim=1).sqrt()
     scale = (knobs.max_grad_norm / (norm + CLIP_EPSILON)).clamp(max=1.0)
     adam(state, gradient * scale[:, None], knobs.learning_rate, updating)
-    return UpdateResult(loss.detach(), q.detach().abs().amax(dim=(1, 2)), (targets - chosen).detach())
+    return UpdateResult(
+        loss.detach(), q.detach().abs().amax(dim=(1, 2)), (targets - chosen).detach()
+    )
 
 
 def adam(
-    state: LearnerState,
-    gradient: torch.Tensor,
-    learning_rate: torch.Tensor,
-    updating: torch.Tensor | None,
+    state: LearnerState, gradient: torch.Tensor, learning_rate: torch.Tensor, updating: list[int]
 ) -> None:
-    """torch.optim.Adam's step (Kingma & Ba 2015) per member row, for the members updating.
+    """torch.optim.Adam's step (Kingma & Ba 2015) on the rows of the members updating.
 
-    Plain multiplies, adds, divides and square roots only, so every element is
-    rounded alike on vectorised and scalar paths.
+    torch's fused Adam kernel, one row per member with its own step count, run
+    with learning rate 1 on a zero "parameter" to get each row's step
+    -m_hat / (sqrt(v_hat) + eps), which is then scaled by the member's own
+    learning rate. Rows are padded to whole vectors (`NetworkShape.row_length`),
+    so each element takes the same path in the kernel whatever row it is in.
     """
-    beta1, beta2 = ADAM_BETAS
-    beta1_power = state.beta1_power * beta1
-    beta2_power = state.beta2_power * beta2
-    first = state.first_moment * beta1 + gradient * (1.0 - beta1)
-    second = state.second_moment * beta2 + (gradient * gradient) * (1.0 - beta2)
-    step_size = (learning_rate / (1.0 - beta1_power)).to(torch.float32)
-    correction = (1.0 - beta2_power).sqrt().to(torch.float32)
-    denominator = second.sqrt() / correction[:, None] + ADAM_EPSILON
-    online = state.online - step_size[:, None] * (first / denominator)
-    if updating is not None:
-        rows = updating[:, None]
-        online = torch.where(rows, online, state.online)
-        first = torch.where(rows, first, state.first_moment)
-        second = torch.where(rows, second, state.second_moment)
-        beta1_power = torch.where(updating, beta1_power, state.beta1_power)
-        beta2_power = torch.where(updating, beta2_power, state.beta2_power)
-    state.online, state.first_moment, state.second_moment = online, first, second
-    state.beta1_power, state.beta2_power = beta1_power, beta2_power
+    step = torch.zeros_like(state.online)
+    state.steps[updating] += 1.0
+
+    def rows(tensor: torch.Tensor) -> list[torch.Tensor]:
+        unbound = tensor.unbind(0)
+        return [unbound[k] for k in updating]
+
+    torch._fused_adam_(
+        rows(step),
+        rows(gradient),
+        rows(state.first_moment),
+        rows(state.second_moment),
+        [],
+        rows(state.steps),
+        lr=1.0,
+        beta1=ADAM_BETAS[0],
+        beta2=ADAM_BETAS[1],
+        weight_decay=0.0,
+        eps=ADAM_EPSILON,
+        amsgrad=False,
+        maximize=False,
+    )
+    state.online.add_(learning_rate[:, None] * step)
 
 
 def update_target(state: LearnerState, tau: torch.Tensor, members: torch.Tensor | None) -> None:

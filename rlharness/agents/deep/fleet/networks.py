@@ -16,11 +16,18 @@ autograd, so nothing else changes.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 
 from rlharness.agents.deep.fleet import streams
+
+ROW_ALIGNMENT = 16
+"""Parameter rows are padded to a multiple of this many elements (a 512-bit vector of float32)."""
+
+Layers = list[tuple[torch.Tensor, torch.Tensor]]
+"""Each layer's weight [K, fan_in, fan_out] and bias [K, 1, fan_out]."""
 
 
 class NetworkShape(NamedTuple):
@@ -40,24 +47,37 @@ class NetworkShape(NamedTuple):
         """Weights and biases of one member's network."""
         return sum((fan_in + 1) * fan_out for fan_in, fan_out in self.layer_sizes())
 
+    def row_length(self) -> int:
+        """A member's row: its parameters, padded with zeros to whole SIMD vectors.
+
+        Elementwise kernels (Adam, clipping) then take the same vector path for
+        every element of every row, whatever the number of rows before it.
+        """
+        return math.ceil(self.parameter_count() / ROW_ALIGNMENT) * ROW_ALIGNMENT
+
 
 def initial_parameters(
     shape: NetworkShape, seeds: torch.Tensor, device: torch.device
 ) -> torch.Tensor:
-    """Every member's initial parameters [K, P], uniform in +-1/sqrt(fan_in) (nn.Linear's)."""
+    """Every member's initial parameter row [K, row_length], uniform in +-1/sqrt(fan_in).
+
+    nn.Linear's initialisation; the padding after the parameters is zero.
+    """
     keys = streams.member_keys(seeds, streams.Stream.INITIALISATION)
-    counters = torch.arange(shape.parameter_count()).expand(len(seeds), -1)
+    counters = torch.arange(shape.row_length()).expand(len(seeds), -1)
     uniform = streams.uniform(keys, counters)
+    padding = shape.row_length() - shape.parameter_count()
     bounds = torch.cat(
         [
             torch.full(((fan_in + 1) * fan_out,), 1.0 / fan_in**0.5, dtype=torch.float64)
             for fan_in, fan_out in shape.layer_sizes()
         ]
+        + [torch.zeros(padding, dtype=torch.float64)]
     )
     return ((2.0 * uniform - 1.0) * bounds).to(torch.float32).to(device)
 
 
-def layers(parameters: torch.Tensor, shape: NetworkShape) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def layers(parameters: torch.Tensor, shape: NetworkShape) -> Layers:
     """Views of each layer's weight [K, fan_in, fan_out] and bias [K, 1, fan_out]."""
     members = parameters.shape[0]
     views = []
@@ -72,11 +92,17 @@ def layers(parameters: torch.Tensor, shape: NetworkShape) -> list[tuple[torch.Te
 
 
 def q_values(parameters: torch.Tensor, shape: NetworkShape, observations: torch.Tensor) -> torch.Tensor:
-    """Q(s, .) of every member: observations [K, N, *observation shape] -> [K, N, actions].
+    """Q(s, .) of every member: observations [K, N, *observation shape] -> [K, N, actions]."""
+    return forward(layers(parameters, shape), observations)
 
-    Observations are flattened and cast to float32 (MinAtar's boolean frames become 0/1 inputs).
+
+def forward(network: Layers, observations: torch.Tensor) -> torch.Tensor:
+    """The MLP on observations flattened and cast to float32 (MinAtar's frames become 0/1).
+
+    A network option goes here, e.g. ``hidden = functional.layer_norm(hidden, hidden.shape[-1:])``
+    after each hidden layer's ReLU.
     """
-    *hidden_layers, (head_weight, head_bias) = layers(parameters, shape)
+    *hidden_layers, (head_weight, head_bias) = network
     hidden = observations.reshape(*observations.shape[:2], -1).to(torch.float32)
     for weight, bias in hidden_layers:
         hidden = torch.relu(torch.baddbmm(bias, hidden, weight))

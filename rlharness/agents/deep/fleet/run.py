@@ -36,10 +36,20 @@ from rlharness.agents.deep.common import (
 from rlharness.agents.deep.fleet import streams
 from rlharness.agents.deep.fleet.envs import BatchedEnv, make_batched_env
 from rlharness.agents.deep.fleet.learner import Knobs, LearnerState, update, update_target
-from rlharness.agents.deep.fleet.networks import NetworkShape, initial_parameters, q_values
+from rlharness.agents.deep.fleet.networks import (
+    NetworkShape,
+    forward,
+    initial_parameters,
+    layers,
+    q_values,
+)
 from rlharness.agents.deep.fleet.replay import FleetReplay, replay_bytes
 from rlharness.memory import gib
 from rlharness.spec import DQNAgentSpec, EnvSpec
+
+
+EXPLORATION_BLOCK = 1024
+"""Env steps whose exploration draws are computed at once."""
 
 
 @dataclass(frozen=True)
@@ -169,9 +179,8 @@ class Fleet:
             file=sys.stderr,
         )
         seed_tensor = torch.tensor(seeds)
-        self.state = LearnerState.start(
-            initial_parameters(self.shape, seed_tensor, self.device)
-        )
+        self.state = LearnerState.start(initial_parameters(self.shape, seed_tensor, self.device))
+        self.acting_network = layers(self.state.online, self.shape)
         self.knobs = _knobs(agents, self.device)
         self.reward_clip = torch.tensor(
             [math.inf if a.reward_clip is None else a.reward_clip for a in agents], dtype=torch.float64
@@ -218,13 +227,22 @@ class Fleet:
         return np.where(done > self.epsilon_fraction, self.epsilon_final, decayed)
 
     def act(self, observations: torch.Tensor, step: int) -> np.ndarray:
-        """Epsilon-greedy actions (uniform before learning starts), each from its member's stream."""
+        """Epsilon-greedy actions (uniform before learning starts), each from its member's stream.
+
+        Step t uses draws 2t (explore or not) and 2t + 1 (which random action) of
+        the exploration stream, computed a block of steps at a time.
+        """
         with torch.no_grad():
-            greedy = q_values(self.state.online, self.shape, observations[:, None]).argmax(dim=2)[:, 0]
-        counters = torch.tensor([2 * step, 2 * step + 1]).expand(self.count, 2)
-        uniform = streams.uniform(self.exploration_keys, counters).numpy()
-        random_actions = (uniform[:, 1] * self.n_actions).astype(np.int64)
-        explore = (step < self.learning_starts) | (uniform[:, 0] < self.epsilon(step))
+            greedy = forward(self.acting_network, observations[:, None]).argmax(dim=2)[:, 0]
+        offset = step % EXPLORATION_BLOCK
+        if offset == 0:
+            counters = torch.arange(2 * step, 2 * (step + EXPLORATION_BLOCK))
+            self.exploration_draws = streams.uniform(
+                self.exploration_keys, counters.expand(self.count, -1)
+            ).numpy()
+        draw, which = self.exploration_draws[:, 2 * offset], self.exploration_draws[:, 2 * offset + 1]
+        random_actions = (which * self.n_actions).astype(np.int64)
+        explore = (step < self.learning_starts) | (draw < self.epsilon(step))
         return np.where(explore, random_actions, greedy.cpu().numpy())
 
     def train(self, step: int) -> None:
@@ -235,12 +253,13 @@ class Fleet:
             if not updating.any():
                 break
             mask = torch.from_numpy(updating).to(self.device)
+            members = np.flatnonzero(updating).tolist()
             counters = self.updates[:, None] * self.batch_size + self.batch_counters
             slots, weights = self.replay.sample_slots(
                 self.replay_keys, counters, self.knobs.priority_alpha, self.knobs.priority_beta
             )
             batch = self.replay.batch(slots, weights, self.discount_powers)
-            result = update(self.state, self.shape, batch, self.knobs, None if updating.all() else mask)
+            result = update(self.state, self.shape, batch, self.knobs, members)
             if self.replay.priorities is not None:
                 self.replay.update_priorities(slots, result.td_errors, self.knobs.priority_epsilon, mask)
             self.updates += mask

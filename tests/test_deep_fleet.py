@@ -1,11 +1,14 @@
-"""The fleet backend: member independence, determinism, hand-computed targets, PER, learning."""
+"""The fleet backend: independence, determinism, hand-computed targets, PER, learning, CLI."""
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
@@ -15,10 +18,11 @@ from rlharness.agents.deep.fleet import streams
 from rlharness.agents.deep.fleet.envs import CartPoleBatch, make_batched_env
 from rlharness.agents.deep.fleet.learner import Knobs, LearnerState, td_targets
 from rlharness.agents.deep.fleet.networks import NetworkShape
-from rlharness.agents.deep.fleet.replay import FleetReplay
-from rlharness.agents.deep.fleet.run import Member, run_fleet
+from rlharness.agents.deep.fleet.replay import FleetReplay, replay_bytes
+from rlharness.agents.deep.fleet.run import Member, run_fleet, size_text
 from rlharness.spec import DQNAgentSpec, EnvSpec, parse_spec
 from tests.helpers import run_all, run_one
+from tests.test_cli import assert_bad_input, cli, write_spec
 
 CARTPOLE = EnvSpec(id="CartPole-v1")
 RANDOM_CARTPOLE_RETURN = 22.0
@@ -136,7 +140,10 @@ def test_same_seed_gives_bitwise_identical_metrics_through_run_trial() -> None:
     spec = fleet_spec(600, 200, seeds=3)
     first, second = run_one(spec), run_one(spec)
     for column in first.metrics.columns:
-        assert first.metrics[column].to_numpy().tobytes() == second.metrics[column].to_numpy().tobytes()
+        assert (
+            first.metrics[column].to_numpy().tobytes()
+            == second.metrics[column].to_numpy().tobytes()
+        )
     assert first.metrics["step"].tolist() == [0, 200, 400, 600] * 3
 
 
@@ -194,8 +201,13 @@ def _linear_fleet(
     state.target = flat(TARGET_WEIGHTS)
     replay = FleetReplay(2, 16, (8,), np.dtype(np.float32), 2, None, 3, False, torch.device("cpu"))
     replay.start(_observations(1))
-    transitions = [(0, 1.0, 2, False, False), (1, 2.0, 3, not truncate, truncate),
-                   (0, 3.0, 5, False, False), (1, 4.0, 6, False, False), (0, 5.0, 7, False, False)]  # fmt: skip
+    transitions = [
+        (0, 1.0, 2, False, False),
+        (1, 2.0, 3, not truncate, truncate),
+        (0, 3.0, 5, False, False),
+        (1, 4.0, 6, False, False),
+        (0, 5.0, 7, False, False),
+    ]
     for action, reward, k_next, terminated, truncated in transitions:
         ended = terminated or truncated
         replay.add(
@@ -239,17 +251,16 @@ def test_n_step_targets_by_hand(target: str, truncate: bool) -> None:
     powers = torch.stack([torch.tensor([1.0, g, g**2, g**3]) for g in GAMMAS])
     targets = td_targets(state, shape, replay.batch(slots, None, powers), knobs)
     for member, g in enumerate(GAMMAS):
-        b = _bootstrap
         # slot 0: 1 + g 2, the episode ends inside the window (terminated: no bootstrap;
         # truncated: g^2 bootstrap(o_3)); slot 1 likewise from its own step;
         # slot 2 (from the reset observation 4): 3 + g 4 + g^2 5, then g^3 bootstrap(o_7);
         # slot 3: 4 + g 5 (the newest transition ends the window), then g^2 bootstrap(o_7)
-        end = (lambda m: m * b(target, member, 3)) if truncate else (lambda m: 0.0)
+        final = _bootstrap(target, member, 3) if truncate else 0.0
         expected = [
-            1 + g * 2 + end(g**2),
-            2 + end(g),
-            3 + g * 4 + g**2 * 5 + g**3 * b(target, member, 7),
-            4 + g * 5 + g**2 * b(target, member, 7),
+            1 + g * 2 + g**2 * final,
+            2 + g * final,
+            3 + g * 4 + g**2 * 5 + g**3 * _bootstrap(target, member, 7),
+            4 + g * 5 + g**2 * _bootstrap(target, member, 7),
         ]
         assert targets[member].tolist() == pytest.approx(expected, abs=1e-5), member
 
@@ -280,8 +291,10 @@ def _prioritized_replay() -> FleetReplay:
             torch.zeros(2, dtype=torch.bool), torch.zeros(2, 1), torch.zeros(2, 1), False,
         )  # fmt: skip
     errors = torch.tensor([[1.0, 4.0, 9.0, 16.0]] * 2) - 1e-6
-    replay.update_priorities(torch.arange(4).expand(2, 4), errors, torch.full((2,), 1e-6, dtype=torch.float64),
-                             torch.ones(2, dtype=torch.bool))  # fmt: skip
+    epsilon = torch.full((2,), 1e-6, dtype=torch.float64)
+    replay.update_priorities(
+        torch.arange(4).expand(2, 4), errors, epsilon, torch.ones(2, dtype=torch.bool)
+    )
     return replay
 
 
@@ -312,7 +325,10 @@ def test_new_transitions_enter_with_the_largest_priority() -> None:
         torch.zeros(2, dtype=torch.bool), torch.zeros(2, 1), torch.zeros(2, 1), False,
     )  # fmt: skip
     assert replay.priorities[:, 4].tolist() == pytest.approx([16.0, 16.0])
-    assert replay.priorities[:, 0].tolist() == [0.0, 0.0]  # the oldest slot now holds the next observation
+    assert replay.priorities[:, 0].tolist() == [
+        0.0,
+        0.0,
+    ]  # the oldest slot now holds the next observation
 
 
 # --- tasks ------------------------------------------------------------------------------------
@@ -370,12 +386,100 @@ def test_fleet_learns_cart_pole_like_sb3() -> None:
                 "name": f"learning_{backend}",
                 "env": {"id": "CartPole-v1"},
                 "agent": {"name": "dqn", "backend": backend, **LEARNING},
-                "run": {"steps": LEARNING_STEPS, "log_every": LEARNING_STEPS, "seeds": LEARNING_SEEDS},
+                "run": {
+                    "steps": LEARNING_STEPS,
+                    "log_every": LEARNING_STEPS,
+                    "seeds": LEARNING_SEEDS,
+                },
             }
         )
         returns[backend] = run_one(spec).outcomes["final_eval_return"].to_numpy()
     test = stats.mannwhitneyu(returns["sb3"], returns["fleet"])
-    print(f"sb3 {np.sort(returns['sb3'])}, fleet {np.sort(returns['fleet'])}, p = {test.pvalue:.3f}")
+    print(
+        f"sb3 {np.sort(returns['sb3'])}, fleet {np.sort(returns['fleet'])}, p = {test.pvalue:.3f}"
+    )
     assert test.pvalue > 0.05
     for values in returns.values():
         assert np.median(values) > 3 * RANDOM_CARTPOLE_RETURN
+
+
+# --- the command line -------------------------------------------------------------------------
+
+FLEET_SPEC: dict[str, Any] = {
+    "name": "fleet_cli",
+    "env": {"id": "CartPole-v1"},
+    "agent": {**BASE, "backend": "fleet"},
+    "run": {"steps": 200, "log_every": 100, "seeds": 2},
+}
+FLEET_SPEC["agent"]["replay_capacity"] = 200
+
+
+def fleet_file(tmp_path: Path, grid: dict[str, Any] | None = None, **sections: Any) -> Path:
+    data = copy.deepcopy(FLEET_SPEC)
+    for section, changes in sections.items():
+        data[section] = {**data.get(section, {}), **changes}
+    data["grid"] = grid or {}
+    return write_spec(tmp_path, data)
+
+
+CUDA_MISSING = "run.device: cuda is not available to torch on this machine; allowed: cpu"
+BAD_FLEET_SPECS: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "observations_not_a_box": (
+        {"env": {"id": "FrozenLake-v1"}},
+        ["env.id: dqn needs Box observations; FrozenLake-v1 has Discrete(16)"],
+    ),
+    "mixed_action_spaces": (
+        {"grid": {"env.id": ["CartPole-v1", "Pendulum-v1"]}},
+        ["env.id: dqn needs discrete actions; Pendulum-v1 has Box(", "(in grid point id="],
+    ),
+    "unknown_backend": (
+        {"agent": {"backend": "fleets"}},
+        ["agent.backend: Input should be 'sb3', 'rllib' or 'fleet'"],
+    ),
+    "cuda_on_sb3": (
+        {"agent": {"backend": "sb3"}, "run": {"device": "cuda"}},
+        ["run.device: cuda needs agent.backend: fleet; the sb3 backend runs on cpu"],
+    ),
+    "unknown_device": (
+        {"run": {"device": "tpu"}},
+        ["run.device: Input should be 'cpu' or 'cuda'"],
+    ),
+    "fleet_replay_too_large": (
+        {"agent": {"replay_capacity": 10**13}},
+        ["agent.replay_capacity: a fleet of 2 members of this fleet dqn trial (replay buffer"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FLEET_SPECS))
+def test_a_fleet_spec_the_backend_cannot_express_exits_2_before_running(
+    case: str, tmp_path: Path
+) -> None:
+    changes, expected = BAD_FLEET_SPECS[case]
+    spec_path = fleet_file(tmp_path, grid=changes.pop("grid", None), **changes)
+    for command in ("validate", "run"):
+        completed = cli(command, spec_path, "--out", tmp_path / "results")
+        assert_bad_input(completed, *expected)
+    assert not (tmp_path / "results").exists()
+
+
+def test_cuda_is_refused_where_torch_has_none(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    completed = cli("validate", fleet_file(tmp_path, run={"device": "cuda"}))
+    assert_bad_input(completed, CUDA_MISSING)
+
+
+def test_run_trains_a_grid_as_one_fleet_and_states_its_memory(tmp_path: Path) -> None:
+    spec_path = fleet_file(tmp_path, grid={"agent.bootstrap_target": ["target_q", "double_q"]})
+    completed = cli("run", spec_path, "--out", tmp_path / "results")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    memory = [line for line in completed.stderr.splitlines() if line.startswith("fleet of")]
+    size = size_text(replay_bytes(4, 200, 4 * 4, 2, 500, prioritized=False))
+    assert memory == [
+        f"fleet of 4 members on CartPole-v1: replay {size} (200 transitions each, "
+        "observations float32)"
+    ]
+    (run_dir,) = (tmp_path / "results" / "fleet_cli").iterdir()
+    outcomes = pd.read_parquet(run_dir / "outcomes.parquet")
+    assert len(outcomes) == 4 and set(outcomes["outcome"]) == {"stable"}

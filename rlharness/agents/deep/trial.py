@@ -18,8 +18,8 @@ from rlharness.environments import instantiate_env
 from rlharness.errors import SpecError, short
 from rlharness.memory import (
     FLOAT32_BYTES,
-    available_bytes,
     RECORD_BYTES,
+    available_bytes,
     gib,
     memory_problem,
     mlp_parameters,
@@ -54,9 +54,7 @@ def resolve_deep(spec: ExperimentSpec) -> float:
         )
     if not problems:
         assert isinstance(actions, spaces.Discrete) and isinstance(observations, spaces.Box)
-        memory = _memory_problem(
-            agent, spec.run, observations, int(actions.n), max_episode_steps
-        )
+        memory = _memory_problem(agent, spec.run, observations, int(actions.n), max_episode_steps)
         if memory is not None:
             problems.append(memory)
     if agent.backend == "rllib":
@@ -79,7 +77,9 @@ def _device_problems(agent: DQNAgentSpec, run: RunSpec) -> list[str]:
     if run.device == "cpu":
         return []
     if agent.backend != "fleet":
-        return [f"run.device: cuda needs agent.backend: fleet; the {agent.backend} backend runs on cpu"]
+        return [
+            f"run.device: cuda needs agent.backend: fleet; the {agent.backend} backend runs on cpu"
+        ]
     import torch
 
     if not torch.cuda.is_available():
@@ -229,7 +229,9 @@ def _run_fleet(
             Member(spec.agent, seed, spec.diagnostics.hard_divergence_threshold) for seed in seeds
         )
     first = points[0][0]
-    traces = iter(run_fleet(first.env, members, first.run.steps, first.run.log_every, first.run.device))
+    traces = iter(
+        run_fleet(first.env, members, first.run.steps, first.run.log_every, first.run.device)
+    )
     frames = []
     for _, seeds, bound in points:
         metrics, outcomes = [], []

@@ -57,6 +57,7 @@ class BatchedEnv(ABC):
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> Step:
         """Step the active members, resetting those whose episode ended."""
 
+    @abstractmethod
     def close(self) -> None:
         """Release the envs' resources."""
 
@@ -120,9 +121,7 @@ class CartPoleBatch(BatchedEnv):
 
     def __init__(self, seeds: list[int], stream: streams.Stream, max_episode_steps: int) -> None:
         super().__init__(len(seeds))
-        high = np.array(
-            [self.X_LIMIT * 2, np.inf, self.THETA_LIMIT * 2, np.inf], dtype=np.float32
-        )
+        high = np.array([self.X_LIMIT * 2, np.inf, self.THETA_LIMIT * 2, np.inf], dtype=np.float32)
         self.observation_space = spaces.Box(-high, high, dtype=np.float32)
         self.n_actions = 2
         self.max_episode_steps = max_episode_steps
@@ -176,6 +175,9 @@ class CartPoleBatch(BatchedEnv):
         final = self.state.astype(np.float32)
         observations = self.reset(terminated | truncated)
         return Step(observations, final, moving.astype(np.float64), terminated, truncated)
+
+    def close(self) -> None:
+        """Nothing to release: the state is arrays."""
 
 
 BATCHED_PHYSICS: dict[str, int] = {"CartPole-v1": 500, "CartPole-v0": 200}

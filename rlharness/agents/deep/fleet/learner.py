@@ -105,7 +105,11 @@ def td_targets(
                 None if online_next is None else online_next.reshape(members * size, -1),
                 None if target_next is None else target_next.reshape(members * size, -1),
             ).reshape(members, size)
-            bootstrap = values if len(knobs.targets) == 1 else torch.where(chosen[:, None], values, bootstrap)
+            bootstrap = (
+                values
+                if len(knobs.targets) == 1
+                else torch.where(chosen[:, None], values, bootstrap)
+            )
         return batch.returns + batch.bootstrap_discounts * bootstrap
 
 
@@ -184,4 +188,6 @@ def update_target(state: LearnerState, tau: torch.Tensor, members: torch.Tensor 
     """theta- <- tau theta + (1 - tau) theta- for the members given ([K] bool; None: all)."""
     rate = tau[:, None]
     blended = state.target * (1.0 - rate) + state.online * rate
-    state.target = blended if members is None else torch.where(members[:, None], blended, state.target)
+    state.target = (
+        blended if members is None else torch.where(members[:, None], blended, state.target)
+    )

@@ -16,6 +16,7 @@ autograd, so nothing else changes.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import NamedTuple
 
@@ -41,7 +42,7 @@ class NetworkShape(NamedTuple):
     def layer_sizes(self) -> list[tuple[int, int]]:
         """(fan_in, fan_out) of each linear layer, input to head."""
         sizes = [self.inputs] + [self.width] * self.depth + [self.actions]
-        return list(zip(sizes[:-1], sizes[1:], strict=True))
+        return list(itertools.pairwise(sizes))
 
     def parameter_count(self) -> int:
         """Weights and biases of one member's network."""
@@ -91,7 +92,9 @@ def layers(parameters: torch.Tensor, shape: NetworkShape) -> Layers:
     return views
 
 
-def q_values(parameters: torch.Tensor, shape: NetworkShape, observations: torch.Tensor) -> torch.Tensor:
+def q_values(
+    parameters: torch.Tensor, shape: NetworkShape, observations: torch.Tensor
+) -> torch.Tensor:
     """Q(s, .) of every member: observations [K, N, *observation shape] -> [K, N, actions]."""
     return forward(layers(parameters, shape), observations)
 

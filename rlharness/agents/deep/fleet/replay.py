@@ -246,8 +246,13 @@ class FleetReplay:
             slots=slots,
         )
 
-    def update_priorities(self, slots: torch.Tensor, td_errors: torch.Tensor, epsilon: torch.Tensor,
-                          updated: torch.Tensor) -> None:
+    def update_priorities(
+        self,
+        slots: torch.Tensor,
+        td_errors: torch.Tensor,
+        epsilon: torch.Tensor,
+        updated: torch.Tensor,
+    ) -> None:
         """p = |delta| + epsilon for the replayed slots of the members that were updated."""
         assert self.priorities is not None
         new = td_errors.abs().to(torch.float64) + epsilon[:, None]

@@ -44,9 +44,7 @@ from rlharness.agents.deep.fleet.networks import (
     q_values,
 )
 from rlharness.agents.deep.fleet.replay import FleetReplay, replay_bytes
-from rlharness.memory import gib
 from rlharness.spec import DQNAgentSpec, EnvSpec
-
 
 EXPLORATION_BLOCK = 1024
 """Env steps whose exploration draws are computed at once."""
@@ -83,7 +81,9 @@ class FleetKey(NamedTuple):
     device: str
 
 
-def fleet_key(env: EnvSpec, agent: DQNAgentSpec, steps: int, log_every: int, device: str) -> FleetKey:
+def fleet_key(
+    env: EnvSpec, agent: DQNAgentSpec, steps: int, log_every: int, device: str
+) -> FleetKey:
     """The fleet a grid point's seeds join."""
     return FleetKey(
         env.id,
@@ -101,22 +101,41 @@ def fleet_key(env: EnvSpec, agent: DQNAgentSpec, steps: int, log_every: int, dev
     )
 
 
-def network_shape(observation_space: spaces.Box, n_actions: int, agent: DQNAgentSpec) -> NetworkShape:
+def network_shape(
+    observation_space: spaces.Box, n_actions: int, agent: DQNAgentSpec
+) -> NetworkShape:
     """The MLP of the spec on the flattened observation."""
     inputs = int(np.prod(observation_space.shape))
     return NetworkShape(inputs, n_actions, agent.network.width, agent.network.depth)
 
 
 def fleet_replay_bytes(
-    members: int, agent: DQNAgentSpec, observation_space: spaces.Box, n_actions: int,
+    members: int,
+    agent: DQNAgentSpec,
+    observation_space: spaces.Box,
+    n_actions: int,
     max_episode_steps: int | None,
 ) -> int:
     """The replay memory a fleet of ``members`` members of this agent allocates."""
-    observation_bytes = int(np.prod(observation_space.shape)) * np.dtype(observation_space.dtype).itemsize
+    observation_bytes = (
+        int(np.prod(observation_space.shape)) * np.dtype(observation_space.dtype).itemsize
+    )
     return replay_bytes(
-        members, agent.replay_capacity, observation_bytes, n_actions, max_episode_steps,
+        members,
+        agent.replay_capacity,
+        observation_bytes,
+        n_actions,
+        max_episode_steps,
         agent.prioritized_replay.alpha > 0,
     )
+
+
+def size_text(n_bytes: int) -> str:
+    """A byte count in KiB, MiB or GiB, whichever reads best."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:,.1f} {unit}"
+    return f"{n_bytes / 2**10:,.1f} KiB"
 
 
 def _knobs(agents: list[DQNAgentSpec], device: torch.device) -> Knobs:
@@ -129,11 +148,18 @@ def _knobs(agents: list[DQNAgentSpec], device: torch.device) -> Knobs:
         learning_rate=column([a.learning_rate for a in agents]),
         max_grad_norm=column([a.max_grad_norm for a in agents]),
         target_update_tau=column([a.target_update_tau for a in agents]),
-        priority_alpha=torch.tensor([a.prioritized_replay.alpha for a in agents], dtype=torch.float64, device=device),
-        priority_beta=torch.tensor([a.prioritized_replay.beta for a in agents], dtype=torch.float64, device=device),
-        priority_epsilon=torch.tensor([a.prioritized_replay.epsilon for a in agents], dtype=torch.float64, device=device),
+        priority_alpha=torch.tensor(
+            [a.prioritized_replay.alpha for a in agents], dtype=torch.float64, device=device
+        ),
+        priority_beta=torch.tensor(
+            [a.prioritized_replay.beta for a in agents], dtype=torch.float64, device=device
+        ),
+        priority_epsilon=torch.tensor(
+            [a.prioritized_replay.epsilon for a in agents], dtype=torch.float64, device=device
+        ),
         targets={
-            name: torch.tensor([n == name for n in names], device=device) for name in dict.fromkeys(names)
+            name: torch.tensor([n == name for n in names], device=device)
+            for name in dict.fromkeys(names)
         },
     )
 
@@ -156,7 +182,9 @@ def _exploration(agents: list[DQNAgentSpec], steps: int) -> tuple[np.ndarray, ..
 class Fleet:
     """The state of a training fleet and its per-member bookkeeping."""
 
-    def __init__(self, env: EnvSpec, members: list[Member], steps: int, log_every: int, device: str) -> None:
+    def __init__(
+        self, env: EnvSpec, members: list[Member], steps: int, log_every: int, device: str
+    ) -> None:
         self.env_spec, self.members, self.steps, self.log_every = env, members, steps, log_every
         self.device = torch.device(device)
         agents = [m.agent for m in members]
@@ -170,12 +198,23 @@ class Fleet:
         self.shape = network_shape(space, self.n_actions, first)
         self.batch_size, self.n_step = first.batch_size, first.n_step
         self.replay = FleetReplay(
-            self.count, first.replay_capacity, space.shape, space.dtype, self.n_actions,
-            self.envs.max_episode_steps, first.n_step, first.prioritized_replay.alpha > 0, self.device,
+            self.count,
+            first.replay_capacity,
+            space.shape,
+            space.dtype,
+            self.n_actions,
+            self.envs.max_episode_steps,
+            first.n_step,
+            first.prioritized_replay.alpha > 0,
+            self.device,
         )
+        replay_size = fleet_replay_bytes(
+            self.count, first, space, self.n_actions, self.envs.max_episode_steps
+        )
+        stored = str(self.replay.observations.dtype).removeprefix("torch.")
         print(
-            f"fleet of {self.count} members on {env.id}: replay {gib(fleet_replay_bytes(self.count, first, space, self.n_actions, self.envs.max_episode_steps))} "
-            f"({first.replay_capacity:,} transitions each)",
+            f"fleet of {self.count} members on {env.id}: replay {size_text(replay_size)} "
+            f"({first.replay_capacity:,} transitions each, observations {stored})",
             file=sys.stderr,
         )
         seed_tensor = torch.tensor(seeds)
@@ -183,7 +222,8 @@ class Fleet:
         self.acting_network = layers(self.state.online, self.shape)
         self.knobs = _knobs(agents, self.device)
         self.reward_clip = torch.tensor(
-            [math.inf if a.reward_clip is None else a.reward_clip for a in agents], dtype=torch.float64
+            [math.inf if a.reward_clip is None else a.reward_clip for a in agents],
+            dtype=torch.float64,
         )
         self.discount_powers = _discount_powers(self.knobs.gamma, first.n_step)
         self.train_frequency = np.array([a.train_frequency for a in agents])
@@ -191,7 +231,9 @@ class Fleet:
         self.gradient_steps = np.array([a.gradient_steps for a in agents])
         self.target_period = np.array([a.target_update_period for a in agents])
         self.eval_episodes = np.array([a.eval_episodes for a in agents])
-        self.epsilon_initial, self.epsilon_final, self.epsilon_fraction = _exploration(agents, steps)
+        self.epsilon_initial, self.epsilon_final, self.epsilon_fraction = _exploration(
+            agents, steps
+        )
         self.exploration_keys = streams.member_keys(seed_tensor, streams.Stream.EXPLORATION)
         self.replay_keys = streams.member_keys(seed_tensor, streams.Stream.REPLAY).to(self.device)
         self.updates = torch.zeros(self.count, dtype=torch.int64, device=self.device)
@@ -223,7 +265,10 @@ class Fleet:
         """SB3's linear schedule after ``step`` of ``steps`` env steps, per member."""
         progress_remaining = 1.0 - float(step) / float(self.steps)
         done = 1.0 - progress_remaining
-        decayed = self.epsilon_initial + done * (self.epsilon_final - self.epsilon_initial) / self.epsilon_fraction
+        decayed = (
+            self.epsilon_initial
+            + done * (self.epsilon_final - self.epsilon_initial) / self.epsilon_fraction
+        )
         return np.where(done > self.epsilon_fraction, self.epsilon_final, decayed)
 
     def act(self, observations: torch.Tensor, step: int) -> np.ndarray:
@@ -240,7 +285,10 @@ class Fleet:
             self.exploration_draws = streams.uniform(
                 self.exploration_keys, counters.expand(self.count, -1)
             ).numpy()
-        draw, which = self.exploration_draws[:, 2 * offset], self.exploration_draws[:, 2 * offset + 1]
+        draw, which = (
+            self.exploration_draws[:, 2 * offset],
+            self.exploration_draws[:, 2 * offset + 1],
+        )
         random_actions = (which * self.n_actions).astype(np.int64)
         explore = (step < self.learning_starts) | (draw < self.epsilon(step))
         return np.where(explore, random_actions, greedy.cpu().numpy())
@@ -261,15 +309,23 @@ class Fleet:
             batch = self.replay.batch(slots, weights, self.discount_powers)
             result = update(self.state, self.shape, batch, self.knobs, members)
             if self.replay.priorities is not None:
-                self.replay.update_priorities(slots, result.td_errors, self.knobs.priority_epsilon, mask)
+                self.replay.update_priorities(
+                    slots, result.td_errors, self.knobs.priority_epsilon, mask
+                )
             self.updates += mask
             loss = result.loss.to(torch.float64)
             td = result.td_errors.to(torch.float64)
             self.loss_sum = torch.where(mask, self.loss_sum + loss, self.loss_sum)
             self.update_count = self.update_count + mask
             self.td_sum = torch.where(mask, self.td_sum + td.sum(dim=1), self.td_sum)
-            self.td_abs_sum = torch.where(mask, self.td_abs_sum + td.abs().sum(dim=1), self.td_abs_sum)
-            self.max_abs_q = torch.where(mask, torch.maximum(self.max_abs_q, result.max_abs_q.to(torch.float64)), self.max_abs_q)
+            self.td_abs_sum = torch.where(
+                mask, self.td_abs_sum + td.abs().sum(dim=1), self.td_abs_sum
+            )
+            self.max_abs_q = torch.where(
+                mask,
+                torch.maximum(self.max_abs_q, result.max_abs_q.to(torch.float64)),
+                self.max_abs_q,
+            )
             non_finite = updating & ~torch.isfinite(result.loss).cpu().numpy()
             if non_finite.any():
                 self.log(step, non_finite, loss_finite=False)

@@ -140,9 +140,9 @@ def update(
     gradient = torch.cat(
         [g.reshape(members, -1) for g in gradients] + [online.new_zeros(members, padding)], dim=1
     )
-    norm = (gradient * gradient).sum(dim=1).sqrt()
+    norm = torch.linalg.vector_norm(gradient, dim=1)
     scale = (knobs.max_grad_norm / (norm + CLIP_EPSILON)).clamp(max=1.0)
-    adam(state, gradient * scale[:, None], knobs.learning_rate, updating)
+    adam(state, gradient.mul_(scale[:, None]), knobs.learning_rate, updating)
     return UpdateResult(
         loss.detach(), q.detach().abs().amax(dim=(1, 2)), (targets - chosen).detach()
     )
@@ -157,12 +157,20 @@ def adam(
     with learning rate 1 on a zero "parameter" to get each row's step
     -m_hat / (sqrt(v_hat) + eps), which is then scaled by the member's own
     learning rate. Rows are padded to whole vectors (`NetworkShape.row_length`),
-    so each element takes the same path in the kernel whatever row it is in.
+    so each element takes the same path in the kernel whatever row it is in, and
+    members at the same step count run as one tensor.
     """
     step = torch.zeros_like(state.online)
-    state.steps[updating] += 1.0
+    members = state.online.shape[0]
+    whole = len(updating) == members and bool((state.steps == state.steps[0]).all())
+    if whole:
+        state.steps += 1.0
+    else:
+        state.steps[updating] += 1.0
 
     def rows(tensor: torch.Tensor) -> list[torch.Tensor]:
+        if whole:  # one call on the whole tensor: every row at the same step count
+            return [tensor[0] if tensor.dim() == 1 else tensor]
         unbound = tensor.unbind(0)
         return [unbound[k] for k in updating]
 
@@ -181,7 +189,7 @@ def adam(
         amsgrad=False,
         maximize=False,
     )
-    state.online.add_(learning_rate[:, None] * step)
+    state.online.add_(step.mul_(learning_rate[:, None]))
 
 
 def update_target(state: LearnerState, tau: torch.Tensor, members: torch.Tensor | None) -> None:

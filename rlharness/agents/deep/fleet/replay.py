@@ -197,11 +197,10 @@ class FleetReplay:
         if self.priorities is None:
             offsets = streams.below(keys, counters, self.size)
             return (self.position - self.size + offsets) % self.slots, None
-        cumulative = torch.cumsum(rowwise_pow(self.priorities, alpha[:, None]), dim=1)
-        total = cumulative[:, -1:]
-        values = streams.uniform(keys, counters) * total
-        slots = torch.searchsorted(cumulative, values, right=True).clamp_(max=self.slots - 1)
         scaled = rowwise_pow(self.priorities, alpha[:, None])
+        cumulative = torch.cumsum(scaled, dim=1)
+        values = streams.uniform(keys, counters) * cumulative[:, -1:]
+        slots = torch.searchsorted(cumulative, values, right=True).clamp_(max=self.slots - 1)
         smallest = torch.where(scaled > 0, scaled, math.inf).amin(dim=1, keepdim=True)
         picked = torch.gather(scaled, 1, slots)
         weights = rowwise_pow(picked / smallest, -beta[:, None])

@@ -35,7 +35,13 @@ from rlharness.agents.deep.common import (
 )
 from rlharness.agents.deep.fleet import streams
 from rlharness.agents.deep.fleet.envs import BatchedEnv, make_batched_env
-from rlharness.agents.deep.fleet.learner import Knobs, LearnerState, update, update_target
+from rlharness.agents.deep.fleet.learner import (
+    Knobs,
+    LearnerState,
+    UpdateResult,
+    update,
+    update_target,
+)
 from rlharness.agents.deep.fleet.networks import (
     NetworkShape,
     forward,
@@ -172,11 +178,44 @@ def _discount_powers(gamma: torch.Tensor, n_step: int) -> torch.Tensor:
     return torch.stack(powers, dim=1)
 
 
-def _exploration(agents: list[DQNAgentSpec], steps: int) -> tuple[np.ndarray, ...]:
-    initial = np.array([a.exploration.initial_epsilon for a in agents])
-    final = np.array([a.exploration.final_epsilon for a in agents])
-    fraction = np.array([a.exploration.fraction for a in agents])
-    return initial, final, fraction
+class BatchStatistics:
+    """Per member since its last log: summed losses and TD errors, updates, batch max |Q|."""
+
+    def __init__(self, members: int, batch_size: int, device: torch.device) -> None:
+        self.batch_size = batch_size
+        zeros = torch.zeros(members, dtype=torch.float64, device=device)
+        self.loss_sum, self.updates = zeros.clone(), zeros.clone()
+        self.td_sum, self.td_abs_sum = zeros.clone(), zeros.clone()
+        self.max_abs_q = torch.full_like(zeros, -math.inf)
+
+    def add(self, updated: torch.Tensor, result: UpdateResult) -> None:
+        """Count one update of the members in the mask."""
+        td_errors = result.td_errors.to(torch.float64)
+        self.loss_sum = torch.where(updated, self.loss_sum + result.loss, self.loss_sum)
+        self.updates = self.updates + updated
+        self.td_sum = torch.where(updated, self.td_sum + td_errors.sum(dim=1), self.td_sum)
+        abs_sum = self.td_abs_sum + td_errors.abs().sum(dim=1)
+        self.td_abs_sum = torch.where(updated, abs_sum, self.td_abs_sum)
+        larger = torch.maximum(self.max_abs_q, result.max_abs_q.to(torch.float64))
+        self.max_abs_q = torch.where(updated, larger, self.max_abs_q)
+
+    def pop(self, members: np.ndarray) -> dict[str, np.ndarray]:
+        """Mean loss, batch max |Q|, mean and mean |TD error| per member (NaN without updates);
+        the members in the mask start afresh."""
+        updates = self.updates.cpu().numpy()
+        some = updates > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = {
+                "loss": self.loss_sum.cpu().numpy() / updates,
+                "batch_max_abs_q": self.max_abs_q.cpu().numpy(),
+                "td_error_mean": self.td_sum.cpu().numpy() / (updates * self.batch_size),
+                "td_error_abs_mean": self.td_abs_sum.cpu().numpy() / (updates * self.batch_size),
+            }
+        keep = torch.from_numpy(~members).to(self.updates.device)
+        for name in ("loss_sum", "updates", "td_sum", "td_abs_sum"):
+            setattr(self, name, getattr(self, name) * keep)
+        self.max_abs_q = torch.where(keep, self.max_abs_q, -math.inf)
+        return {name: np.where(some, value, math.nan) for name, value in values.items()}
 
 
 class Fleet:
@@ -231,9 +270,9 @@ class Fleet:
         self.gradient_steps = np.array([a.gradient_steps for a in agents])
         self.target_period = np.array([a.target_update_period for a in agents])
         self.eval_episodes = np.array([a.eval_episodes for a in agents])
-        self.epsilon_initial, self.epsilon_final, self.epsilon_fraction = _exploration(
-            agents, steps
-        )
+        self.epsilon_initial = np.array([a.exploration.initial_epsilon for a in agents])
+        self.epsilon_final = np.array([a.exploration.final_epsilon for a in agents])
+        self.epsilon_fraction = np.array([a.exploration.fraction for a in agents])
         self.exploration_keys = streams.member_keys(seed_tensor, streams.Stream.EXPLORATION)
         self.replay_keys = streams.member_keys(seed_tensor, streams.Stream.REPLAY).to(self.device)
         self.updates = torch.zeros(self.count, dtype=torch.int64, device=self.device)
@@ -245,21 +284,7 @@ class Fleet:
         self.probes = torch.from_numpy(np.stack([probes[s] for s in seeds])).to(self.device)
         self.alive = np.ones(self.count, dtype=bool)
         self.traces = [DeepTrace() for _ in members]
-        self._clear_statistics(np.ones(self.count, dtype=bool))
-
-    def _clear_statistics(self, members: np.ndarray) -> None:
-        keep = torch.from_numpy(~members).to(self.device)
-        zero = torch.zeros(self.count, dtype=torch.float64, device=self.device)
-        if not hasattr(self, "loss_sum"):
-            self.loss_sum, self.update_count = zero.clone(), zero.clone()
-            self.td_sum, self.td_abs_sum = zero.clone(), zero.clone()
-            self.max_abs_q = torch.full_like(zero, -math.inf)
-            return
-        self.loss_sum = self.loss_sum * keep
-        self.update_count = self.update_count * keep
-        self.td_sum = self.td_sum * keep
-        self.td_abs_sum = self.td_abs_sum * keep
-        self.max_abs_q = torch.where(keep, self.max_abs_q, -math.inf)
+        self.statistics = BatchStatistics(self.count, self.batch_size, self.device)
 
     def epsilon(self, step: int) -> np.ndarray:
         """SB3's linear schedule after ``step`` of ``steps`` env steps, per member."""
@@ -313,19 +338,7 @@ class Fleet:
                     slots, result.td_errors, self.knobs.priority_epsilon, mask
                 )
             self.updates += mask
-            loss = result.loss.to(torch.float64)
-            td = result.td_errors.to(torch.float64)
-            self.loss_sum = torch.where(mask, self.loss_sum + loss, self.loss_sum)
-            self.update_count = self.update_count + mask
-            self.td_sum = torch.where(mask, self.td_sum + td.sum(dim=1), self.td_sum)
-            self.td_abs_sum = torch.where(
-                mask, self.td_abs_sum + td.abs().sum(dim=1), self.td_abs_sum
-            )
-            self.max_abs_q = torch.where(
-                mask,
-                torch.maximum(self.max_abs_q, result.max_abs_q.to(torch.float64)),
-                self.max_abs_q,
-            )
+            self.statistics.add(mask, result)
             non_finite = updating & ~torch.isfinite(result.loss).cpu().numpy()
             if non_finite.any():
                 self.log(step, non_finite, loss_finite=False)
@@ -338,13 +351,7 @@ class Fleet:
         probe_mean = probe_q.mean(dim=(1, 2)).cpu().numpy()
         parameters = self.state.online.cpu()
         norms = parameters.norm(dim=1).numpy()
-        count = self.update_count.cpu().numpy()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            loss = np.where(count > 0, self.loss_sum.cpu().numpy() / count, math.nan)
-            td_count = count * self.batch_size
-            td_mean = np.where(count > 0, self.td_sum.cpu().numpy() / td_count, math.nan)
-            td_abs = np.where(count > 0, self.td_abs_sum.cpu().numpy() / td_count, math.nan)
-        max_abs_q = np.where(count > 0, self.max_abs_q.cpu().numpy(), math.nan)
+        batch = self.statistics.pop(members)
         epsilon = self.epsilon(step)
         reasons: dict[int, str | None] = {}
         for k in np.flatnonzero(members):
@@ -360,10 +367,10 @@ class Fleet:
                 "eval_return": float(returns[k]) if reason is None else math.nan,
                 "probe_max_abs_q": float(probe_max[k]),
                 "probe_mean_q": float(probe_mean[k]),
-                "batch_max_abs_q": float(max_abs_q[k]),
-                "td_error_mean": float(td_mean[k]),
-                "td_error_abs_mean": float(td_abs[k]),
-                "loss": float(loss[k]),
+                "batch_max_abs_q": float(batch["batch_max_abs_q"][k]),
+                "td_error_mean": float(batch["td_error_mean"][k]),
+                "td_error_abs_mean": float(batch["td_error_abs_mean"][k]),
+                "loss": float(batch["loss"][k]),
                 "param_norm": float(norms[k]),
                 "exploration_rate": float(epsilon[k]),
             }
@@ -373,7 +380,6 @@ class Fleet:
                 trace.hard_divergence_step = step
                 trace.hard_divergence_reason = reason
                 self.alive[k] = False
-        self._clear_statistics(members)
 
     def evaluate(self, members: np.ndarray) -> np.ndarray:
         """Mean return of each member's greedy episodes on its unclipped evaluation env."""
@@ -444,11 +450,16 @@ def run_fleet(
 
     Torch runs on one thread, as the SB3 backend's seeds do: the batched
     products are too small to gain from a second, and a shared core slows them
-    tenfold. Returns one `DeepTrace` per member, in order.
+    tenfold. Subnormal floats are flushed to zero: Adam's second moments drift
+    into the subnormal range as gradients shrink, where x86 arithmetic is about
+    a hundred times slower (the optimiser took a third of the time). Returns
+    one `DeepTrace` per member, in order.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
     try:
         return Fleet(env, members, steps, log_every, device).run()
     finally:
+        torch.set_flush_denormal(False)
         torch.set_num_threads(threads)

@@ -49,16 +49,16 @@ CARTPOLE = "CartPole-v1"
 MINATAR = "MinAtar/Breakout-v1"
 HARD_LIMIT = 1e10
 PHASES = {
-    "env stepping": ("envs.py", "step"),
-    "acting (forward, exploration)": ("run.py", "act"),
-    "replay writes": ("replay.py", "add"),
+    "env stepping": [("envs.py", "step")],
+    "acting (forward, exploration)": [("run.py", "act")],
+    "replay writes": [("replay.py", "add")],
     "replay sampling (indices, n-step batch)": [
         ("replay.py", "sample_slots"),
         ("replay.py", "batch"),
     ],
-    "targets (no-grad forwards)": ("learner.py", "td_targets"),
-    "optimiser (clip, fused Adam)": ("learner.py", "adam"),
-    "diagnostics (probes, evaluation)": ("run.py", "log"),
+    "targets (no-grad forwards)": [("learner.py", "td_targets")],
+    "optimiser (clip, fused Adam)": [("learner.py", "adam")],
+    "diagnostics (probes, evaluation)": [("run.py", "log")],
 }
 
 
@@ -144,8 +144,7 @@ def profile_fleet(agent: DQNAgentSpec, members: int, steps: int) -> dict[str, fl
         cumulative[key] = cumulative.get(key, 0.0) + seconds
     phases: dict[str, float] = {}
     for phase, where in PHASES.items():
-        places = where if isinstance(where, list) else [where]
-        phases[phase] = sum(cumulative.get(place, 0.0) for place in places)
+        phases[phase] = sum(cumulative.get(place, 0.0) for place in where)
     update = cumulative.get(("learner.py", "update"), 0.0)
     phases["loss forward + backward"] = (
         update - phases["targets (no-grad forwards)"] - phases["optimiser (clip, fused Adam)"]

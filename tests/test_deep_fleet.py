@@ -430,7 +430,10 @@ BAD_FLEET_SPECS: dict[str, tuple[dict[str, Any], list[str]]] = {
     ),
     "mixed_action_spaces": (
         {"grid": {"env.id": ["CartPole-v1", "Pendulum-v1"]}},
-        ["env.id: dqn needs discrete actions; Pendulum-v1 has Box(", "(in grid point env.id='Pendulum-v1')"],
+        [
+            "env.id: dqn needs discrete actions; Pendulum-v1 has Box(",
+            "(in grid point env.id='Pendulum-v1')",
+        ],
     ),
     "unknown_backend": (
         {"agent": {"backend": "fleets"}},

@@ -222,7 +222,7 @@ def _run_fleet(
     """One fleet of every seed of every point; metrics and outcomes per point."""
     from rlharness.agents.deep.fleet.run import Member, run_fleet
 
-    members = []
+    members: list[Member] = []
     for spec, seeds, _ in points:
         assert isinstance(spec.agent, DQNAgentSpec)
         members.extend(

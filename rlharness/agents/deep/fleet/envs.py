@@ -124,7 +124,7 @@ class CartPoleBatch(BatchedEnv):
         high = np.array([self.X_LIMIT * 2, np.inf, self.THETA_LIMIT * 2, np.inf], dtype=np.float32)
         self.observation_space = spaces.Box(-high, high, dtype=np.float32)
         self.n_actions = 2
-        self.max_episode_steps = max_episode_steps
+        self.max_episode_steps = self.time_limit = max_episode_steps
         self.keys = streams.member_keys(torch.tensor(seeds), stream)
         self.resets = torch.zeros(self.count, dtype=torch.int64)
         self.state = np.zeros((self.count, 4))
@@ -171,7 +171,7 @@ class CartPoleBatch(BatchedEnv):
             | (theta < -self.THETA_LIMIT)
             | (theta > self.THETA_LIMIT)
         )
-        truncated = moving & (self.elapsed >= self.max_episode_steps)
+        truncated = moving & (self.elapsed >= self.time_limit)
         final = self.state.astype(np.float32)
         observations = self.reset(terminated | truncated)
         return Step(observations, final, moving.astype(np.float64), terminated, truncated)

@@ -240,7 +240,7 @@ class Fleet:
             self.count,
             first.replay_capacity,
             space.shape,
-            space.dtype,
+            np.dtype(space.dtype),
             self.n_actions,
             self.envs.max_episode_steps,
             first.n_step,
@@ -354,9 +354,12 @@ class Fleet:
         batch = self.statistics.pop(members)
         epsilon = self.epsilon(step)
         reasons: dict[int, str | None] = {}
-        for k in np.flatnonzero(members):
-            reasons[int(k)] = hard_divergence(
-                loss_finite, parameters[k], float(probe_max[k]), self.members[k].hard_limit
+        for index in np.flatnonzero(members):
+            reasons[int(index)] = hard_divergence(
+                loss_finite,
+                parameters[index],
+                float(probe_max[index]),
+                self.members[index].hard_limit,
             )
         healthy = np.zeros(self.count, dtype=bool)
         healthy[[k for k, reason in reasons.items() if reason is None]] = True

@@ -77,6 +77,11 @@ def resolve(spec: ExperimentSpec) -> None:
         from rlharness.agents.deep.trial import resolve_deep
 
         resolve_deep(spec)
+    elif spec.run.device != "cpu":
+        problem = (
+            f"run.device: {spec.run.device} needs agent.backend: fleet; linear learners run on cpu"
+        )
+        raise SpecError(f"experiment {spec.name}", [problem])
     else:
         from rlharness.linear_trial import resolve_linear
 

@@ -22,7 +22,7 @@ from rlharness.agents.deep.fleet.replay import FleetReplay, replay_bytes
 from rlharness.agents.deep.fleet.run import Member, run_fleet, size_text
 from rlharness.spec import DQNAgentSpec, EnvSpec, parse_spec
 from tests.helpers import run_all, run_one
-from tests.test_cli import assert_bad_input, cli, write_spec
+from tests.test_cli import assert_bad_input, cli, mutated, write_spec
 
 CARTPOLE = EnvSpec(id="CartPole-v1")
 RANDOM_CARTPOLE_RETURN = 22.0
@@ -485,3 +485,11 @@ def test_run_trains_a_grid_as_one_fleet_and_states_its_memory(tmp_path: Path) ->
     (run_dir,) = (tmp_path / "results" / "fleet_cli").iterdir()
     outcomes = pd.read_parquet(run_dir / "outcomes.parquet")
     assert len(outcomes) == 4 and set(outcomes["outcome"]) == {"stable"}
+
+
+def test_cuda_is_refused_for_linear_learners(tmp_path: Path) -> None:
+    spec_path = write_spec(tmp_path, mutated(run__device="cuda"))
+    completed = cli("validate", spec_path)
+    assert_bad_input(
+        completed, "run.device: cuda needs agent.backend: fleet; linear learners run on cpu"
+    )

@@ -243,7 +243,7 @@ def test_interrupt_before_any_write_creates_no_dirs(tmp_path, quick_spec, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(rlharness.launch, "run_trial", interrupted)
+    monkeypatch.setattr(rlharness.launch, "run_trials", interrupted)
     with pytest.raises(KeyboardInterrupt):
         rlharness.launch.run_experiment(quick_spec, tmp_path / "results")
     assert not (tmp_path / "results").exists()

@@ -8,7 +8,7 @@ from typing import Any
 
 from rlharness.publish import publish_run
 from rlharness.results import RunWriter, provenance
-from rlharness.runner import check_experiment, plan_trials, run_trial
+from rlharness.runner import check_experiment, plan_trials, run_trials
 from rlharness.spec import ExperimentSpec
 
 
@@ -35,5 +35,5 @@ def run_experiment(
         if on_progress is not None:
             on_progress(done, total)
 
-    results = [run_trial(trial, advance) for trial in trials]
+    results = run_trials(trials, advance)
     return publish_run(RunWriter(root, spec), spec, results, provenance(command))

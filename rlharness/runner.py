@@ -3,7 +3,8 @@
 `plan_trials` expands an experiment into `TrialConfig`s (grid points x seeds);
 `check_experiment` resolves every point against its env and agent before
 anything runs, so bad input fails early with field-named messages. Linear
-learners run in `rlharness.agents.linear.trial`, DQN agents in `rlharness.agents.deep.trial`.
+learners run in `rlharness.agents.linear.trial`, DQN agents in `rlharness.agents.deep.trial`;
+`run_trials` runs several, training same-shaped fleet trials as one fleet.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ def resolve(spec: ExperimentSpec) -> None:
         from rlharness.agents.deep.trial import resolve_deep
 
         resolve_deep(spec)
+    elif spec.run.device != "cpu":
+        problem = (
+            f"run.device: {spec.run.device} needs agent.backend: fleet; linear learners run on cpu"
+        )
+        raise SpecError(f"experiment {spec.name}", [problem])
     else:
         from rlharness.agents.linear.trial import resolve_linear
 
@@ -97,3 +103,19 @@ def run_trial(config: TrialConfig, progress: Callable[[int], None] | None = None
 
         metrics, outcomes, threshold = run_linear_trial(config.spec, seeds, progress)
     return TrialResult(config, metrics, outcomes, threshold)
+
+
+def run_trials(
+    configs: list[TrialConfig], progress: Callable[[int], None] | None = None
+) -> list[TrialResult]:
+    """Every trial's result, in order; fleet trials with the same shapes train as one fleet."""
+    from rlharness.agents.deep.trial import fleet_groups, run_fleet_trials
+
+    results: dict[int, TrialResult] = {}
+    for group in fleet_groups(configs):
+        fleet = run_fleet_trials([configs[index] for index in group], progress)
+        results.update(zip(group, fleet, strict=True))
+    return [
+        results[index] if index in results else run_trial(config, progress)
+        for index, config in enumerate(configs)
+    ]

@@ -132,7 +132,11 @@ class DQNAgentSpec(StrictModel):
     """
 
     name: Literal["dqn"]
-    backend: Literal["sb3", "rllib"] = "sb3"
+    backend: Literal["sb3", "rllib", "fleet"] = Field(
+        default="sb3",
+        description="sb3 (stable-baselines3, one seed at a time), rllib, or fleet (every seed "
+        "and same-shaped grid point as members of one vectorised computation).",
+    )
     bootstrap_target: BootstrapTarget = "target_q"
     replay_capacity: StrictInt = Field(
         default=50_000, ge=1, le=MAX_COUNT, description="Transitions kept."
@@ -229,6 +233,9 @@ class RunSpec(StrictModel):
         default=1, ge=1, le=MAX_COUNT, description="Steps between logged metrics."
     )
     seeds: StrictInt = Field(default=1, ge=1, le=MAX_SEEDS, description="Number of seeds.")
+    device: Literal["cpu", "cuda"] = Field(
+        default="cpu", description="Where a fleet computes (the fleet backend only)."
+    )
     first_seed: StrictInt = Field(
         default=0,
         ge=0,

@@ -145,7 +145,10 @@ BAD_SPECS: dict[str, tuple[Any, list[str]]] = {
     ),
     "unknown_field": (
         mutated(run__n_seeds=3),
-        ["run.n_seeds: unknown field; allowed fields here: first_seed, log_every, seeds, steps"],
+        [
+            "run.n_seeds: unknown field; allowed fields here: device, first_seed, log_every, "
+            "seeds, steps"
+        ],
     ),
     "steps_wrong_type": (
         mutated(run__steps="many"),

@@ -93,7 +93,7 @@ def test_sb3_dqn_learns_cartpole_above_random() -> None:
             {"prioritized_replay": {"beta": 2}},
             "agent.prioritized_replay.beta: Input should be less",
         ),
-        ({"backend": "tf"}, "agent.backend: Input should be 'sb3' or 'rllib'"),
+        ({"backend": "tf"}, "agent.backend: Input should be 'sb3', 'rllib' or 'fleet'"),
         ({"alpha": 0.1}, "agent.alpha: unknown field; allowed fields here: backend, batch_size"),
     ],
 )

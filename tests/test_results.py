@@ -244,7 +244,7 @@ def test_interrupt_before_any_write_creates_no_dirs(tmp_path, quick_spec, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(rlharness.local_run, "run_trial", interrupted)
+    monkeypatch.setattr(rlharness.local_run, "run_trials", interrupted)
     with pytest.raises(KeyboardInterrupt):
         rlharness.local_run.run_experiment(quick_spec, tmp_path / "results")
     assert not (tmp_path / "results").exists()

@@ -70,7 +70,7 @@ def test_unknown_top_level_field_lists_allowed_fields(tiny_spec):
     ("section", "allowed"),
     [
         ("agent", "alpha, beta, initial_weight_noise, initial_weights, name, update"),
-        ("run", "first_seed, log_every, seeds, steps"),
+        ("run", "device, first_seed, log_every, seeds, steps"),
         ("env", "id, kwargs"),
         ("triad", "features, n_step, off_policy, target_update_period"),
         ("diagnostics", "hard_divergence_threshold, soft_divergence_threshold"),

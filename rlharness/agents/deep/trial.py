@@ -1,4 +1,9 @@
-"""DQN agents as trials: check a grid point's env and backend, then train its seeds one by one."""
+"""DQN agents as trials: check a grid point's env and backend, then train its seeds.
+
+The sb3 and rllib backends train seeds one by one; the fleet backend trains
+all of a grid point's seeds, and those of other grid points with the same
+shapes (`fleet_groups`), as members of one fleet (`run_fleet_trials`).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from rlharness.errors import SpecError, short
 from rlharness.memory import (
     FLOAT32_BYTES,
     RECORD_BYTES,
+    available_bytes,
     gib,
     memory_problem,
     mlp_parameters,
@@ -21,6 +27,7 @@ from rlharness.memory import (
     rllib_replay_bytes,
     sb3_replay_bytes,
 )
+from rlharness.runner import TrialConfig, TrialResult
 from rlharness.spec import DQNAgentSpec, ExperimentSpec, RunSpec, TriadSpec
 
 
@@ -37,6 +44,7 @@ def resolve_deep(spec: ExperimentSpec) -> float:
         )
     env = instantiate_env(spec.env, where)
     actions, observations = env.action_space, env.observation_space
+    max_episode_steps = env.spec.max_episode_steps if env.spec is not None else None
     env.close()
     if not isinstance(actions, spaces.Discrete):
         problems.append(f"env.id: dqn needs discrete actions; {spec.env.id} has {short(actions)}")
@@ -46,13 +54,14 @@ def resolve_deep(spec: ExperimentSpec) -> float:
         )
     if not problems:
         assert isinstance(actions, spaces.Discrete) and isinstance(observations, spaces.Box)
-        memory = _memory_problem(agent, spec.run, observations, int(actions.n))
+        memory = _memory_problem(agent, spec.run, observations, int(actions.n), max_episode_steps)
         if memory is not None:
             problems.append(memory)
     if agent.backend == "rllib":
         from rlharness.agents.deep.rllib_dqn import rllib_unsupported
 
         problems.extend(rllib_unsupported(agent))
+    problems.extend(_device_problems(agent, spec.run))
     try:
         bound = soft_bound(agent, spec.diagnostics.soft_divergence_threshold)
     except ValueError as error:
@@ -63,17 +72,41 @@ def resolve_deep(spec: ExperimentSpec) -> float:
     return bound
 
 
+def _device_problems(agent: DQNAgentSpec, run: RunSpec) -> list[str]:
+    """``run.device: cuda`` needs the fleet backend and a CUDA device torch can see."""
+    if run.device == "cpu":
+        return []
+    if agent.backend != "fleet":
+        return [
+            f"run.device: cuda needs agent.backend: fleet; the {agent.backend} backend runs on cpu"
+        ]
+    import torch
+
+    if not torch.cuda.is_available():
+        return ["run.device: cuda is not available to torch on this machine; allowed: cpu"]
+    return []
+
+
 def _memory_problem(
-    agent: DQNAgentSpec, run: RunSpec, observations: spaces.Box, n_actions: int
+    agent: DQNAgentSpec,
+    run: RunSpec,
+    observations: spaces.Box,
+    n_actions: int,
+    max_episode_steps: int | None,
 ) -> str | None:
     """A message naming the largest consumer if one seed's trial would not fit in memory.
 
     Seeds train one after another, so one seed's replay buffer, networks,
-    probe states and log must fit at once.
+    probe states and log must fit at once; a fleet holds all its members at once.
     """
     size = int(np.prod(observations.shape))
     observation_bytes = size * np.dtype(observations.dtype).itemsize
-    if agent.backend == "rllib":
+    members = run.seeds if agent.backend == "fleet" else 1
+    if agent.backend == "fleet":
+        from rlharness.agents.deep.fleet.run import fleet_replay_bytes
+
+        replay = fleet_replay_bytes(members, agent, observations, n_actions, max_episode_steps)
+    elif agent.backend == "rllib":
         replay = rllib_replay_bytes(agent.replay_capacity, observation_bytes)
     else:
         prioritized = agent.prioritized_replay.alpha > 0
@@ -87,15 +120,19 @@ def _memory_problem(
         "agent.replay_capacity": ("replay buffer", replay),
         network_field: (
             "networks",
-            network_bytes(parameters, agent.batch_size, network.width, network.depth),
+            members * network_bytes(parameters, agent.batch_size, network.width, network.depth),
         ),
-        "agent.probe_states": ("probe states", 2 * agent.probe_states * size * FLOAT32_BYTES),
-        "run.log_every": ("logged rows", (run.steps // run.log_every + 2) * RECORD_BYTES),
+        "agent.probe_states": (
+            "probe states",
+            members * 2 * agent.probe_states * size * FLOAT32_BYTES,
+        ),
+        "run.log_every": ("logged rows", members * (run.steps // run.log_every + 2) * RECORD_BYTES),
     }
     largest = max(parts, key=lambda field: parts[field][1])
     what = ", ".join(f"{name} {gib(n_bytes)}" for name, n_bytes in parts.values())
     total = sum(n_bytes for _, n_bytes in parts.values())
-    return memory_problem(largest, f"one seed of this {agent.backend} dqn trial ({what})", total)
+    whose = f"a fleet of {members} members" if agent.backend == "fleet" else "one seed"
+    return memory_problem(largest, f"{whose} of this {agent.backend} dqn trial ({what})", total)
 
 
 def run_deep_trial(
@@ -105,6 +142,11 @@ def run_deep_trial(
     bound = resolve_deep(spec)
     agent = spec.agent
     assert isinstance(agent, DQNAgentSpec)
+    if agent.backend == "fleet":
+        ((metrics, outcomes),) = _run_fleet([(spec, seeds, bound)])
+        if progress is not None:
+            progress(len(seeds))
+        return metrics, outcomes, bound
     if agent.backend == "rllib":
         from rlharness.agents.deep.rllib_dqn import run_rllib_dqn as run_seed
     else:
@@ -119,13 +161,109 @@ def run_deep_trial(
             spec.run.log_every,
             spec.diagnostics.hard_divergence_threshold,
         )
-        frame = pd.DataFrame.from_records(trace.records, columns=["step", *METRICS])
-        frame.insert(0, "seed", seed)
-        metrics.append(frame)
+        metrics.append(_metrics_frame(seed, trace))
         outcomes.append(_outcome_record(seed, trace, bound))
         if progress is not None:
             progress(1)
     return pd.concat(metrics, ignore_index=True), pd.DataFrame.from_records(outcomes), bound
+
+
+def is_fleet(config: TrialConfig) -> bool:
+    """Whether a trial runs on the fleet backend."""
+    agent = config.spec.agent
+    return isinstance(agent, DQNAgentSpec) and agent.backend == "fleet"
+
+
+def fleet_groups(configs: list[TrialConfig]) -> list[list[int]]:
+    """Indices of the fleet trials grouped into fleets: same `FleetKey`, in first-seen order.
+
+    A group is split where its members' memory (`resolve_deep`'s estimate per
+    grid point, summed) would pass what this machine has available.
+    """
+    from rlharness.agents.deep.fleet.run import fleet_key
+
+    groups: dict[object, list[list[int]]] = {}
+    used: dict[object, int] = {}
+    budget = available_bytes()
+    for index, config in enumerate(configs):
+        if not is_fleet(config):
+            continue
+        spec = config.spec
+        agent = spec.agent
+        assert isinstance(agent, DQNAgentSpec)
+        key = fleet_key(spec.env, agent, spec.run.steps, spec.run.log_every, spec.run.device)
+        chunks = groups.setdefault(key, [[]])
+        need = _fleet_bytes(spec, len(config.seeds))
+        if chunks[-1] and budget is not None and used[key] + need > budget:
+            chunks.append([])
+            used[key] = 0
+        chunks[-1].append(index)
+        used[key] = used.get(key, 0) + need
+    return [chunk for chunks in groups.values() for chunk in chunks]
+
+
+def run_fleet_trials(
+    configs: list[TrialConfig], progress: Callable[[int], None] | None = None
+) -> list[TrialResult]:
+    """Train every seed of these fleet trials as members of one fleet; a result per trial."""
+    points = [(config.spec, list(config.seeds), resolve_deep(config.spec)) for config in configs]
+    frames = _run_fleet(points)
+    if progress is not None:
+        progress(sum(len(config.seeds) for config in configs))
+    return [
+        TrialResult(config, metrics, outcomes, bound)
+        for config, (metrics, outcomes), (_, _, bound) in zip(configs, frames, points, strict=True)
+    ]
+
+
+def _run_fleet(
+    points: list[tuple[ExperimentSpec, list[int], float]],
+) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """One fleet of every seed of every point; metrics and outcomes per point."""
+    from rlharness.agents.deep.fleet.run import Member, run_fleet
+
+    members: list[Member] = []
+    for spec, seeds, _ in points:
+        assert isinstance(spec.agent, DQNAgentSpec)
+        members.extend(
+            Member(spec.agent, seed, spec.diagnostics.hard_divergence_threshold) for seed in seeds
+        )
+    first = points[0][0]
+    traces = iter(
+        run_fleet(first.env, members, first.run.steps, first.run.log_every, first.run.device)
+    )
+    frames = []
+    for _, seeds, bound in points:
+        metrics, outcomes = [], []
+        for seed in seeds:
+            trace = next(traces)
+            metrics.append(_metrics_frame(seed, trace))
+            outcomes.append(_outcome_record(seed, trace, bound))
+        frames.append((pd.concat(metrics, ignore_index=True), pd.DataFrame.from_records(outcomes)))
+    return frames
+
+
+def _fleet_bytes(spec: ExperimentSpec, members: int) -> int:
+    """A lower bound of a fleet point's memory: its members' replay rings."""
+    from rlharness.agents.deep.fleet.envs import describe
+    from rlharness.agents.deep.fleet.run import fleet_replay_bytes
+
+    agent = spec.agent
+    assert isinstance(agent, DQNAgentSpec)
+    facts = describe(spec.env)
+    return fleet_replay_bytes(
+        members,
+        agent,
+        facts["observation_space"],
+        int(facts["action_space"].n),
+        facts["max_episode_steps"],
+    )
+
+
+def _metrics_frame(seed: int, trace: DeepTrace) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(trace.records, columns=["step", *METRICS])
+    frame.insert(0, "seed", seed)
+    return frame
 
 
 def _outcome_record(seed: int, trace: DeepTrace, bound: float) -> dict[str, object]:

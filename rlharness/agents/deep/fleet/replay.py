@@ -1,0 +1,261 @@
+"""Each member's replay: a compact ring of observations, n-step windows, prioritised sampling.
+
+Storage. A ring of ``capacity + 1`` slots per member holds each observation
+once: slot i has the observation a transition starts from and that
+transition's action, reward and how it ended; the next observation is slot
+i + 1's, except after an episode end. A terminated transition needs no next
+observation (it does not bootstrap); a truncated one bootstraps from its
+true final observation, kept in a small side ring with one row per
+truncation (a time limit of L steps allows at most ceil(capacity / L) + 1 of
+them in the buffer; without a time limit, one per slot). The slot after the
+newest transition holds the observation to act on next, so ``capacity``
+transitions are kept, as in SB3's buffers. Boolean frames (MinAtar) are
+stored as bools, other observations in their own dtype.
+
+n-step windows are formed when sampled, as SB3's ``NStepReplayBuffer`` does:
+the return sums gamma^k r_k up to the first episode end or the newest
+transition (inclusive), and bootstraps with gamma^(steps summed) from the
+window's next observation unless it terminated.
+
+Prioritised replay (Schaul et al. 2016), proportional, as
+`rlharness.agents.deep.replay`: P(i) = p_i^alpha / sum_k p_k^alpha with
+p_i = |delta_i| + epsilon after i was replayed and new transitions at the
+largest priority so far; weights (N P(i))^-beta divided by the largest
+possible, (N min_k P(k))^-beta. Sampling inverts each member's cumulative
+priorities, O(capacity) per batch like that backend's ``np.random.choice``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from rlharness.agents.deep.fleet import streams
+
+VECTOR_ELEMENTS = 16
+"""Rows are padded to whole SIMD vectors before a transcendental function (`rowwise_pow`)."""
+
+
+class Batch(NamedTuple):
+    """A sampled batch per member: [K, B, ...] tensors on the fleet's device."""
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    returns: torch.Tensor
+    next_observations: torch.Tensor
+    bootstrap_discounts: torch.Tensor
+    weights: torch.Tensor | None
+    slots: torch.Tensor
+
+
+def rowwise_pow(base: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+    """base [K, N] ** exponent [K, 1], computed on rows padded to whole SIMD vectors.
+
+    torch's vectorised pow and its scalar remainder loop may differ in the
+    last bit; padding each row makes every element take the vector path, so
+    a member's values do not depend on how many members come before it.
+    """
+    width = base.shape[1]
+    padded = math.ceil(width / VECTOR_ELEMENTS) * VECTOR_ELEMENTS
+    rows = torch.ones(base.shape[0], padded, dtype=base.dtype, device=base.device)
+    rows[:, :width] = base
+    return rows.pow(exponent)[:, :width]
+
+
+def storage_dtype(dtype: np.dtype) -> torch.dtype:
+    """The torch dtype observations of this NumPy dtype are stored in."""
+    return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+
+
+def action_dtype(n_actions: int) -> torch.dtype:
+    """The smallest integer dtype that holds every action."""
+    return torch.uint8 if n_actions <= 256 else torch.int64
+
+
+def final_rows(capacity: int, max_episode_steps: int | None) -> int:
+    """Rows of the side ring of truncated episodes' final observations."""
+    if max_episode_steps is None:
+        return capacity + 1
+    return min(capacity + 1, math.ceil(capacity / max_episode_steps) + 1)
+
+
+def replay_bytes(
+    members: int,
+    capacity: int,
+    observation_bytes: int,
+    n_actions: int,
+    max_episode_steps: int | None,
+    prioritized: bool,
+) -> int:
+    """What `FleetReplay` allocates: slots, the side ring and priorities, for all members."""
+    slots = capacity + 1
+    action_bytes = torch.empty(0, dtype=action_dtype(n_actions)).element_size()
+    per_slot = observation_bytes + action_bytes + 4 + 2 + 8  # reward, two flags, side index
+    if prioritized:
+        per_slot += 8
+    side = final_rows(capacity, max_episode_steps) * observation_bytes
+    return members * (slots * per_slot + side)
+
+
+class FleetReplay:
+    """K members' rings, written together every env step (all members step in lockstep)."""
+
+    def __init__(
+        self,
+        members: int,
+        capacity: int,
+        observation_shape: tuple[int, ...],
+        observation_dtype: np.dtype,
+        n_actions: int,
+        max_episode_steps: int | None,
+        n_step: int,
+        prioritized: bool,
+        device: torch.device,
+    ) -> None:
+        self.members, self.capacity, self.n_step = members, capacity, n_step
+        self.slots = capacity + 1
+        self.device = device
+        stored = storage_dtype(observation_dtype)
+
+        def zeros(*shape: int, dtype: torch.dtype) -> torch.Tensor:
+            return torch.zeros(members, *shape, dtype=dtype, device=device)
+
+        self.observations = zeros(self.slots, *observation_shape, dtype=stored)
+        self.actions = zeros(self.slots, dtype=action_dtype(n_actions))
+        self.rewards = zeros(self.slots, dtype=torch.float32)
+        self.terminated = zeros(self.slots, dtype=torch.bool)
+        self.truncated = zeros(self.slots, dtype=torch.bool)
+        self.final_rows = final_rows(capacity, max_episode_steps)
+        self.final_observations = zeros(self.final_rows, *observation_shape, dtype=stored)
+        self.final_index = zeros(self.slots, dtype=torch.int64)
+        self.final_position = zeros(dtype=torch.int64)
+        self.priorities = zeros(self.slots, dtype=torch.float64) if prioritized else None
+        self.max_priority = torch.ones(members, dtype=torch.float64, device=device)
+        self.position = 0
+        self.size = 0
+        self.member_index = torch.arange(members, device=device)
+
+    def start(self, observations: torch.Tensor) -> None:
+        """The first observation of every member: the slot the first transition starts from."""
+        self.observations[:, self.position] = observations
+
+    def add(
+        self,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+        final_observations: torch.Tensor,
+        next_observations: torch.Tensor,
+        any_truncated: bool,
+    ) -> None:
+        """Complete the transition at the current slot and start the next one.
+
+        ``final_observations`` are the true next observations, ``next_observations``
+        what the members act on next (a reset where an episode ended).
+        """
+        slot = self.position
+        self.actions[:, slot] = actions
+        self.rewards[:, slot] = rewards
+        self.terminated[:, slot] = terminated
+        bootstrapped_end = truncated & ~terminated
+        self.truncated[:, slot] = bootstrapped_end
+        if any_truncated:
+            members = self.member_index[bootstrapped_end]
+            rows = self.final_position[members]
+            self.final_observations[members, rows] = final_observations[bootstrapped_end].to(
+                self.final_observations.dtype
+            )
+            self.final_index[members, slot] = rows
+            self.final_position[members] = (rows + 1) % self.final_rows
+        if self.priorities is not None:
+            self.priorities[:, slot] = self.max_priority
+        self.position = (slot + 1) % self.slots
+        self.size = min(self.size + 1, self.capacity)
+        self.observations[:, self.position] = next_observations
+        if self.priorities is not None:
+            self.priorities[:, self.position] = 0.0
+
+    def take(self, table: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """``table[k, slots[k, ...]]`` for every member: [K, S, *rest] -> [K, *slots, *rest]."""
+        flat = table.reshape(self.members * table.shape[1], *table.shape[2:])
+        offsets = (self.member_index * table.shape[1]).reshape((-1,) + (1,) * (slots.dim() - 1))
+        picked = flat.index_select(0, (slots + offsets).reshape(-1))
+        return picked.reshape(*slots.shape, *table.shape[2:])
+
+    def sample_slots(
+        self, keys: torch.Tensor, counters: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Slots [K, B] of each member's batch (counters [K, B] index its replay stream).
+
+        Uniform over the ``size`` newest transitions; by priority when prioritised,
+        with the importance weights.
+        """
+        if self.priorities is None:
+            offsets = streams.below(keys, counters, self.size)
+            return (self.position - self.size + offsets) % self.slots, None
+        scaled = rowwise_pow(self.priorities, alpha[:, None])
+        cumulative = torch.cumsum(scaled, dim=1)
+        values = streams.uniform(keys, counters) * cumulative[:, -1:]
+        slots = torch.searchsorted(cumulative, values, right=True).clamp_(max=self.slots - 1)
+        smallest = torch.where(scaled > 0, scaled, math.inf).amin(dim=1, keepdim=True)
+        picked = torch.gather(scaled, 1, slots)
+        weights = rowwise_pow(picked / smallest, -beta[:, None])
+        return slots, weights.to(torch.float32)
+
+    def batch(
+        self,
+        slots: torch.Tensor,
+        weights: torch.Tensor | None,
+        discount_powers: torch.Tensor,
+    ) -> Batch:
+        """The n-step batch starting at ``slots`` [K, B].
+
+        ``discount_powers`` [K, n + 1] holds gamma^0 ... gamma^n of each member.
+        """
+        n = self.n_step
+        window = (slots[..., None] + torch.arange(n, device=self.device)) % self.slots
+        newest = (self.position - 1) % self.slots
+        ends = self.take(self.terminated, window) | self.take(self.truncated, window)
+        ends |= window == newest
+        ends[..., -1] = True
+        last = ends.to(torch.uint8).argmax(dim=2)
+        inside = torch.arange(n, device=self.device) <= last[..., None]
+        powers = discount_powers[:, None, :n]
+        rewards = self.take(self.rewards, window)
+        returns = (rewards * powers * inside).sum(dim=2)
+        last_slot = torch.gather(window, 2, last[..., None]).squeeze(2)
+        bootstrap = torch.gather(discount_powers, 1, last + 1)
+        bootstrap = bootstrap * ~self.take(self.terminated, last_slot)
+        truncated = self.take(self.truncated, last_slot)
+        following = self.take(self.observations, (last_slot + 1) % self.slots)
+        final = self.take(self.final_observations, self.take(self.final_index, last_slot))
+        shape = truncated.shape + (1,) * (following.dim() - truncated.dim())
+        next_observations = torch.where(truncated.reshape(shape), final, following)
+        return Batch(
+            observations=self.take(self.observations, slots),
+            actions=self.take(self.actions, slots).to(torch.int64),
+            returns=returns,
+            next_observations=next_observations,
+            bootstrap_discounts=bootstrap,
+            weights=weights,
+            slots=slots,
+        )
+
+    def update_priorities(
+        self,
+        slots: torch.Tensor,
+        td_errors: torch.Tensor,
+        epsilon: torch.Tensor,
+        updated: torch.Tensor,
+    ) -> None:
+        """p = |delta| + epsilon for the replayed slots of the members that were updated."""
+        assert self.priorities is not None
+        new = td_errors.abs().to(torch.float64) + epsilon[:, None]
+        old = torch.gather(self.priorities, 1, slots)
+        new = torch.where(updated[:, None], new, old)
+        self.priorities.scatter_(1, slots, new)
+        self.max_priority = torch.maximum(self.max_priority, new.amax(dim=1))

@@ -1,0 +1,468 @@
+"""Train a fleet: many DQN members in lockstep, each logged and judged as one SB3 seed is.
+
+Per env step, for all members at once: act epsilon-greedily, step the
+batched envs, store the transitions, update target networks that are due,
+and take the gradient steps that are due (`learner.update`). Every
+``log_every`` steps each live member logs the `common.METRICS` columns and
+is checked with `common.hard_divergence`; a member whose loss goes
+non-finite is logged and frozen at that step. A frozen member's rows in the
+stacked tensors still flow through the computation, but nothing of it
+reaches the other members or its own trace.
+
+The schedule follows stable-baselines3's DQN: purely random actions before
+``learning_starts``, then epsilon decayed linearly over ``exploration.fraction``
+of the steps; after env step t, targets update when t is a multiple of
+``target_update_period``, then ``gradient_steps`` updates run when t is a
+multiple of ``train_frequency`` and t > ``learning_starts``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from rlharness.agents.deep.common import (
+    METRICS,
+    DeepTrace,
+    hard_divergence,
+    probe_observations,
+)
+from rlharness.agents.deep.fleet import streams
+from rlharness.agents.deep.fleet.envs import BatchedEnv, make_batched_env
+from rlharness.agents.deep.fleet.learner import (
+    Knobs,
+    LearnerState,
+    UpdateResult,
+    update,
+    update_target,
+)
+from rlharness.agents.deep.fleet.networks import (
+    NetworkShape,
+    forward,
+    initial_parameters,
+    layers,
+    q_values,
+)
+from rlharness.agents.deep.fleet.replay import FleetReplay, replay_bytes
+from rlharness.spec import DQNAgentSpec, EnvSpec
+
+EXPLORATION_BLOCK = 1024
+"""Env steps whose exploration draws are computed at once."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member: a grid point's agent, one of its seeds, and its hard-divergence threshold."""
+
+    agent: DQNAgentSpec
+    seed: int
+    hard_limit: float
+
+
+class FleetKey(NamedTuple):
+    """What members of one fleet share; members that differ here run as separate fleets.
+
+    Shapes (env, network, batch, n-step window, replay, probe states), prioritised
+    or uniform sampling, run length, logging period and device. Every other knob
+    may differ member by member.
+    """
+
+    env_id: str
+    env_kwargs: str
+    width: int
+    depth: int
+    batch_size: int
+    n_step: int
+    replay_capacity: int
+    prioritized: bool
+    probe_states: int
+    steps: int
+    log_every: int
+    device: str
+
+
+def fleet_key(
+    env: EnvSpec, agent: DQNAgentSpec, steps: int, log_every: int, device: str
+) -> FleetKey:
+    """The fleet a grid point's seeds join."""
+    return FleetKey(
+        env.id,
+        repr(sorted(env.kwargs.items())),
+        agent.network.width,
+        agent.network.depth,
+        agent.batch_size,
+        agent.n_step,
+        agent.replay_capacity,
+        agent.prioritized_replay.alpha > 0,
+        agent.probe_states,
+        steps,
+        log_every,
+        device,
+    )
+
+
+def network_shape(
+    observation_space: spaces.Box, n_actions: int, agent: DQNAgentSpec
+) -> NetworkShape:
+    """The MLP of the spec on the flattened observation."""
+    inputs = int(np.prod(observation_space.shape))
+    return NetworkShape(inputs, n_actions, agent.network.width, agent.network.depth)
+
+
+def fleet_replay_bytes(
+    members: int,
+    agent: DQNAgentSpec,
+    observation_space: spaces.Box,
+    n_actions: int,
+    max_episode_steps: int | None,
+) -> int:
+    """The replay memory a fleet of ``members`` members of this agent allocates."""
+    observation_bytes = (
+        int(np.prod(observation_space.shape)) * np.dtype(observation_space.dtype).itemsize
+    )
+    return replay_bytes(
+        members,
+        agent.replay_capacity,
+        observation_bytes,
+        n_actions,
+        max_episode_steps,
+        agent.prioritized_replay.alpha > 0,
+    )
+
+
+def size_text(n_bytes: int) -> str:
+    """A byte count in KiB, MiB or GiB, whichever reads best."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:,.1f} {unit}"
+    return f"{n_bytes / 2**10:,.1f} KiB"
+
+
+def _knobs(agents: list[DQNAgentSpec], device: torch.device) -> Knobs:
+    def column(values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=device)
+
+    names = [agent.bootstrap_target for agent in agents]
+    return Knobs(
+        gamma=column([a.gamma for a in agents]),
+        learning_rate=column([a.learning_rate for a in agents]),
+        max_grad_norm=column([a.max_grad_norm for a in agents]),
+        target_update_tau=column([a.target_update_tau for a in agents]),
+        priority_alpha=torch.tensor(
+            [a.prioritized_replay.alpha for a in agents], dtype=torch.float64, device=device
+        ),
+        priority_beta=torch.tensor(
+            [a.prioritized_replay.beta for a in agents], dtype=torch.float64, device=device
+        ),
+        priority_epsilon=torch.tensor(
+            [a.prioritized_replay.epsilon for a in agents], dtype=torch.float64, device=device
+        ),
+        targets={
+            name: torch.tensor([n == name for n in names], device=device)
+            for name in dict.fromkeys(names)
+        },
+    )
+
+
+def _discount_powers(gamma: torch.Tensor, n_step: int) -> torch.Tensor:
+    """gamma^0 ... gamma^n per member [K, n + 1], by repeated multiplication."""
+    powers = [torch.ones_like(gamma)]
+    for _ in range(n_step):
+        powers.append(powers[-1] * gamma)
+    return torch.stack(powers, dim=1)
+
+
+class BatchStatistics:
+    """Per member since its last log: summed losses and TD errors, updates, batch max |Q|."""
+
+    def __init__(self, members: int, batch_size: int, device: torch.device) -> None:
+        self.batch_size = batch_size
+        zeros = torch.zeros(members, dtype=torch.float64, device=device)
+        self.loss_sum, self.updates = zeros.clone(), zeros.clone()
+        self.td_sum, self.td_abs_sum = zeros.clone(), zeros.clone()
+        self.max_abs_q = torch.full_like(zeros, -math.inf)
+
+    def add(self, updated: torch.Tensor, result: UpdateResult) -> None:
+        """Count one update of the members in the mask."""
+        td_errors = result.td_errors.to(torch.float64)
+        self.loss_sum = torch.where(updated, self.loss_sum + result.loss, self.loss_sum)
+        self.updates = self.updates + updated
+        self.td_sum = torch.where(updated, self.td_sum + td_errors.sum(dim=1), self.td_sum)
+        abs_sum = self.td_abs_sum + td_errors.abs().sum(dim=1)
+        self.td_abs_sum = torch.where(updated, abs_sum, self.td_abs_sum)
+        larger = torch.maximum(self.max_abs_q, result.max_abs_q.to(torch.float64))
+        self.max_abs_q = torch.where(updated, larger, self.max_abs_q)
+
+    def pop(self, members: np.ndarray) -> dict[str, np.ndarray]:
+        """Mean loss, batch max |Q|, mean and mean |TD error| per member (NaN without updates);
+        the members in the mask start afresh."""
+        updates = self.updates.cpu().numpy()
+        some = updates > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = {
+                "loss": self.loss_sum.cpu().numpy() / updates,
+                "batch_max_abs_q": self.max_abs_q.cpu().numpy(),
+                "td_error_mean": self.td_sum.cpu().numpy() / (updates * self.batch_size),
+                "td_error_abs_mean": self.td_abs_sum.cpu().numpy() / (updates * self.batch_size),
+            }
+        keep = torch.from_numpy(~members).to(self.updates.device)
+        for name in ("loss_sum", "updates", "td_sum", "td_abs_sum"):
+            setattr(self, name, getattr(self, name) * keep)
+        self.max_abs_q = torch.where(keep, self.max_abs_q, -math.inf)
+        return {name: np.where(some, value, math.nan) for name, value in values.items()}
+
+
+class Fleet:
+    """The state of a training fleet and its per-member bookkeeping."""
+
+    def __init__(
+        self, env: EnvSpec, members: list[Member], steps: int, log_every: int, device: str
+    ) -> None:
+        self.env_spec, self.members, self.steps, self.log_every = env, members, steps, log_every
+        self.device = torch.device(device)
+        agents = [m.agent for m in members]
+        first = agents[0]
+        seeds = [m.seed for m in members]
+        self.count = len(members)
+        self.envs = make_batched_env(env, seeds)
+        self.eval_envs = make_batched_env(env, seeds, evaluation=True)
+        space = self.envs.observation_space
+        self.n_actions = self.envs.n_actions
+        self.shape = network_shape(space, self.n_actions, first)
+        self.batch_size, self.n_step = first.batch_size, first.n_step
+        self.replay = FleetReplay(
+            self.count,
+            first.replay_capacity,
+            space.shape,
+            np.dtype(space.dtype),
+            self.n_actions,
+            self.envs.max_episode_steps,
+            first.n_step,
+            first.prioritized_replay.alpha > 0,
+            self.device,
+        )
+        replay_size = fleet_replay_bytes(
+            self.count, first, space, self.n_actions, self.envs.max_episode_steps
+        )
+        stored = str(self.replay.observations.dtype).removeprefix("torch.")
+        print(
+            f"fleet of {self.count} members on {env.id}: replay {size_text(replay_size)} "
+            f"({first.replay_capacity:,} transitions each, observations {stored})",
+            file=sys.stderr,
+        )
+        seed_tensor = torch.tensor(seeds)
+        self.state = LearnerState.start(initial_parameters(self.shape, seed_tensor, self.device))
+        self.acting_network = layers(self.state.online, self.shape)
+        self.knobs = _knobs(agents, self.device)
+        self.reward_clip = torch.tensor(
+            [math.inf if a.reward_clip is None else a.reward_clip for a in agents],
+            dtype=torch.float64,
+        )
+        self.discount_powers = _discount_powers(self.knobs.gamma, first.n_step)
+        self.train_frequency = np.array([a.train_frequency for a in agents])
+        self.learning_starts = np.array([a.learning_starts for a in agents])
+        self.gradient_steps = np.array([a.gradient_steps for a in agents])
+        self.target_period = np.array([a.target_update_period for a in agents])
+        self.eval_episodes = np.array([a.eval_episodes for a in agents])
+        self.epsilon_initial = np.array([a.exploration.initial_epsilon for a in agents])
+        self.epsilon_final = np.array([a.exploration.final_epsilon for a in agents])
+        self.epsilon_fraction = np.array([a.exploration.fraction for a in agents])
+        self.exploration_keys = streams.member_keys(seed_tensor, streams.Stream.EXPLORATION)
+        self.replay_keys = streams.member_keys(seed_tensor, streams.Stream.REPLAY).to(self.device)
+        self.updates = torch.zeros(self.count, dtype=torch.int64, device=self.device)
+        self.batch_counters = torch.arange(self.batch_size, device=self.device)
+        probes: dict[int, np.ndarray] = {}
+        for seed in seeds:
+            if seed not in probes:
+                probes[seed] = probe_observations(env, first.probe_states, seed)
+        self.probes = torch.from_numpy(np.stack([probes[s] for s in seeds])).to(self.device)
+        self.alive = np.ones(self.count, dtype=bool)
+        self.traces = [DeepTrace() for _ in members]
+        self.statistics = BatchStatistics(self.count, self.batch_size, self.device)
+
+    def epsilon(self, step: int) -> np.ndarray:
+        """SB3's linear schedule after ``step`` of ``steps`` env steps, per member."""
+        progress_remaining = 1.0 - float(step) / float(self.steps)
+        done = 1.0 - progress_remaining
+        decayed = (
+            self.epsilon_initial
+            + done * (self.epsilon_final - self.epsilon_initial) / self.epsilon_fraction
+        )
+        return np.where(done > self.epsilon_fraction, self.epsilon_final, decayed)
+
+    def act(self, observations: torch.Tensor, step: int) -> np.ndarray:
+        """Epsilon-greedy actions (uniform before learning starts), each from its member's stream.
+
+        Step t uses draws 2t (explore or not) and 2t + 1 (which random action) of
+        the exploration stream, computed a block of steps at a time.
+        """
+        with torch.no_grad():
+            greedy = forward(self.acting_network, observations[:, None]).argmax(dim=2)[:, 0]
+        offset = step % EXPLORATION_BLOCK
+        if offset == 0:
+            counters = torch.arange(2 * step, 2 * (step + EXPLORATION_BLOCK))
+            self.exploration_draws = streams.uniform(
+                self.exploration_keys, counters.expand(self.count, -1)
+            ).numpy()
+        draw, which = (
+            self.exploration_draws[:, 2 * offset],
+            self.exploration_draws[:, 2 * offset + 1],
+        )
+        random_actions = (which * self.n_actions).astype(np.int64)
+        explore = (step < self.learning_starts) | (draw < self.epsilon(step))
+        return np.where(explore, random_actions, greedy.cpu().numpy())
+
+    def train(self, step: int) -> None:
+        """The gradient steps due after env step ``step``, for the live members due."""
+        due = (step % self.train_frequency == 0) & (step > self.learning_starts) & self.alive
+        for index in range(int(self.gradient_steps[due].max(initial=0))):
+            updating = due & (index < self.gradient_steps) & self.alive
+            if not updating.any():
+                break
+            mask = torch.from_numpy(updating).to(self.device)
+            members = np.flatnonzero(updating).tolist()
+            counters = self.updates[:, None] * self.batch_size + self.batch_counters
+            slots, weights = self.replay.sample_slots(
+                self.replay_keys, counters, self.knobs.priority_alpha, self.knobs.priority_beta
+            )
+            batch = self.replay.batch(slots, weights, self.discount_powers)
+            result = update(self.state, self.shape, batch, self.knobs, members)
+            if self.replay.priorities is not None:
+                self.replay.update_priorities(
+                    slots, result.td_errors, self.knobs.priority_epsilon, mask
+                )
+            self.updates += mask
+            self.statistics.add(mask, result)
+            non_finite = updating & ~torch.isfinite(result.loss).cpu().numpy()
+            if non_finite.any():
+                self.log(step, non_finite, loss_finite=False)
+
+    def log(self, step: int, members: np.ndarray, loss_finite: bool = True) -> None:
+        """A record for each member in the mask; members that hard-diverged are frozen."""
+        with torch.no_grad():
+            probe_q = q_values(self.state.online, self.shape, self.probes)
+        probe_max = probe_q.abs().amax(dim=(1, 2)).cpu().numpy()
+        probe_mean = probe_q.mean(dim=(1, 2)).cpu().numpy()
+        parameters = self.state.online.cpu()
+        norms = parameters.norm(dim=1).numpy()
+        batch = self.statistics.pop(members)
+        epsilon = self.epsilon(step)
+        reasons: dict[int, str | None] = {}
+        for index in np.flatnonzero(members):
+            reasons[int(index)] = hard_divergence(
+                loss_finite,
+                parameters[index],
+                float(probe_max[index]),
+                self.members[index].hard_limit,
+            )
+        healthy = np.zeros(self.count, dtype=bool)
+        healthy[[k for k, reason in reasons.items() if reason is None]] = True
+        returns = self.evaluate(healthy) if healthy.any() else np.full(self.count, math.nan)
+        for k, reason in reasons.items():
+            record = {
+                "step": step,
+                "eval_return": float(returns[k]) if reason is None else math.nan,
+                "probe_max_abs_q": float(probe_max[k]),
+                "probe_mean_q": float(probe_mean[k]),
+                "batch_max_abs_q": float(batch["batch_max_abs_q"][k]),
+                "td_error_mean": float(batch["td_error_mean"][k]),
+                "td_error_abs_mean": float(batch["td_error_abs_mean"][k]),
+                "loss": float(batch["loss"][k]),
+                "param_norm": float(norms[k]),
+                "exploration_rate": float(epsilon[k]),
+            }
+            trace = self.traces[k]
+            trace.records.append({name: record[name] for name in ("step", *METRICS)})
+            if reason is not None:
+                trace.hard_divergence_step = step
+                trace.hard_divergence_reason = reason
+                self.alive[k] = False
+
+    def evaluate(self, members: np.ndarray) -> np.ndarray:
+        """Mean return of each member's greedy episodes on its unclipped evaluation env."""
+        envs: BatchedEnv = self.eval_envs
+        observations = envs.reset(members)
+        running = members.copy()
+        totals = np.zeros(self.count)
+        current = np.zeros(self.count)
+        finished = np.zeros(self.count, dtype=np.int64)
+        while running.any():
+            with torch.no_grad():
+                inputs = torch.from_numpy(observations).to(self.device)[:, None]
+                actions = q_values(self.state.online, self.shape, inputs).argmax(dim=2)[:, 0]
+            result = envs.step(actions.cpu().numpy(), running)
+            current += np.where(running, result.rewards, 0.0)
+            ended = running & (result.terminated | result.truncated)
+            totals += np.where(ended, current, 0.0)
+            current[ended] = 0.0
+            finished += ended
+            running &= finished < self.eval_episodes
+            observations = result.observations
+        with np.errstate(invalid="ignore"):
+            return np.where(members, totals / self.eval_episodes, math.nan)
+
+    def run(self) -> list[DeepTrace]:
+        """Train every member for ``steps`` env steps; one trace per member."""
+        observations = self.envs.reset(np.ones(self.count, dtype=bool))
+        current = torch.from_numpy(observations).to(self.device)
+        self.replay.start(current)
+        self.log(0, self.alive.copy())
+        for step in range(1, self.steps + 1):
+            actions = self.act(current, step - 1)
+            result = self.envs.step(actions)
+            rewards = torch.from_numpy(result.rewards)
+            clipped = torch.minimum(torch.maximum(rewards, -self.reward_clip), self.reward_clip)
+            current = torch.from_numpy(result.observations).to(self.device)
+            truncated = result.truncated
+            self.replay.add(
+                torch.from_numpy(actions).to(self.device),
+                clipped.to(torch.float32).to(self.device),
+                torch.from_numpy(result.terminated).to(self.device),
+                torch.from_numpy(truncated).to(self.device),
+                torch.from_numpy(result.final_observations).to(self.device),
+                current,
+                bool(truncated.any()),
+            )
+            due = (step % self.target_period == 0) & self.alive
+            if due.any():
+                update_target(
+                    self.state,
+                    self.knobs.target_update_tau,
+                    None if due.all() else torch.from_numpy(due).to(self.device),
+                )
+            self.train(step)
+            if not self.alive.any():
+                break
+            if step % self.log_every == 0 or step == self.steps:
+                self.log(step, self.alive.copy())
+        self.envs.close()
+        self.eval_envs.close()
+        return self.traces
+
+
+def run_fleet(
+    env: EnvSpec, members: list[Member], steps: int, log_every: int, device: str = "cpu"
+) -> list[DeepTrace]:
+    """Train ``members`` as one fleet for ``steps`` env steps, logging every ``log_every``.
+
+    Torch runs on one thread, as the SB3 backend's seeds do: the batched
+    products are too small to gain from a second, and a shared core slows them
+    tenfold. Subnormal floats are flushed to zero: Adam's second moments drift
+    into the subnormal range as gradients shrink, where x86 arithmetic is about
+    a hundred times slower (the optimiser took a third of the time). Returns
+    one `DeepTrace` per member, in order.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    try:
+        return Fleet(env, members, steps, log_every, device).run()
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)

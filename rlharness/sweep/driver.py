@@ -49,7 +49,15 @@ from rlharness.results import RunWriter, provenance
 from rlharness.runner import TrialConfig, TrialResult, resolve
 from rlharness.sweep.cluster import Cluster, TrialError, connect, result_of
 from rlharness.sweep.flight import Flight
-from rlharness.sweep.liveness import HEARTBEAT_S, STALE_AFTER_S, Launcher, beat, claim, stale_reason
+from rlharness.sweep.liveness import (
+    HEARTBEAT_S,
+    STALE_AFTER_S,
+    Launcher,
+    beat,
+    claim,
+    stale_reason,
+    unclaimed,
+)
 from rlharness.sweep.objectives import aggregate, per_seed_values
 from rlharness.sweep.search_space import SweepPlan
 from rlharness.sweep.signals import stopping_on_signals
@@ -222,7 +230,13 @@ class _Driver:
             self._tick()
             self._fill()
             if not self.flights:
-                return False
+                if not self._unclaimed_running():
+                    return False
+                # a launcher stopped between Optuna's ask and its claim: the trial counts
+                # against the budget until it is recovered, once its claim grace is over
+                self.stop.wait(POLL_S)
+                self._recover()
+                continue
             landed = [self._land(ref) for ref in self.cluster.wait(list(self.flights), POLL_S)]
             self._fill()  # keep the workers busy while the landed trials are published
             for flight, state in filter(None, landed):
@@ -255,6 +269,12 @@ class _Driver:
         self.trials = self.study.get_trials(deepcopy=False)
         self.finished = sum(trial.state in FINISHED for trial in self.trials)
         self._report_progress()
+
+    def _unclaimed_running(self) -> bool:
+        """Whether a running trial has no launcher (while this one can still take work)."""
+        return self.error is None and any(
+            t.state == TrialState.RUNNING and unclaimed(t) for t in self.trials
+        )
 
     def _work_left(self) -> bool:
         """Whether a trial is waiting, or the budget has room (grid: queue the next missing point).

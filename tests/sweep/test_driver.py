@@ -222,3 +222,33 @@ def test_killed_worker_loses_no_trial_and_counts_none_twice(ray_client, tmp_path
         metrics = pd.read_parquet(Path(trial.user_attrs["results"]) / "metrics.parquet")
         assert metrics["step"].max() == steps
         assert not math.isnan(trial.value)
+
+
+def test_a_trial_asked_but_never_claimed_is_recovered_and_the_budget_finished(ray_client, tmp_path):
+    """A launcher killed between Optuna's ask and its claim leaves a running trial that
+    nobody owns; the next launcher waits out the claim grace, re-queues it and finishes."""
+    data = spec(
+        env={"id": "triad/RandomWalk-v0"},
+        agent={"name": "semi_gradient_td", "alpha": 0.01},
+        triad={"off_policy": False},
+        run={"steps": 100, "log_every": 50, "seeds": 1},
+        grid={},
+        sweep={
+            "sampler": "random",
+            "n_trials": 2,
+            "objective": "final_sqrt_ve",
+            "space": {"agent.alpha": {"type": "float", "low": 1e-3, "high": 0.1, "log": True}},
+        },
+    )
+    _, study = sweep(data, tmp_path)
+    orphan = study.ask(plan_sweep(parse_spec(data)).distributions)
+    data["sweep"]["n_trials"] = 3
+    report, study = sweep(data, tmp_path)
+    assert report.finished == 3
+    assert states(study) == {"COMPLETE": 3, "FAIL": 1}
+    failed = finished(study, TrialState.FAIL)[0]
+    assert failed.number == orphan.number
+    assert "no launcher claimed it" in failed.user_attrs["fail_reason"]
+    retry = next(t for t in finished(study) if t.user_attrs.get("retry_of") == orphan.number)
+    assert retry.params == orphan.params
+    assert any(f"trial {orphan.number} re-queued" in note for note in report.notes)

@@ -137,6 +137,9 @@ class FleetReplay:
         self.position = 0
         self.size = 0
         self.member_index = torch.arange(members, device=device)
+        self.slot_offsets = (self.member_index * self.slots)[:, None]
+        self.final_offsets = (self.member_index * self.final_rows)[:, None]
+        self.window_steps = torch.arange(n_step, device=device)
 
     def start(self, observations: torch.Tensor) -> None:
         """The first observation of every member: the slot the first transition starts from."""
@@ -179,13 +182,6 @@ class FleetReplay:
         if self.priorities is not None:
             self.priorities[:, self.position] = 0.0
 
-    def take(self, table: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """``table[k, slots[k, ...]]`` for every member: [K, S, *rest] -> [K, *slots, *rest]."""
-        flat = table.reshape(self.members * table.shape[1], *table.shape[2:])
-        offsets = (self.member_index * table.shape[1]).reshape((-1,) + (1,) * (slots.dim() - 1))
-        picked = flat.index_select(0, (slots + offsets).reshape(-1))
-        return picked.reshape(*slots.shape, *table.shape[2:])
-
     def sample_slots(
         self, keys: torch.Tensor, counters: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -215,29 +211,42 @@ class FleetReplay:
         """The n-step batch starting at ``slots`` [K, B].
 
         ``discount_powers`` [K, n + 1] holds gamma^0 ... gamma^n of each member.
+        Each table is read once, at flat indices (member k's slot i is k * slots + i);
+        what the window's last transition needs is picked from the window's values.
         """
         n = self.n_step
-        window = (slots[..., None] + torch.arange(n, device=self.device)) % self.slots
+        window = (slots[..., None] + self.window_steps) % self.slots
+        flat_window = window + self.slot_offsets[..., None]
         newest = (self.position - 1) % self.slots
-        ends = self.take(self.terminated, window) | self.take(self.truncated, window)
+        terminated = pick(self.terminated, flat_window)
+        truncated = pick(self.truncated, flat_window)
+        ends = terminated | truncated
         ends |= window == newest
         ends[..., -1] = True
         last = ends.to(torch.uint8).argmax(dim=2)
-        inside = torch.arange(n, device=self.device) <= last[..., None]
+        inside = self.window_steps <= last[..., None]
         powers = discount_powers[:, None, :n]
-        rewards = self.take(self.rewards, window)
+        rewards = pick(self.rewards, flat_window)
         returns = (rewards * powers * inside).sum(dim=2)
-        last_slot = torch.gather(window, 2, last[..., None]).squeeze(2)
+        at_last = last[..., None]
+        last_slot = torch.gather(window, 2, at_last).squeeze(2)
         bootstrap = torch.gather(discount_powers, 1, last + 1)
-        bootstrap = bootstrap * ~self.take(self.terminated, last_slot)
-        truncated = self.take(self.truncated, last_slot)
-        following = self.take(self.observations, (last_slot + 1) % self.slots)
-        final = self.take(self.final_observations, self.take(self.final_index, last_slot))
-        shape = truncated.shape + (1,) * (following.dim() - truncated.dim())
-        next_observations = torch.where(truncated.reshape(shape), final, following)
+        bootstrap = bootstrap * ~torch.gather(terminated, 2, at_last).squeeze(2)
+        truncated_last = torch.gather(truncated, 2, at_last).squeeze(2)
+        flat_slots = flat_window[..., 0]
+        following = (last_slot + 1) % self.slots + self.slot_offsets
+        observations, following_observations = pick(
+            self.observations, torch.stack((flat_slots, following))
+        ).unbind(0)
+        final_rows = pick(self.final_index, last_slot + self.slot_offsets) + self.final_offsets
+        final = pick(self.final_observations, final_rows)
+        shape = truncated_last.shape + (1,) * (final.dim() - truncated_last.dim())
+        next_observations = torch.where(
+            truncated_last.reshape(shape), final, following_observations
+        )
         return Batch(
-            observations=self.take(self.observations, slots),
-            actions=self.take(self.actions, slots).to(torch.int64),
+            observations=observations,
+            actions=pick(self.actions, flat_slots).to(torch.int64),
             returns=returns,
             next_observations=next_observations,
             bootstrap_discounts=bootstrap,
@@ -259,3 +268,10 @@ class FleetReplay:
         new = torch.where(updated[:, None], new, old)
         self.priorities.scatter_(1, slots, new)
         self.max_priority = torch.maximum(self.max_priority, new.amax(dim=1))
+
+
+def pick(table: torch.Tensor, flat_index: torch.Tensor) -> torch.Tensor:
+    """Rows of ``table`` [K, S, *rest] at ``flat_index`` (k * S + slot), shaped like it."""
+    flat = table.reshape(table.shape[0] * table.shape[1], *table.shape[2:])
+    picked = flat.index_select(0, flat_index.reshape(-1))
+    return picked.reshape(*flat_index.shape, *table.shape[2:])

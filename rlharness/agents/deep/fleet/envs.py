@@ -107,6 +107,10 @@ class GymEnvs(BatchedEnv):
             env.close()
 
 
+RESETS_DRAWN = 64
+"""Resets per member whose initial-state draws `CartPoleBatch` computes at once."""
+
+
 class CartPoleBatch(BatchedEnv):
     """Gymnasium's CartPole-v1 (Barto, Sutton & Anderson 1983) for K members as arrays.
 
@@ -126,18 +130,28 @@ class CartPoleBatch(BatchedEnv):
         self.n_actions = 2
         self.max_episode_steps = self.time_limit = max_episode_steps
         self.keys = streams.member_keys(torch.tensor(seeds), stream)
-        self.resets = torch.zeros(self.count, dtype=torch.int64)
+        self.resets = np.zeros(self.count, dtype=np.int64)
+        self.first_drawn = self.resets.copy()
+        self.draws = np.zeros((self.count, 0, 4))
         self.state = np.zeros((self.count, 4))
         self.elapsed = np.zeros(self.count, dtype=np.int64)
 
     def reset(self, members: np.ndarray) -> np.ndarray:
-        """Draw fresh initial states for the members in the mask."""
+        """Draw fresh initial states for the members in the mask.
+
+        Reset r of a member uses draws 4r ... 4r + 3 of its stream, computed
+        `RESETS_DRAWN` resets at a time.
+        """
         if members.any():
-            counters = (self.resets * 4)[:, None] + torch.arange(4)
-            uniform = streams.uniform(self.keys, counters).numpy()
+            if (self.resets - self.first_drawn).max() >= self.draws.shape[1]:
+                self.first_drawn = self.resets.copy()
+                first = torch.from_numpy(self.first_drawn * 4)[:, None]
+                draws = streams.uniform(self.keys, first + torch.arange(4 * RESETS_DRAWN))
+                self.draws = draws.numpy().reshape(self.count, RESETS_DRAWN, 4)
+            uniform = self.draws[np.arange(self.count), self.resets - self.first_drawn]
             self.state = np.where(members[:, None], -0.05 + 0.1 * uniform, self.state)
             self.elapsed[members] = 0
-            self.resets += torch.from_numpy(members)
+            self.resets += members
         return self.state.astype(np.float32)
 
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> Step:

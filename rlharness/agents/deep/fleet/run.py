@@ -288,35 +288,37 @@ class Fleet:
 
     def epsilon(self, step: int) -> np.ndarray:
         """SB3's linear schedule after ``step`` of ``steps`` env steps, per member."""
-        progress_remaining = 1.0 - float(step) / float(self.steps)
+        return self.epsilons(np.array([step]))[:, 0]
+
+    def epsilons(self, steps: np.ndarray) -> np.ndarray:
+        """`epsilon` at each of ``steps`` [T], per member: [K, T]."""
+        progress_remaining = 1.0 - steps.astype(np.float64) / float(self.steps)
         done = 1.0 - progress_remaining
-        decayed = (
-            self.epsilon_initial
-            + done * (self.epsilon_final - self.epsilon_initial) / self.epsilon_fraction
-        )
-        return np.where(done > self.epsilon_fraction, self.epsilon_final, decayed)
+        initial, final = self.epsilon_initial[:, None], self.epsilon_final[:, None]
+        fraction = self.epsilon_fraction[:, None]
+        decayed = initial + done * (final - initial) / fraction
+        return np.where(done > fraction, final, decayed)
 
     def act(self, observations: torch.Tensor, step: int) -> np.ndarray:
         """Epsilon-greedy actions (uniform before learning starts), each from its member's stream.
 
         Step t uses draws 2t (explore or not) and 2t + 1 (which random action) of
-        the exploration stream, computed a block of steps at a time.
+        the exploration stream; the draws, and with them which members explore
+        and their random actions, are computed a block of steps at a time.
         """
         with torch.no_grad():
             greedy = forward(self.acting_network, observations[:, None]).argmax(dim=2)[:, 0]
         offset = step % EXPLORATION_BLOCK
         if offset == 0:
             counters = torch.arange(2 * step, 2 * (step + EXPLORATION_BLOCK))
-            self.exploration_draws = streams.uniform(
-                self.exploration_keys, counters.expand(self.count, -1)
-            ).numpy()
-        draw, which = (
-            self.exploration_draws[:, 2 * offset],
-            self.exploration_draws[:, 2 * offset + 1],
+            draws = streams.uniform(self.exploration_keys, counters.expand(self.count, -1))
+            draw, which = draws.numpy()[:, 0::2], draws.numpy()[:, 1::2]
+            steps = np.arange(step, step + EXPLORATION_BLOCK)
+            self.explore = (steps < self.learning_starts[:, None]) | (draw < self.epsilons(steps))
+            self.random_actions = (which * self.n_actions).astype(np.int64)
+        return np.where(
+            self.explore[:, offset], self.random_actions[:, offset], greedy.cpu().numpy()
         )
-        random_actions = (which * self.n_actions).astype(np.int64)
-        explore = (step < self.learning_starts) | (draw < self.epsilon(step))
-        return np.where(explore, random_actions, greedy.cpu().numpy())
 
     def train(self, step: int) -> None:
         """The gradient steps due after env step ``step``, for the live members due."""

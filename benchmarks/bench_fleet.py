@@ -3,13 +3,15 @@
 Every variant trains the same DQN (lr 1e-3, replay 50,000, learning_starts
 1,000, batch 64, train_freq 4, one gradient step, hard target copy every 500
 steps, epsilon 1 -> 0.05 over the first 10 %, MLP [64, 64], gamma 0.99,
-Huber loss, grad-norm clip 10, 1-step targets, uniform replay), torch on one
-thread, in the same process and run:
+Huber loss, grad-norm clip 10, 1-step targets, uniform replay), in the same
+process and run:
 
-(a) plain ``stable_baselines3.DQN("MlpPolicy", ...)``, one seed;
-(f) ``run_fleet`` with K members (seeds 0..K-1) on CartPole-v1, K = 1, 8, 64, 256;
+(a) plain ``stable_baselines3.DQN("MlpPolicy", ...)``, one seed, torch on one thread
+    (its fastest: rlharness's SB3 backend pins one), and for reference on two;
+(f) ``run_fleet`` with K members (seeds 0..K-1) on CartPole-v1, K = 1, 8, 64, 256, with
+    torch on one thread and on two (``--threads``);
 (m) the same pair on MinAtar/Breakout-v1 (an MLP on the flattened 10x10x4 frame):
-    SB3 one seed, the fleet with 64 members.
+    SB3 one seed, the fleet with 64 members (one thread).
 
 A fleet's timing covers building it (probe states included) and training,
 with one greedy evaluation episode per member at the first and last log
@@ -161,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minatar-steps", type=int, default=5_000)
     parser.add_argument("--members", type=int, nargs="+", default=[1, 8, 64, 256])
     parser.add_argument("--minatar-members", type=int, default=64)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="fleet threads")
     parser.add_argument("--profile", action="store_true", help="also profile a fleet of 64")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -170,33 +173,46 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     sb3_seconds = time_sb3(CARTPOLE, agent, args.steps)
     sb3_rate = args.steps / sb3_seconds
-    rows.append({"variant": "(a) SB3 DQN, 1 seed", "env": CARTPOLE, "members": 1,
+    rows.append({"variant": "(a) SB3 DQN, 1 seed", "env": CARTPOLE, "members": 1, "threads": 1,
                  "seconds": sb3_seconds, "rate": sb3_rate})  # fmt: skip
-    one_member_rate = None
-    for members in args.members:
-        seconds = time_fleet(CARTPOLE, agent, members, args.steps)
-        rate = members * args.steps / seconds
-        one_member_rate = rate if members == 1 else one_member_rate
-        rows.append({"variant": f"(f) fleet of {members}", "env": CARTPOLE, "members": members,
-                     "seconds": seconds, "rate": rate, "vs_sb3": rate / sb3_rate})  # fmt: skip
+    torch.set_num_threads(2)
+    seconds = time_sb3(CARTPOLE, agent, args.steps)
+    rows.append({"variant": "(a) SB3 DQN, 1 seed", "env": CARTPOLE, "members": 1, "threads": 2,
+                 "seconds": seconds, "rate": args.steps / seconds,
+                 "vs_sb3": args.steps / seconds / sb3_rate})  # fmt: skip
+    one_member_rate: dict[int, float] = {}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for members in args.members:
+            seconds = time_fleet(CARTPOLE, agent, members, args.steps)
+            rate = members * args.steps / seconds
+            if members == 1:
+                one_member_rate[threads] = rate
+            rows.append({"variant": f"(f) fleet of {members}", "env": CARTPOLE,
+                         "members": members, "threads": threads, "seconds": seconds,
+                         "rate": rate, "vs_sb3": rate / sb3_rate})  # fmt: skip
+    torch.set_num_threads(1)
     minatar_sb3 = time_sb3(MINATAR, agent, args.minatar_steps)
     minatar_sb3_rate = args.minatar_steps / minatar_sb3
-    rows.append({"variant": "(m) SB3 DQN, 1 seed", "env": MINATAR, "members": 1,
+    rows.append({"variant": "(m) SB3 DQN, 1 seed", "env": MINATAR, "members": 1, "threads": 1,
                  "seconds": minatar_sb3, "rate": minatar_sb3_rate})  # fmt: skip
     members = args.minatar_members
     seconds = time_fleet(MINATAR, agent, members, args.minatar_steps)
     rate = members * args.minatar_steps / seconds
     rows.append({"variant": f"(m) fleet of {members}", "env": MINATAR, "members": members,
-                 "seconds": seconds, "rate": rate, "vs_sb3": rate / minatar_sb3_rate})  # fmt: skip
+                 "threads": 1, "seconds": seconds, "rate": rate,
+                 "vs_sb3": rate / minatar_sb3_rate})  # fmt: skip
     for row in rows:
-        if one_member_rate is not None and row["variant"].startswith("(f)"):
-            row["member_step_cost_vs_fleet_of_1"] = one_member_rate / (row["rate"] / row["members"])
+        single = one_member_rate.get(row["threads"])
+        if single is not None and row["variant"].startswith("(f)"):
+            row["per_member_rate_vs_fleet_of_1"] = (row["rate"] / row["members"]) / single
     console = Console(width=max(Console().width, 132))
     table = Table(title=f"DQN env steps/s: {args.steps:,} steps per member on {CARTPOLE}, "
                         f"{args.minatar_steps:,} on {MINATAR}")  # fmt: skip
     for name in (
         "variant",
         "env",
+        "threads",
         "wall s",
         "env steps/s",
         "vs SB3",
@@ -204,13 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     ):
         table.add_column(name, justify="left" if name in ("variant", "env") else "right")
     for row in rows:
-        per_member = (
-            (row["rate"] / row["members"]) / one_member_rate
-            if one_member_rate and row["variant"].startswith("(f)")
-            else None
-        )
+        per_member = row.get("per_member_rate_vs_fleet_of_1")
         table.add_row(
-            row["variant"], row["env"], f"{row['seconds']:.1f}", f"{row['rate']:,.0f}",
+            row["variant"], row["env"], str(row["threads"]), f"{row['seconds']:.1f}",
+            f"{row['rate']:,.0f}",
             f"{row['vs_sb3']:.1f}x" if "vs_sb3" in row else "1.0x",
             f"{per_member:.3f}" if per_member is not None else "",
         )  # fmt: skip
@@ -218,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = None
     if args.profile:
         profile = profile_fleet(agent, 64, args.steps)
-        shares = Table(title="Fleet of 64 on CartPole-v1 under cProfile: where the time goes")
+        shares = Table(title="Fleet of 64 on CartPole-v1, one thread, under cProfile: where the time goes")
         shares.add_column("phase")
         shares.add_column("seconds", justify="right")
         shares.add_column("share", justify="right")
@@ -227,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(shares)
     facts = machine_facts(
         load_average_before=tuple(round(x, 2) for x in load_before),
-        torch_threads=torch.get_num_threads(),
+        torch_threads="as in the table",
         torch=torch.__version__,
         stable_baselines3=stable_baselines3.__version__,
         gymnasium=gym.__version__,

@@ -124,6 +124,22 @@ def test_a_member_trains_alike_alone_and_in_a_fleet_of_32() -> None:
     assert fleet[4].records[-1]["step"] == fleet[4].hard_divergence_step < 600
 
 
+def test_members_train_alike_on_one_and_two_torch_threads() -> None:
+    """The thread count is a speed setting only: batched products split by member."""
+    members = [
+        Member(MIXED_MEMBERS[k % len(MIXED_MEMBERS)], seed=k, hard_limit=1e10) for k in range(70)
+    ]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run_fleet(CARTPOLE, members, steps=400, log_every=200)
+        torch.set_num_threads(2)
+        two = run_fleet(CARTPOLE, members, steps=400, log_every=200)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(same_bits(a, b) for a, b in zip(one, two, strict=True))
+
+
 def test_prioritized_n_step_members_are_independent_and_repeatable() -> None:
     members = [
         Member(agent(n_step=3, prioritized_replay={"alpha": alpha, "beta": 0.5}), seed, 1e10)

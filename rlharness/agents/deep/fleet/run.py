@@ -453,18 +453,17 @@ def run_fleet(
 ) -> list[DeepTrace]:
     """Train ``members`` as one fleet for ``steps`` env steps, logging every ``log_every``.
 
-    Torch runs on one thread, as the SB3 backend's seeds do: the batched
-    products are too small to gain from a second, and a shared core slows them
-    tenfold. Subnormal floats are flushed to zero: Adam's second moments drift
-    into the subnormal range as gradients shrink, where x86 arithmetic is about
-    a hundred times slower (the optimiser took a third of the time). Returns
+    Torch runs on the process's thread count (all cores by default, the trial's
+    CPUs in a sweep, ``OMP_NUM_THREADS`` where set): unlike one SB3 seed, a fleet's
+    batched products gain from a free second core, though they slow several-fold
+    when another process holds it (benchmarks/README.md). A member's metrics are
+    the same bits on any thread count. Subnormal floats are flushed to zero:
+    Adam's second moments drift into the subnormal range as gradients shrink,
+    where x86 arithmetic is about a hundred times slower. Returns
     one `DeepTrace` per member, in order.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     try:
         return Fleet(env, members, steps, log_every, device).run()
     finally:
         torch.set_flush_denormal(False)
-        torch.set_num_threads(threads)

@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import trim_mean
 
 from rlharness.errors import SpecError
+from rlharness.runner import plan_trials, run_trial
 from rlharness.spec import parse_spec
 from rlharness.storage import default_url, load_study
 from rlharness.sweep import SweepReport, run_sweep
@@ -252,3 +253,31 @@ def test_a_trial_asked_but_never_claimed_is_recovered_and_the_budget_finished(ra
     retry = next(t for t in finished(study) if t.user_attrs.get("retry_of") == orphan.number)
     assert retry.params == orphan.params
     assert any(f"trial {orphan.number} re-queued" in note for note in report.notes)
+
+
+def test_a_fleet_trial_runs_its_seeds_as_one_fleet_in_its_ray_task(ray_client, tmp_path):
+    """Each trial of a fleet sweep trains its seeds together on a worker: the published
+    metrics are the bits of the same grid point run in-process."""
+    data = spec(
+        env={"id": "CartPole-v1"},
+        agent={"name": "dqn", "backend": "fleet", "learning_starts": 100,
+               "target_update_period": 100, "eval_episodes": 1},
+        triad={},
+        run={"steps": 300, "log_every": 150, "seeds": 2},
+        grid={"agent.learning_rate": [1e-3, 1e-2]},
+        sweep={"objective": "final_return"},
+    )  # fmt: skip
+    report, study = sweep(data, tmp_path, workers=1)
+    assert report.finished == report.budget == 2
+    for trial in finished(study):
+        published = pd.read_parquet(Path(trial.user_attrs["results"]) / "metrics.parquet")
+        point = parse_spec({**data, "grid": {}, "agent": {**data["agent"], **{
+            "learning_rate": trial.params["agent.learning_rate"]}}})  # fmt: skip
+        direct = run_trial(plan_trials(point)[0]).metrics
+        assert seeds(trial) == [0, 1]
+        assert set(direct.columns) < set(published.columns)  # published adds the grid point
+        pd.testing.assert_frame_equal(
+            published[list(direct.columns)].reset_index(drop=True),
+            direct.reset_index(drop=True),
+            check_exact=True,
+        )

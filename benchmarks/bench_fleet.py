@@ -38,6 +38,7 @@ from typing import Any
 import gymnasium as gym
 import stable_baselines3
 import torch
+from bench_sb3_dqn import agent_spec, baseline_kwargs
 from machine import facts_table, machine_facts
 from rich.console import Console
 from rich.table import Table
@@ -45,7 +46,7 @@ from stable_baselines3 import DQN
 
 from rlharness.agents.deep.fleet.run import Member, run_fleet
 from rlharness.environments import register_optional_envs
-from rlharness.spec import DQNAgentSpec, EnvSpec, ExplorationSpec, NetworkSpec
+from rlharness.spec import DQNAgentSpec, EnvSpec
 
 CARTPOLE = "CartPole-v1"
 MINATAR = "MinAtar/Breakout-v1"
@@ -64,53 +65,11 @@ PHASES = {
 }
 
 
-def agent_spec() -> DQNAgentSpec:
-    """The shared hyperparameters, as a spec."""
-    return DQNAgentSpec(
-        name="dqn",
-        bootstrap_target="target_q",
-        replay_capacity=50_000,
-        n_step=1,
-        target_update_period=500,
-        network=NetworkSpec(width=64, depth=2),
-        gamma=0.99,
-        reward_clip=1.0,
-        exploration=ExplorationSpec(initial_epsilon=1.0, final_epsilon=0.05, fraction=0.1),
-        learning_rate=1e-3,
-        batch_size=64,
-        train_frequency=4,
-        gradient_steps=1,
-        learning_starts=1000,
-        max_grad_norm=10.0,
-        eval_episodes=1,
-    )
-
-
 def time_sb3(env_id: str, agent: DQNAgentSpec, steps: int) -> float:
     """Seconds for plain SB3 DQN: build and learn ``steps`` env steps, seed 0."""
     register_optional_envs(env_id, "env")
     start = time.perf_counter()
-    model = DQN(
-        "MlpPolicy",
-        gym.make(env_id),
-        learning_rate=agent.learning_rate,
-        buffer_size=agent.replay_capacity,
-        learning_starts=agent.learning_starts,
-        batch_size=agent.batch_size,
-        tau=agent.target_update_tau,
-        gamma=agent.gamma,
-        train_freq=agent.train_frequency,
-        gradient_steps=agent.gradient_steps,
-        target_update_interval=agent.target_update_period,
-        exploration_fraction=agent.exploration.fraction,
-        exploration_initial_eps=agent.exploration.initial_epsilon,
-        exploration_final_eps=agent.exploration.final_epsilon,
-        max_grad_norm=agent.max_grad_norm,
-        policy_kwargs={"net_arch": [agent.network.width] * agent.network.depth},
-        seed=0,
-        device="cpu",
-        verbose=0,
-    )
+    model = DQN("MlpPolicy", gym.make(env_id), **baseline_kwargs(agent))
     model.learn(total_timesteps=steps)
     seconds = time.perf_counter() - start
     if model.env is not None:
@@ -168,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    agent = agent_spec()
+    agent = agent_spec(eval_episodes=1)
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
     sb3_seconds = time_sb3(CARTPOLE, agent, args.steps)

@@ -215,7 +215,7 @@ def _linear_fleet(
 
     state = LearnerState.start(flat(ONLINE_WEIGHTS))
     state.target = flat(TARGET_WEIGHTS)
-    replay = FleetReplay(2, 16, (8,), np.dtype(np.float32), 2, None, 3, False, torch.device("cpu"))
+    replay = FleetReplay(2, 16, (8,), np.dtype(np.float32), 2, None, 3, None, torch.device("cpu"))
     replay.start(_observations(1))
     transitions = [
         (0, 1.0, 2, False, False),
@@ -282,7 +282,7 @@ def test_n_step_targets_by_hand(target: str, truncate: bool) -> None:
 
 
 def test_only_the_newest_capacity_transitions_are_sampled() -> None:
-    replay = FleetReplay(1, 3, (1,), np.dtype(np.float32), 2, None, 1, False, torch.device("cpu"))
+    replay = FleetReplay(1, 3, (1,), np.dtype(np.float32), 2, None, 1, None, torch.device("cpu"))
     replay.start(torch.zeros(1, 1))
     for k in range(1, 6):
         replay.add(
@@ -290,16 +290,17 @@ def test_only_the_newest_capacity_transitions_are_sampled() -> None:
             torch.zeros(1, dtype=torch.bool), torch.full((1, 1), k), torch.full((1, 1), k), False,
         )  # fmt: skip
     keys = streams.member_keys(torch.tensor([0]), streams.Stream.REPLAY)
-    slots, _ = replay.sample_slots(keys, torch.arange(300)[None], torch.zeros(1), torch.zeros(1))
+    slots, _ = replay.sample_slots(keys, torch.arange(300)[None], torch.zeros(1))
     powers = torch.tensor([[1.0, 0.5]])
     batch = replay.batch(slots, None, powers)
     assert set(batch.returns[0].tolist()) == {3.0, 4.0, 5.0}
     assert torch.equal(batch.next_observations[0, :, 0], batch.observations[0, :, 0] + 1)
 
 
-def _prioritized_replay() -> FleetReplay:
-    """Two members, four transitions each, priorities (1, 4, 9, 16)."""
-    replay = FleetReplay(2, 4, (1,), np.dtype(np.float32), 2, None, 1, True, torch.device("cpu"))
+def _prioritized_replay(alpha: torch.Tensor) -> FleetReplay:
+    """Two members with priority exponents ``alpha``, four transitions each, priorities
+    (1, 4, 9, 16)."""
+    replay = FleetReplay(2, 4, (1,), np.dtype(np.float32), 2, None, 1, alpha, torch.device("cpu"))
     replay.start(torch.zeros(2, 1))
     for _ in range(4):
         replay.add(
@@ -319,11 +320,10 @@ def test_prioritized_sampling_frequencies_and_weights_per_member() -> None:
 
     With beta = 1 the weights are P_min / P_i; with beta 1/2, their square roots.
     """
-    replay = _prioritized_replay()
+    replay = _prioritized_replay(torch.tensor([0.5, 1.0], dtype=torch.float64))
     keys = streams.member_keys(torch.tensor([0, 1]), streams.Stream.REPLAY)
-    alpha = torch.tensor([0.5, 1.0], dtype=torch.float64)
     beta = torch.tensor([1.0, 0.5], dtype=torch.float64)
-    slots, weights = replay.sample_slots(keys, torch.arange(20_000).expand(2, -1), alpha, beta)
+    slots, weights = replay.sample_slots(keys, torch.arange(20_000).expand(2, -1), beta)
     assert weights is not None
     probabilities = [np.array([1, 2, 3, 4]) / 10, np.array([1, 4, 9, 16]) / 30]
     for member, expected in enumerate(probabilities):
@@ -334,7 +334,7 @@ def test_prioritized_sampling_frequencies_and_weights_per_member() -> None:
 
 
 def test_new_transitions_enter_with_the_largest_priority() -> None:
-    replay = _prioritized_replay()
+    replay = _prioritized_replay(torch.ones(2, dtype=torch.float64))
     assert replay.priorities is not None
     replay.add(
         torch.zeros(2), torch.zeros(2), torch.zeros(2, dtype=torch.bool),
@@ -380,7 +380,7 @@ def test_fleet_runs_on_minatar_storing_frames_as_bools() -> None:
     assert set(result.outcomes["outcome"]) == {"stable"}
     envs = make_batched_env(spec.env, [0])
     replay = FleetReplay(1, 10, envs.observation_space.shape, envs.observation_space.dtype,
-                         envs.n_actions, None, 1, False, torch.device("cpu"))  # fmt: skip
+                         envs.n_actions, None, 1, None, torch.device("cpu"))  # fmt: skip
     assert replay.observations.dtype == torch.bool
 
 

@@ -11,6 +11,7 @@ hard-diverges.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from rlharness.agents.deep.common import (
     make_env,
     probe_observations,
 )
+from rlharness.agents.deep.overestimation import GREEDY_METRICS, GreedyEpisodes
 from rlharness.agents.deep.replay import PrioritizedNStepReplayBuffer, PrioritizedSamples
 from rlharness.spec import DQNAgentSpec, EnvSpec
 
@@ -144,6 +146,7 @@ class DiagnosticsCallback(BaseCallback):
         self.log_every = log_every
         self.probes = torch.as_tensor(probes)
         self.eval_episodes = agent.eval_episodes
+        self.gamma, self.reward_clip = agent.gamma, agent.reward_clip
         self.eval_env: Monitor = Monitor(make_env(env, reward_clip=None))
         self.eval_env.reset(seed=seed + EVAL_SEED_OFFSET)
         self.hard_limit = hard_limit
@@ -182,17 +185,38 @@ class DiagnosticsCallback(BaseCallback):
         reason = hard_divergence(
             not model.non_finite_loss, parameters, record["probe_max_abs_q"], self.hard_limit
         )
+        record.update(dict.fromkeys(GREEDY_METRICS, math.nan))
         if reason is None:
+            episodes = GreedyEpisodes(self.gamma, self.reward_clip)
             mean_return, _ = evaluate_policy(
-                model, self.eval_env, n_eval_episodes=self.eval_episodes, deterministic=True
+                model,
+                self.eval_env,
+                n_eval_episodes=self.eval_episodes,
+                deterministic=True,
+                callback=partial(_record_greedy_step, model, episodes),
             )
             assert isinstance(mean_return, float)
             record["eval_return"] = mean_return
+            record.update(episodes.metrics())
         else:
             self.trace.hard_divergence_step = self.num_timesteps
             self.trace.hard_divergence_reason = reason
         self.trace.records.append({name: record[name] for name in ("step", *METRICS)})
         return reason is None
+
+
+def _record_greedy_step(
+    model: TriadDQN, episodes: GreedyEpisodes, local: dict[str, Any], _globals: dict[str, Any]
+) -> None:
+    """`evaluate_policy`'s per-step callback: Q of the greedy action taken, and its reward."""
+    index = int(local["i"])
+    with torch.no_grad():
+        observations = model.policy.obs_to_tensor(local["observations"])[0]
+        value = model.q_net(observations)[index, int(local["actions"][index])]
+    episodes.step(float(value), float(local["rewards"][index]))
+    if local["dones"][index]:
+        truncated = bool(local["infos"][index].get("TimeLimit.truncated", False))
+        episodes.end_episode(terminated=not truncated)
 
 
 def build_sb3_dqn(agent: DQNAgentSpec, env: EnvSpec, seed: int) -> TriadDQN:

@@ -21,8 +21,10 @@ Prioritised replay (Schaul et al. 2016), proportional, as
 `rlharness.agents.deep.replay`: P(i) = p_i^alpha / sum_k p_k^alpha with
 p_i = |delta_i| + epsilon after i was replayed and new transitions at the
 largest priority so far; weights (N P(i))^-beta divided by the largest
-possible, (N min_k P(k))^-beta. Sampling inverts each member's cumulative
-priorities, O(capacity) per batch like that backend's ``np.random.choice``.
+possible, (N min_k P(k))^-beta. p_i^alpha is kept beside p_i, computed when a
+priority is written, so a batch raises B priorities to alpha, not the whole
+ring. Sampling inverts each member's cumulative priorities, O(capacity) per
+batch like that backend's ``np.random.choice``.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def replay_bytes(
     action_bytes = torch.empty(0, dtype=action_dtype(n_actions)).element_size()
     per_slot = observation_bytes + action_bytes + 4 + 2 + 8  # reward, two flags, side index
     if prioritized:
-        per_slot += 8
+        per_slot += 16  # the priority and its power alpha
     side = final_rows(capacity, max_episode_steps) * observation_bytes
     return members * (slots * per_slot + side)
 
@@ -112,9 +114,10 @@ class FleetReplay:
         n_actions: int,
         max_episode_steps: int | None,
         n_step: int,
-        prioritized: bool,
+        priority_alpha: torch.Tensor | None,
         device: torch.device,
     ) -> None:
+        """``priority_alpha`` [K] holds each member's priority exponent; None samples uniformly."""
         self.members, self.capacity, self.n_step = members, capacity, n_step
         self.slots = capacity + 1
         self.device = device
@@ -132,7 +135,10 @@ class FleetReplay:
         self.final_observations = zeros(self.final_rows, *observation_shape, dtype=stored)
         self.final_index = zeros(self.slots, dtype=torch.int64)
         self.final_position = zeros(dtype=torch.int64)
+        prioritized = priority_alpha is not None
         self.priorities = zeros(self.slots, dtype=torch.float64) if prioritized else None
+        self.scaled = zeros(self.slots, dtype=torch.float64) if prioritized else None
+        self.alpha = None if priority_alpha is None else priority_alpha[:, None].to(device)
         self.max_priority = torch.ones(members, dtype=torch.float64, device=device)
         self.position = 0
         self.size = 0
@@ -174,26 +180,28 @@ class FleetReplay:
             )
             self.final_index[members, slot] = rows
             self.final_position[members] = (rows + 1) % self.final_rows
-        if self.priorities is not None:
-            self.priorities[:, slot] = self.max_priority
         self.position = (slot + 1) % self.slots
         self.size = min(self.size + 1, self.capacity)
         self.observations[:, self.position] = next_observations
         if self.priorities is not None:
+            assert self.scaled is not None and self.alpha is not None
+            self.priorities[:, slot] = self.max_priority
+            self.scaled[:, slot] = rowwise_pow(self.max_priority[:, None], self.alpha)[:, 0]
             self.priorities[:, self.position] = 0.0
+            self.scaled[:, self.position] = 0.0
 
     def sample_slots(
-        self, keys: torch.Tensor, counters: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor
+        self, keys: torch.Tensor, counters: torch.Tensor, beta: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Slots [K, B] of each member's batch (counters [K, B] index its replay stream).
 
         Uniform over the ``size`` newest transitions; by priority when prioritised,
         with the importance weights.
         """
-        if self.priorities is None:
+        if self.scaled is None:
             offsets = streams.below(keys, counters, self.size)
             return (self.position - self.size + offsets) % self.slots, None
-        scaled = rowwise_pow(self.priorities, alpha[:, None])
+        scaled = self.scaled
         cumulative = torch.cumsum(scaled, dim=1)
         values = streams.uniform(keys, counters) * cumulative[:, -1:]
         slots = torch.searchsorted(cumulative, values, right=True).clamp_(max=self.slots - 1)
@@ -262,11 +270,13 @@ class FleetReplay:
         updated: torch.Tensor,
     ) -> None:
         """p = |delta| + epsilon for the replayed slots of the members that were updated."""
-        assert self.priorities is not None
+        assert self.priorities is not None and self.scaled is not None
+        assert self.alpha is not None
         new = td_errors.abs().to(torch.float64) + epsilon[:, None]
         old = torch.gather(self.priorities, 1, slots)
         new = torch.where(updated[:, None], new, old)
         self.priorities.scatter_(1, slots, new)
+        self.scaled.scatter_(1, slots, rowwise_pow(new, self.alpha))
         self.max_priority = torch.maximum(self.max_priority, new.amax(dim=1))
 
 

@@ -50,6 +50,7 @@ from rlharness.agents.deep.fleet.networks import (
     q_values,
 )
 from rlharness.agents.deep.fleet.replay import FleetReplay, replay_bytes
+from rlharness.agents.deep.overestimation import GREEDY_METRICS, GreedyEpisodes
 from rlharness.spec import DQNAgentSpec, EnvSpec
 
 EXPLORATION_BLOCK = 1024
@@ -236,6 +237,7 @@ class Fleet:
         self.n_actions = self.envs.n_actions
         self.shape = network_shape(space, self.n_actions, first)
         self.batch_size, self.n_step = first.batch_size, first.n_step
+        self.knobs = _knobs(agents, self.device)
         self.replay = FleetReplay(
             self.count,
             first.replay_capacity,
@@ -244,7 +246,7 @@ class Fleet:
             self.n_actions,
             self.envs.max_episode_steps,
             first.n_step,
-            first.prioritized_replay.alpha > 0,
+            self.knobs.priority_alpha if first.prioritized_replay.alpha > 0 else None,
             self.device,
         )
         replay_size = fleet_replay_bytes(
@@ -259,7 +261,6 @@ class Fleet:
         seed_tensor = torch.tensor(seeds)
         self.state = LearnerState.start(initial_parameters(self.shape, seed_tensor, self.device))
         self.acting_network = layers(self.state.online, self.shape)
-        self.knobs = _knobs(agents, self.device)
         self.reward_clip = torch.tensor(
             [math.inf if a.reward_clip is None else a.reward_clip for a in agents],
             dtype=torch.float64,
@@ -331,7 +332,7 @@ class Fleet:
             members = np.flatnonzero(updating).tolist()
             counters = self.updates[:, None] * self.batch_size + self.batch_counters
             slots, weights = self.replay.sample_slots(
-                self.replay_keys, counters, self.knobs.priority_alpha, self.knobs.priority_beta
+                self.replay_keys, counters, self.knobs.priority_beta
             )
             batch = self.replay.batch(slots, weights, self.discount_powers)
             result = update(self.state, self.shape, batch, self.knobs, members)
@@ -365,7 +366,10 @@ class Fleet:
             )
         healthy = np.zeros(self.count, dtype=bool)
         healthy[[k for k, reason in reasons.items() if reason is None]] = True
-        returns = self.evaluate(healthy) if healthy.any() else np.full(self.count, math.nan)
+        if healthy.any():
+            returns, greedy = self.evaluate(healthy)
+        else:
+            returns, greedy = np.full(self.count, math.nan), []
         for k, reason in reasons.items():
             record = {
                 "step": step,
@@ -378,6 +382,7 @@ class Fleet:
                 "loss": float(batch["loss"][k]),
                 "param_norm": float(norms[k]),
                 "exploration_rate": float(epsilon[k]),
+                **(greedy[k] if reason is None else dict.fromkeys(GREEDY_METRICS, math.nan)),
             }
             trace = self.traces[k]
             trace.records.append({name: record[name] for name in ("step", *METRICS)})
@@ -386,28 +391,38 @@ class Fleet:
                 trace.hard_divergence_reason = reason
                 self.alive[k] = False
 
-    def evaluate(self, members: np.ndarray) -> np.ndarray:
-        """Mean return of each member's greedy episodes on its unclipped evaluation env."""
+    def evaluate(self, members: np.ndarray) -> tuple[np.ndarray, list[dict[str, float]]]:
+        """Each member's greedy episodes on its unclipped evaluation env: the mean return
+        (NaN for members not in the mask) and the `GREEDY_METRICS` of the states visited."""
         envs: BatchedEnv = self.eval_envs
         observations = envs.reset(members)
         running = members.copy()
         totals = np.zeros(self.count)
         current = np.zeros(self.count)
         finished = np.zeros(self.count, dtype=np.int64)
+        episodes = [
+            GreedyEpisodes(member.agent.gamma, member.agent.reward_clip) for member in self.members
+        ]
         while running.any():
             with torch.no_grad():
                 inputs = torch.from_numpy(observations).to(self.device)[:, None]
-                actions = q_values(self.state.online, self.shape, inputs).argmax(dim=2)[:, 0]
-            result = envs.step(actions.cpu().numpy(), running)
+                greedy = q_values(self.state.online, self.shape, inputs)[:, 0].max(dim=1)
+            result = envs.step(greedy.indices.cpu().numpy(), running)
+            predicted = greedy.values.cpu().numpy()
             current += np.where(running, result.rewards, 0.0)
             ended = running & (result.terminated | result.truncated)
+            for k in np.flatnonzero(running):
+                episodes[k].step(float(predicted[k]), float(result.rewards[k]))
+                if ended[k]:
+                    episodes[k].end_episode(bool(result.terminated[k]))
             totals += np.where(ended, current, 0.0)
             current[ended] = 0.0
             finished += ended
             running &= finished < self.eval_episodes
             observations = result.observations
         with np.errstate(invalid="ignore"):
-            return np.where(members, totals / self.eval_episodes, math.nan)
+            returns = np.where(members, totals / self.eval_episodes, math.nan)
+        return returns, [episode.metrics() for episode in episodes]
 
     def run(self) -> list[DeepTrace]:
         """Train every member for ``steps`` env steps; one trace per member."""

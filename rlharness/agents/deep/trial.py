@@ -14,6 +14,7 @@ import pandas as pd
 from gymnasium import spaces
 
 from rlharness.agents.deep.common import METRICS, DeepTrace, classify, soft_bound
+from rlharness.agents.deep.overestimation import GREEDY_METRICS
 from rlharness.environments import instantiate_env
 from rlharness.errors import SpecError, short
 from rlharness.memory import (
@@ -277,9 +278,14 @@ def _outcome_record(seed: int, trace: DeepTrace, bound: float) -> dict[str, obje
         "hard_divergence_reason": trace.hard_divergence_reason,
         "soft_divergence_step": soft_step,
         "last_logged_step": int(final["step"]),
-        "final_eval_return": float(history["eval_return"].dropna().iloc[-1])
-        if history["eval_return"].notna().any()
-        else float("nan"),
+        "final_eval_return": _last_measured(history, "eval_return"),
         "final_probe_max_abs_q": float(final["probe_max_abs_q"]),
         "peak_probe_max_abs_q": float(history["probe_max_abs_q"].max()),
+        **{f"final_{name}": _last_measured(history, name) for name in GREEDY_METRICS},
     }
+
+
+def _last_measured(history: pd.DataFrame, column: str) -> float:
+    """The column's last non-NaN value (a hard-diverged seed's last log has none), else NaN."""
+    measured = history[column].dropna() if column in history.columns else pd.Series([], dtype=float)
+    return float(measured.iloc[-1]) if len(measured) else float("nan")

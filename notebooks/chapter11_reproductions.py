@@ -34,6 +34,14 @@ pd.set_option("display.max_colwidth", None)
 # %% [markdown]
 # If the next cell raises `ResultsError`, no chapter-11 experiment has a run under the
 # results root: the message lists the `rlharness run ...` commands that produce them.
+#
+# Figure 11.6 (expected emphatic TD, the emphasis starting at 0) is checked on its whole
+# trajectory, not only its end: sqrt(VE) rises from 5.32 to a peak of 10.66 at sweep 26,
+# the weights reverse (w8 is highest at sweep 22, negative from 52 and lowest at 102;
+# w1..w6 are highest at 48; w7 falls from 10 to its lowest at 71), and sqrt(VE) falls below
+# 1 at sweep 99 and to about 5e-13 by sweep 1000. These sweeps are read at the logged
+# steps, so that run must be logged at least every 5 sweeps
+# (`experiments/baird_emphatic_td.yaml` logs every 2).
 
 # %%
 catalog = open_results(results, list(CHECKS))

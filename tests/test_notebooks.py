@@ -40,14 +40,14 @@ SHORT_RUNS: dict[str, dict[str, Any]] = {
     "triad_cube_baird": {"steps": 500, "log_every": 50, "seeds": 3},
     "baird_td_dp": {"steps": 1000, "log_every": 50, "seeds": 3},
     "baird_tdc": {"steps": 1000, "log_every": 50, "seeds": 3},
-    "baird_emphatic_td": {"steps": 1000, "log_every": 50},
+    "baird_emphatic_td": {"steps": 1000, "log_every": 2},
     "two_state_w2w": {"steps": 100, "log_every": 2},
     "tsitsiklis_van_roy": {"steps": 50},
     "random_walk_td": {"steps": 5000, "log_every": 500, "seeds": 3},
 }
 """Run sections of the chapter-11 experiments, short but long enough for the book's claims."""
-STATEMENTS = 13
-"""Statements `reproductions` checks for SHORT_RUNS: 2 + 2 + 1 + 4 gammas + 1 + 2 + 1."""
+STATEMENTS = 15
+"""Statements `reproductions` checks for SHORT_RUNS: 2 + 2 + 3 + 4 gammas + 1 + 2 + 1."""
 SWEEP_TRIALS = 4
 
 

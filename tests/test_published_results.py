@@ -73,18 +73,78 @@ def test_tdc_drives_pbe_to_zero_but_not_ve(update: str) -> None:
     assert set(result.outcomes["outcome"]) == {"converged"}
 
 
-def test_expected_emphatic_td_drives_ve_to_zero() -> None:
-    """Figure 11.6: expected ETD at alpha = 0.03 converges to the true values v = 0."""
+def _book_expected_emphatic_td(sweeps: int) -> tuple[np.ndarray, np.ndarray]:
+    """w and sqrt(VE) after each sweep, computed state by state as the book's reference code does.
+
+    An independent rewrite of ``expected_emphatic_TD`` and ``figure_11_7`` in Shangtong Zhang's
+    reinforcement-learning-an-introduction (chapter11/counterexample.py), which draws the
+    book's Figure 11.6: one mean emphasis m starts at 0; each sweep, the state reached by the
+    solid action (the lower one, rho = 7) has emphasis gamma 7 m + 1 and every upper state
+    (reached by dashed, rho = 0) has 1; w then takes the synchronous step
+    alpha sum_s (1/7) M(s) delta(s) x(s), with delta(s) = gamma x(lower)^T w - x(s)^T w (the
+    target policy always goes to the lower state, every reward is 0); m becomes the mean of
+    M; sqrt(VE) is recorded after the step, under the uniform weighting, as v_pi = 0.
+    """
+    gamma, alpha, solid_probability, lower = 0.99, 0.03, 1 / 7, 6
+    features = np.zeros((7, 8))
+    for state in range(6):
+        features[state, state], features[state, 7] = 2.0, 1.0
+    features[lower, 6], features[lower, 7] = 1.0, 2.0
+    w = np.array(BAIRD_W0, dtype=float)
+    mean_emphasis = 0.0
+    weights, errors = [w.copy()], [np.sqrt(np.mean((features @ w) ** 2))]
+    for _ in range(sweeps):
+        update, emphases = np.zeros(8), []
+        for state in range(7):
+            rho_into_state = 1 / solid_probability if state == lower else 0.0
+            emphasis = gamma * rho_into_state * mean_emphasis + 1.0
+            emphases.append(emphasis)
+            td_error = gamma * features[lower] @ w - features[state] @ w
+            update += (1 / 7) * emphasis * td_error * features[state]
+        w = w + alpha * update
+        mean_emphasis = float(np.mean(emphases))
+        weights.append(w.copy())
+        errors.append(np.sqrt(np.mean((features @ w) ** 2)))
+    return np.array(weights), np.array(errors)
+
+
+def test_expected_emphatic_td_follows_the_books_trajectory() -> None:
+    """Figure 11.6: expected ETD (alpha = 0.03) from the emphasis at 0, sweep by sweep.
+
+    sqrt(VE) rises from sqrt(198/7) = 5.32 to a peak of 10.656 at sweep 26, the weights
+    reverse (w8 turns down after sweep 22 and is negative from sweep 52, w1..w6 turn down
+    after sweep 48, w7 turns back up after sweep 71, w8 back up after 102), sqrt(VE) falls
+    below 1 at sweep 99 and reaches 4.6e-13 at sweep 1000.
+    """
+    sweeps = 1000
     spec = make_spec(
         "triad/Baird-v0",
         {"name": "emphatic_td", "update": "expected", "alpha": 0.03, "initial_weights": BAIRD_W0},
-        steps=1000,
-        log_every=100,
+        steps=sweeps,
     )
-    result = run_one(spec)
-    assert result.metrics["sqrt_ve"].iloc[0] == pytest.approx(np.sqrt(198 / 7))
-    assert result.metrics["sqrt_ve"].iloc[-1] < 1e-6
-    assert result.metrics["weight_norm"].iloc[-1] > 1.0  # w sits in the null space of X
+    metrics = run_one(spec).metrics
+    weights = metrics[[f"w_{j}" for j in range(8)]].to_numpy()
+    ve = metrics["sqrt_ve"].to_numpy()
+    book_weights, book_ve = _book_expected_emphatic_td(sweeps)
+    np.testing.assert_array_equal(metrics["step"], np.arange(sweeps + 1))
+    np.testing.assert_allclose(weights, book_weights, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ve, book_ve, rtol=0, atol=1e-12)
+
+    assert ve[0] == pytest.approx(np.sqrt(198 / 7), rel=1e-15)
+    peak = int(np.argmax(ve))
+    assert (peak, round(ve[peak], 3)) == (26, 10.656)
+    assert np.all(np.diff(ve[: peak + 1]) > 0) and np.all(np.diff(ve[peak:400]) < 0)
+    upper, w7, w8 = weights[:, 0], weights[:, 6], weights[:, 7]  # the book's 1-based names
+    assert np.ptp(weights[:, :6], axis=1).max() < 1e-12  # w1..w6 move together
+    assert (int(np.argmax(w8[:200])), int(np.argmax(upper[:200]))) == (22, 48)
+    assert (int(np.argmin(w7[:200])), int(np.argmin(w8[:200]))) == (71, 102)
+    assert int(np.argmax(w8 < 0)) == 52 and np.all(w8[52:] < 0)
+    assert int(np.argmax(ve < 1)) == 99 and np.all(ve[99:] < 1)
+    assert ve[-1] < 1e-12
+    # Every update lies in the span of the x(s), orthogonal to X's null space n: w ends at
+    # w0's orthogonal projection onto n, (w0 . n / n . n) n = (22 / 13) n.
+    n = np.array([1, 1, 1, 1, 1, 1, 4, -2])
+    np.testing.assert_allclose(weights[-1], 22 / 13 * n, rtol=0, atol=1e-11)
 
 
 @pytest.mark.parametrize("gamma", [0.25, 0.5, 0.75, 0.9])

@@ -4,9 +4,11 @@
 catalog and checks it against the book: one row per statement, with the
 section or figure it comes from, the number measured here, and whether the
 two agree. Statements are paraphrased from the book; the numbers they name
-(step sizes, initial weights, growth factors) are the book's. Only the
-experiments present are checked. The matching figures are drawn by
-`rlharness.analysis.chapter11_figures`.
+(step sizes, initial weights, growth factors) are the book's, and the turning
+points of Figure 11.6, which the book only draws, are those of the book's
+reference code (Zhang, reinforcement-learning-an-introduction,
+chapter11/counterexample.py). Only the experiments present are checked. The
+matching figures are drawn by `rlharness.analysis.chapter11_figures`.
 """
 
 from __future__ import annotations
@@ -29,8 +31,20 @@ TDC_PBE_LIMIT = {"expected": 0.01, "sampled": 0.2}
 """sqrt(PBE) after 1000 steps counted as 'fallen to zero' (from 8.22 at w0)."""
 TDC_VE_TOLERANCE = 0.25
 """How far sqrt(VE) may be from 2 to count as 'almost 2'."""
-SETTLED_FRACTION = 0.01
-"""A final error below this fraction of the initial one counts as 'goes to zero'."""
+ETD_PEAK, ETD_PEAK_SWEEP = 10.656, 26
+"""Figure 11.6: sqrt(VE) rises from sqrt(198/7) = 5.32 to this peak at this sweep."""
+ETD_PEAK_RTOL = 0.01
+"""Relative tolerance of the measured peak of sqrt(VE) (a log between sweeps lowers it)."""
+ETD_TURNS = {"w8 highest": 22, "w1..w6 highest": 48, "w7 lowest": 71, "w8 lowest": 102}
+"""Figure 11.6: the sweep at which each weight component reverses."""
+ETD_W8_NEGATIVE_SWEEP = 52
+"""Figure 11.6: the first sweep at which w8 is negative."""
+ETD_BELOW_ONE_SWEEP = 99
+"""Figure 11.6: the first sweep at which sqrt(VE) is below 1."""
+ETD_LOG_INTERVAL = 5
+"""The coarsest log interval (sweeps) at which Figure 11.6's turning points are placed."""
+ETD_SETTLED = 1e-6
+"""sqrt(VE) counted as 'gone to zero' (Figure 11.6's trajectory is at 5e-13 after 1000 sweeps)."""
 
 
 @dataclass(frozen=True)
@@ -204,24 +218,83 @@ def check_baird_tdc(data: RunData) -> list[Reproduction]:
 
 
 def check_baird_emphatic_td(data: RunData) -> list[Reproduction]:
-    """Figure 11.6: expected emphatic TD converges to the true values, sqrt(VE) -> 0."""
+    """Figure 11.6: expected emphatic TD's sqrt(VE) rises, peaks, the weights reverse, VE -> 0.
+
+    Sweeps are measured at the logged steps, so each agrees within one log interval,
+    which must be at most `ETD_LOG_INTERVAL` sweeps to tell the turning points apart.
+    """
     found = []
     for variant in sorted(data.settings):
         rows = data.metrics[data.metrics["variant"] == variant]
-        initial = float(rows.loc[rows["step"] == rows["step"].min(), "sqrt_ve"].median())
-        final = float(data.final(variant)["sqrt_ve"])
-        found.append(
+        medians = rows.groupby("step").median(numeric_only=True)
+        sweeps = medians.index.to_numpy()
+        interval = int(np.diff(sweeps).max(initial=1))
+        ve = medians["sqrt_ve"].to_numpy()
+        peak = int(np.argmax(ve))
+        turns = {
+            "w8 highest": int(sweeps[np.argmax(medians["w_7"])]),
+            "w1..w6 highest": int(sweeps[np.argmax(medians["w_0"])]),
+            "w7 lowest": int(sweeps[np.argmin(medians["w_6"])]),
+            "w8 lowest": int(sweeps[np.argmin(medians["w_7"])]),
+        }
+        w8_negative = _first_sweep(sweeps, medians["w_7"].to_numpy() < 0)
+        below_one = _first_sweep(sweeps, ve < 1)
+        final = float(ve[-1])
+        logged = f" (logged every {interval} sweeps)"
+        found += [
             Reproduction(
                 "Figure 11.6, section 11.8",
-                "One-step emphatic TD in expectation on Baird's counterexample, alpha = 0.03: "
-                "the weights oscillate but settle, and sqrt(VE) goes to zero.",
-                f"sqrt(VE) {initial:.3g} at the start, {final:.3g} after "
-                f"{int(rows['step'].max())} steps",
+                "One-step emphatic TD in expectation on Baird's counterexample, alpha = 0.03, "
+                "from w = (1,1,1,1,1,1,10,1) and the emphasis at 0: sqrt(VE) first rises, "
+                f"from sqrt(198/7) = 5.32 to a peak of {ETD_PEAK:.4g} at sweep {ETD_PEAK_SWEEP}.",
+                f"sqrt(VE) {ve[0]:.3g} at the start, peak {ve[peak]:.4g} at sweep "
+                f"{sweeps[peak]}{logged}",
+                float(ve[peak]),
+                bool(
+                    len(ve) > 1
+                    and ve[1] > ve[0]
+                    and abs(ve[peak] - ETD_PEAK) <= ETD_PEAK_RTOL * ETD_PEAK
+                    and _near(int(sweeps[peak]), ETD_PEAK_SWEEP, interval)
+                ),
+            ),
+            Reproduction(
+                "Figure 11.6, section 11.8",
+                "The weights then reverse: "
+                + ", ".join(f"{name} at sweep {sweep}" for name, sweep in ETD_TURNS.items())
+                + f"; w8 turns negative at sweep {ETD_W8_NEGATIVE_SWEEP}.",
+                ", ".join(f"{name} at sweep {sweep}" for name, sweep in turns.items())
+                + f"; w8 negative from sweep {_sweep_text(w8_negative)}{logged}",
+                float("nan") if w8_negative is None else float(w8_negative),
+                all(_near(turns[name], sweep, interval) for name, sweep in ETD_TURNS.items())
+                and _near(w8_negative, ETD_W8_NEGATIVE_SWEEP, interval),
+            ),
+            Reproduction(
+                "Figure 11.6, section 11.8",
+                f"sqrt(VE) then falls below 1 at sweep {ETD_BELOW_ONE_SWEEP} and goes to zero: "
+                "the weights settle where every state's value is exact (v_pi = 0).",
+                f"sqrt(VE) below 1 from sweep {_sweep_text(below_one)}, {final:.2g} after "
+                f"{sweeps[-1]} sweeps{logged}",
                 final,
-                final < SETTLED_FRACTION * initial,
-            )
-        )
+                _near(below_one, ETD_BELOW_ONE_SWEEP, interval) and final < ETD_SETTLED,
+            ),
+        ]
     return found
+
+
+def _first_sweep(sweeps: np.ndarray, condition: np.ndarray) -> int | None:
+    """The first logged sweep at which ``condition`` holds, or None if it never does."""
+    return int(sweeps[np.argmax(condition)]) if condition.any() else None
+
+
+def _near(measured: int | None, book: int, interval: int) -> bool:
+    """Whether a sweep measured at the logged steps is the book's, within one log interval."""
+    return (
+        measured is not None and interval <= ETD_LOG_INTERVAL and abs(measured - book) <= interval
+    )
+
+
+def _sweep_text(sweep: int | None) -> str:
+    return "never" if sweep is None else str(sweep)
 
 
 def check_two_state_w2w(data: RunData) -> list[Reproduction]:

@@ -29,12 +29,12 @@ from rlharness.analysis.style import plain
 from rlharness.catalog import Catalog
 
 ERROR_NAMES = {"sqrt_ve": "sqrt(VE)", "sqrt_pbe": "sqrt(PBE)"}
+UPPER_TOGETHER = 1e-9
+"""Baird's w1..w6 within this of each other are drawn as one line, as the book does."""
 
 
-def weights_and_errors(
-    data: RunData, title: str, errors: tuple[str, ...] = ("sqrt_ve", "sqrt_pbe")
-) -> Figure:
-    """Weight components and errors against steps, one panel per variant (Figs. 11.5, 11.6).
+def weights_and_errors(data: RunData, title: str) -> Figure:
+    """Weight components and errors against steps, one panel per variant (Fig. 11.5).
 
     Lines are medians over seeds; errors are black (solid sqrt(VE), dashed sqrt(PBE)).
     """
@@ -46,10 +46,10 @@ def weights_and_errors(
         for axis, (variant, label) in zip(axes[0], labels.items(), strict=True):
             rows = data.metrics[data.metrics["variant"] == variant]
             weights = sorted((c for c in rows.columns if c.startswith("w_")), key=_index)
-            medians = rows.groupby("step")[[*weights, *errors]].median()
+            medians = rows.groupby("step")[[*weights, *ERROR_NAMES]].median()
             for column in weights:
                 axis.plot(medians.index, medians[column], linewidth=1, label=f"w{_index(column)}")
-            for column, style in zip(errors, ("-", "--"), strict=False):
+            for column, style in zip(ERROR_NAMES, ("-", "--"), strict=True):
                 axis.plot(
                     medians.index,
                     medians[column],
@@ -62,6 +62,40 @@ def weights_and_errors(
             axis.set_xlabel("steps (transitions, or sweeps for expected updates)")
             axis.set_ylabel("weight value / error (value units)")
             axis.legend(fontsize=7, ncol=2)
+        figure.suptitle(plain(title))
+        figure.tight_layout()
+    return figure
+
+
+def emphatic_trajectory(data: RunData, title: str) -> Figure:
+    """Figure 11.6 as the book draws it: w1-w6, w7, w8 and sqrt(VE) against sweeps, linear axes.
+
+    One panel per variant; lines are medians over seeds, w1..w6 one line where they coincide.
+    """
+    labels = _labels(data)
+    with plt.style.context(plots.STYLE):
+        figure, axes = plt.subplots(
+            1, len(labels), figsize=(6.0 * len(labels), 4.2), squeeze=False, sharex=True
+        )
+        for axis, (variant, label) in zip(axes[0], labels.items(), strict=True):
+            rows = data.metrics[data.metrics["variant"] == variant]
+            medians = rows.groupby("step").median(numeric_only=True)
+            upper = medians[[f"w_{j}" for j in range(6)]]
+            if bool((upper.max(axis=1) - upper.min(axis=1) <= UPPER_TOGETHER).all()):
+                axis.plot(medians.index, upper["w_0"], label="w1-w6")
+            else:
+                for j in range(6):
+                    axis.plot(medians.index, upper[f"w_{j}"], linewidth=1, label=f"w{j + 1}")
+            axis.plot(medians.index, medians["w_6"], label="w7")
+            axis.plot(medians.index, medians["w_7"], label="w8")
+            axis.plot(
+                medians.index, medians["sqrt_ve"], color="black", linewidth=2, label="sqrt(VE)"
+            )
+            axis.axhline(0.0, color="grey", linewidth=0.5)
+            axis.set_title(plain(label), fontsize=9)
+            axis.set_xlabel("sweeps")
+            axis.set_ylabel("weight value / sqrt(VE) (value units)")
+            axis.legend(fontsize=7)
         figure.suptitle(plain(title))
         figure.tight_layout()
     return figure
@@ -122,7 +156,7 @@ def _figure_11_5(catalog: Catalog, key: str) -> Figure:
 
 def _figure_11_6(catalog: Catalog, key: str) -> Figure:
     title = "Figure 11.6: emphatic TD in expectation on Baird's counterexample"
-    return weights_and_errors(run_data(catalog, key), title, errors=("sqrt_ve",))
+    return emphatic_trajectory(run_data(catalog, key), title)
 
 
 def _w_to_2w(catalog: Catalog, key: str) -> Figure:

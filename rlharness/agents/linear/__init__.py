@@ -10,6 +10,7 @@ combination into field-named messages; `run_linear` runs one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -43,7 +44,10 @@ class Rule:
     ``sampled`` learns from sampled transitions, ``expected`` builds the update
     in expectation over all states; None where the rule has no such form, and
     then ``counterpart`` names the rule that has it. ``uses_beta`` rules keep
-    secondary weights v (from 0) stepped by beta. ``multi_step``: any
+    secondary weights v (from 0) stepped by beta. ``auxiliary``: what the
+    expected form's per-seed auxiliary state runs over, starting at 0: the
+    ``features`` (gradient TD's v) or the ``states`` (emphatic TD's expected
+    emphasis); None if it keeps none. ``multi_step``: any
     ``triad.n_step``; ``target_network``: any ``triad.target_update_period``;
     ``on_policy_form``: ``triad.off_policy`` may be false.
     """
@@ -53,6 +57,7 @@ class Rule:
     control: bool = False
     uses_alpha: bool = True
     uses_beta: bool = False
+    auxiliary: Literal["features", "states"] | None = None
     multi_step: bool = False
     target_network: bool = False
     on_policy_form: bool = True
@@ -91,9 +96,13 @@ RULES: dict[AgentName, Rule] = {
         target_network=True,
         on_policy_form=False,
     ),
-    "tdc": Rule(sampled=sampled_tdc, expected=expected_tdc, uses_beta=True),
-    "gtd2": Rule(sampled=sampled_gtd2, expected=expected_gtd2, uses_beta=True),
-    "emphatic_td": Rule(sampled=sampled_emphatic_td, expected=expected_emphatic_td),
+    "tdc": Rule(sampled=sampled_tdc, expected=expected_tdc, uses_beta=True, auxiliary="features"),
+    "gtd2": Rule(
+        sampled=sampled_gtd2, expected=expected_gtd2, uses_beta=True, auxiliary="features"
+    ),
+    "emphatic_td": Rule(
+        sampled=sampled_emphatic_td, expected=expected_emphatic_td, auxiliary="states"
+    ),
     "least_squares_dp": Rule(
         sampled=None, expected=least_squares_dp, uses_alpha=False, multi_step=True
     ),
@@ -164,7 +173,10 @@ def run_linear(
     if kind == "sampled" and rule.sampled is not None:
         return rule.sampled(problem, w0, seeds, hyperparameters, marks, hard_limit)
     if kind == "expected" and rule.expected is not None:
-        auxiliary = np.zeros_like(w0) if rule.uses_beta else np.zeros(0)
+        auxiliary = np.zeros(0)
+        if rule.auxiliary is not None:
+            width = problem.n_features if rule.auxiliary == "features" else problem.model.n_states
+            auxiliary = np.zeros((w0.shape[0], width))
         return run_expected(
             rule.expected(problem, hyperparameters),
             w0,

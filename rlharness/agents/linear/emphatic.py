@@ -3,9 +3,14 @@
     delta_t = R_{t+1} + gamma x(S_{t+1})^T w - x(S_t)^T w
     M_t     = gamma rho_{t-1} M_{t-1} + I_t                    (eq. 11.25, lambda = 0)
     w      <- w + alpha M_t rho_t delta_t x(S_t)
-In expectation the emphasis of state s is m = (I - gamma P_pi^T)^-1 (mu * i),
-and the expected update is w <- w + alpha sum_s m(s) (E_pi[delta | s]) x(s)
-(Figure 11.6; Sutton, Mahmood & White 2016).
+In expectation (Figure 11.6) the states are drawn from mu and the emphasis starts
+at 0. The expected emphasis of state s at sweep k, f_k(s) = E[M_k 1{S_k = s}], then
+follows (E_b[rho 1{S' = s} | S = s'] = P_pi(s', s))
+    f_k = mu * i + gamma P_pi^T f_{k-1},   f_{-1} = 0     (0 on terminal states)
+and, as M_k does not depend on the action taken in S_k, the expected update of sweep k
+is w <- w + alpha sum_s f_k(s) E_pi[delta | s] x(s), over all states at once. f_k tends
+to the stationary emphasis (I - gamma P_pi^T)^-1 (mu * i) (Sutton, Mahmood & White
+2016); on Baird's counterexample the transient on the way makes sqrt(VE) rise first.
 """
 
 from __future__ import annotations
@@ -75,28 +80,23 @@ def _emphatic_td_kernel(
                 statistics, log = NO_TD_ERRORS, log + 1
 
 
-def emphasis_weighting(problem: LinearProblem) -> FloatArray:
-    """m = (I - gamma P_pi^T)^-1 (mu * i) on non-terminal states, 0 on terminals."""
-    model = problem.model
-    live = ~model.terminal
-    p_live = problem.policy_transition[np.ix_(live, live)]
-    emphasis = np.zeros(model.n_states)
-    emphasis[live] = np.linalg.solve(
-        np.eye(p_live.shape[0]) - model.gamma * p_live.T, problem.weighting[live] * INTEREST
-    )
-    return emphasis
-
-
 def expected_emphatic_td(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
-    """The expected emphatic TD update, for all seeds at once."""
+    """The expected emphatic TD update, for all seeds at once.
+
+    Its auxiliary state is the expected emphasis f_{k-1}, one row per seed over the
+    states (zeros before the first sweep); each sweep steps f first, then w with it.
+    """
     alpha = hyperparameters.alpha
     X = problem.state_features
-    emphasis = emphasis_weighting(problem)
+    live = ~problem.model.terminal
+    interest = np.where(live, problem.weighting * INTEREST, 0.0)  # mu(s) i(s)
+    follow_on = problem.model.gamma * problem.policy_transition * live  # [s, s']: gamma P_pi
 
     def step(
-        W: FloatArray, W_target: FloatArray, auxiliary: FloatArray
+        W: FloatArray, W_target: FloatArray, emphasis: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        emphasis = interest + emphasis @ follow_on
         td_error = problem.expected_target(W_target @ X.T, 1) - W @ X.T
-        return W + alpha * (td_error * emphasis) @ X, auxiliary, td_error
+        return W + alpha * (td_error * emphasis) @ X, emphasis, td_error
 
     return step

@@ -16,7 +16,8 @@ from rlharness.agents.deep.overestimation import (
     discounted_returns,
     tail_steps,
 )
-from rlharness.spec import DQNAgentSpec, EnvSpec
+from rlharness.spec import DQNAgentSpec, EnvSpec, parse_spec
+from tests.helpers import run_one
 
 CHAIN_ID = "TestChain-v0"
 CHAIN_LENGTH = 5
@@ -109,3 +110,24 @@ def test_the_fleet_measures_the_chains_known_returns(chain_env: EnvSpec) -> None
             gap = record["greedy_q_mean"] - record["greedy_return_mean"]
             assert record["overestimation"] == pytest.approx(gap, rel=1e-12)
         assert len({r["greedy_q_mean"] for r in trace.records}) == len(trace.records)
+
+
+@pytest.mark.parametrize("backend", ["sb3", "fleet"])
+def test_cartpole_greedy_returns_follow_from_the_episode_length(backend: str) -> None:
+    """CartPole pays 1 per step until the pole falls: one greedy episode of L steps has
+    G_t = (1 - gamma^(L - t)) / (1 - gamma), so the measured mean follows from the logged return."""
+    spec = parse_spec(
+        {"name": "greedy_returns", "env": {"id": "CartPole-v1"},
+         "agent": {"name": "dqn", "backend": backend, "learning_starts": 200,
+                   "eval_episodes": 1, "gamma": 0.99},
+         "run": {"steps": 600, "log_every": 300, "seeds": 2}}
+    )  # fmt: skip
+    metrics = run_one(spec).metrics
+    for row in metrics.to_dict(orient="records"):
+        length = int(row["eval_return"])
+        assert length < 500  # terminated, not cut by the time limit
+        steps_left = length - np.arange(length)
+        expected = float(np.mean((1 - 0.99**steps_left) / (1 - 0.99)))
+        assert row["greedy_return_mean"] == pytest.approx(expected, rel=1e-9)
+        gap = row["greedy_q_mean"] - row["greedy_return_mean"]
+        assert row["overestimation"] == pytest.approx(gap, rel=1e-9, abs=1e-12)

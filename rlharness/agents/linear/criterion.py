@@ -9,7 +9,8 @@ are non-zero, to the largest realisable return), weights relative to their
 initial scale:
 
     e_t   = max over non-terminal rows of |v_t(s) - v_pi(s)|   (q and q* for control)
-    V     = R_max / (1 - gamma) where some reward is non-zero, else 0
+    V     = the largest realisable return where some reward is non-zero, else 0:
+            R_max / (1 - gamma), or R_max times the longest expected episode if gamma = 1
     e_ref = max(e_0, V)
     soft-diverged:  e_T > k e_ref,
                     or e_T > e_ref and e_T exp(b T) > k e_ref, b the least-squares slope

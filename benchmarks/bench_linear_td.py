@@ -49,7 +49,7 @@ from rlharness_envs.baird import INITIAL_WEIGHTS
 ENV_ID = "triad/Baird-v0"
 BAIRD_W0 = list(INITIAL_WEIGHTS)
 ALPHA = 0.01
-HARD_LIMIT = 1e10
+HARD_LIMIT = 1e10  # the default hard_divergence_factor 1e9 x max |w0| = 10
 Z_LIMIT = 4.0  # |z| above this on any statistic fails the agreement check
 
 
@@ -127,7 +127,8 @@ def run_batched(problem: LinearProblem, w0: FloatArray, n_seeds: int, steps: int
     weights = np.tile(w0, (n_seeds, 1))
     marks = logged_steps(steps, steps)
     settings = Hyperparameters(alpha=ALPHA, beta=0.0, n_step=1, target_update_period=1)
-    trace = semi_gradient_td(problem, weights, list(range(n_seeds)), settings, marks, HARD_LIMIT)
+    limits = np.full(n_seeds, HARD_LIMIT)
+    trace = semi_gradient_td(problem, weights, list(range(n_seeds)), settings, marks, limits)
     return trace.weights[-1]
 
 

@@ -3,7 +3,9 @@
 #
 # For the latest run of an experiment: the learning curve (greedy return for DQN, sqrt(VE)
 # for linear learners) and the largest value estimate (max |Q| over probe states, or
-# max |v| over states, on a log scale with the soft-divergence threshold dashed), each as
+# max |v| over states, on a log scale with the absolute soft-divergence bound dashed where
+# the runs have one: R_max / (1 - gamma), or the spec's; a linear learner on a zero-reward
+# task is judged relative to its initial error instead, so has none), each as
 # the IQM over seeds with a 95% percentile-bootstrap band; then a comparison of the groups'
 # final values with stratified-bootstrap intervals and divergence rates (`compare`).
 #

@@ -75,29 +75,35 @@ def publish_run(
 
 
 def summarise(spec: ExperimentSpec, run_id: str, results: list[TrialResult]) -> dict[str, Any]:
-    """Outcome counts and median final metrics per grid point, JSON-ready (NaN as null)."""
+    """Outcome counts and median final metrics per grid point, JSON-ready (NaN as null).
+
+    Each grid point records its absolute soft-divergence bound (null where it
+    has none) and, for linear learners, the divergence criterion that labelled
+    its seeds: its parameters and its statement in words.
+    """
     variants = []
     for result in results:
         config = result.config
         outcomes = result.outcomes
         last = result.metrics.groupby("seed").tail(1)
         names = DEEP_SUMMARY if "eval_return" in last.columns else LINEAR_SUMMARY
-        variants.append(
-            {
-                "variant": config.variant,
-                "label": config.label,
-                "settings": config.settings,
-                "soft_divergence_threshold": result.soft_divergence_threshold,
-                "seeds": len(config.seeds),
-                "outcome_counts": outcomes["outcome"].value_counts().to_dict(),
-                "diverged_fraction": float((~outcomes["outcome"].isin(STABLE)).mean()),
-                "median_final": {name: _finite(last[name].median()) for name in names},
-                "per_seed": [
-                    {key: _finite(value) for key, value in record.items()}
-                    for record in outcomes.to_dict(orient="records")
-                ],
-            }
-        )
+        variant: dict[str, Any] = {
+            "variant": config.variant,
+            "label": config.label,
+            "settings": config.settings,
+            "soft_divergence_threshold": result.soft_divergence_threshold,
+            "seeds": len(config.seeds),
+            "outcome_counts": outcomes["outcome"].value_counts().to_dict(),
+            "diverged_fraction": float((~outcomes["outcome"].isin(STABLE)).mean()),
+            "median_final": {name: _finite(last[name].median()) for name in names},
+            "per_seed": [
+                {key: _finite(value) for key, value in record.items()}
+                for record in outcomes.to_dict(orient="records")
+            ],
+        }
+        if result.divergence_criterion is not None:
+            variant["divergence_criterion"] = result.divergence_criterion
+        variants.append(variant)
     return {
         "experiment": spec.name,
         "run_id": run_id,
@@ -134,7 +140,11 @@ def _write_plots(
     metrics = _stack(results, "metrics")
     outcomes = _stack(results, "outcomes")
     labels = {result.config.variant: result.config.label for result in results}
-    thresholds = {r.config.variant: r.soft_divergence_threshold for r in results}
+    thresholds = {
+        r.config.variant: r.soft_divergence_threshold
+        for r in results
+        if r.soft_divergence_threshold is not None
+    }
     name = spec.name
     figures: dict[str, Callable[[], Figure]]
     if "eval_return" in metrics.columns:

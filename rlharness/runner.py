@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from rlharness.errors import SpecError, short, short_text
-from rlharness.spec import DQNAgentSpec, ExperimentSpec, grid_points
+from rlharness.spec import DQNAgentSpec, ExperimentSpec, diagnostics_problems, grid_points
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,19 @@ class TrialConfig:
 
 @dataclass(frozen=True)
 class TrialResult:
-    """Metrics (one row per seed x logged step) and one outcome row per seed."""
+    """Metrics (one row per seed x logged step) and one outcome row per seed.
+
+    ``soft_divergence_threshold`` is the absolute bound on max |v| or probe
+    max |Q| (None where a linear learner has none: every reward zero and no
+    override); ``divergence_criterion`` is a linear learner's criterion, its
+    parameters and statement as the run's summary records it.
+    """
 
     config: TrialConfig
     metrics: pd.DataFrame
     outcomes: pd.DataFrame
-    soft_divergence_threshold: float
+    soft_divergence_threshold: float | None
+    divergence_criterion: dict[str, Any] | None = None
 
 
 def plan_trials(spec: ExperimentSpec, seeds: int | None = None) -> list[TrialConfig]:
@@ -73,6 +80,9 @@ def check_experiment(spec: ExperimentSpec, where: str = "experiment") -> None:
 
 def resolve(spec: ExperimentSpec) -> None:
     """Check one grid point against its env and agent, or raise `SpecError`."""
+    problems = diagnostics_problems(spec)
+    if problems:
+        raise SpecError(f"experiment {spec.name}", problems)
     if isinstance(spec.agent, DQNAgentSpec):
         from rlharness.agents.deep.trial import resolve_deep
 
@@ -98,11 +108,11 @@ def run_trial(config: TrialConfig, progress: Callable[[int], None] | None = None
         from rlharness.agents.deep.trial import run_deep_trial
 
         metrics, outcomes, threshold = run_deep_trial(config.spec, seeds, progress)
-    else:
-        from rlharness.agents.linear.trial import run_linear_trial
+        return TrialResult(config, metrics, outcomes, threshold)
+    from rlharness.agents.linear.trial import run_linear_trial
 
-        metrics, outcomes, threshold = run_linear_trial(config.spec, seeds, progress)
-    return TrialResult(config, metrics, outcomes, threshold)
+    metrics, outcomes, criterion = run_linear_trial(config.spec, seeds, progress)
+    return TrialResult(config, metrics, outcomes, criterion.value_bound, criterion.record())
 
 
 def run_trials(

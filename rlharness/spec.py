@@ -261,17 +261,66 @@ class RunSpec(StrictModel):
 
 
 class DiagnosticsSpec(StrictModel):
-    """Thresholds of the divergence outcomes."""
+    """Thresholds of the divergence outcomes.
+
+    Linear learners judge the value error relative to its initial value
+    (``divergence_factor``) and the weights relative to their initial scale
+    (``hard_divergence_factor``), so that an outcome does not depend on the
+    scale of w0 (see `rlharness.agents.linear.criterion`); DQN agents use the
+    absolute bounds of van Hasselt et al. (2018).
+    """
 
     soft_divergence_threshold: float | None = Field(
         default=None,
         gt=0,
-        description="max |v| beyond this is soft divergence (None: the largest "
-        "realisable return R_max / (1 - gamma)).",
+        description="Absolute bound: max |v| (linear) or probe max |Q| (dqn) beyond this is soft "
+        "divergence. None: the largest realisable return R_max / (1 - gamma); linear learners "
+        "apply it only where some reward is non-zero.",
     )
     hard_divergence_threshold: float = Field(
-        default=1e10, gt=0, description="|w| beyond this (or non-finite) is hard divergence."
+        default=1e10,
+        gt=0,
+        description="dqn agents: |parameters| beyond this (or non-finite) is hard divergence. "
+        "Linear learners use hard_divergence_factor instead.",
     )
+    divergence_factor: float = Field(
+        default=10.0,
+        gt=1,
+        description="Linear learners: the value error max |v - v_pi| ending more than this "
+        "factor above its reference e_ref = max(e_0, R_max / (1 - gamma)) (e_0, its value at "
+        "step 0, where every reward is 0), or growing fast enough to pass it within another "
+        "run as long, is soft divergence.",
+    )
+    hard_divergence_factor: float = Field(
+        default=1e9,
+        gt=1,
+        description="Linear learners: a weight beyond this factor times the seed's initial "
+        "scale, max |w0| (at least R_max / (1 - gamma) where some reward is non-zero), or "
+        "non-finite, is hard divergence.",
+    )
+
+
+LINEAR_DIAGNOSTICS = ("divergence_factor", "hard_divergence_factor")
+"""The diagnostics fields only linear learners use."""
+
+
+def diagnostics_problems(spec: ExperimentSpec) -> list[str]:
+    """Field-named messages for diagnostics fields set away from their default that the agent
+    family does not use (empty if none)."""
+    diagnostics, defaults = spec.diagnostics, DiagnosticsSpec()
+    if isinstance(spec.agent, DQNAgentSpec):
+        return [
+            f"diagnostics.{name}: only linear learners use it; dqn agents soft-diverge beyond "
+            "soft_divergence_threshold (default R_max / (1 - gamma)); remove it"
+            for name in LINEAR_DIAGNOSTICS
+            if getattr(diagnostics, name) != getattr(defaults, name)
+        ]
+    if diagnostics.hard_divergence_threshold != defaults.hard_divergence_threshold:
+        return [
+            "diagnostics.hard_divergence_threshold: only dqn agents use it; linear learners "
+            "hard-diverge beyond hard_divergence_factor times their initial scale; set that instead"
+        ]
+    return []
 
 
 class ParameterSpec(StrictModel):

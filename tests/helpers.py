@@ -20,6 +20,7 @@ def make_spec(
     triad: dict[str, Any] | None = None,
     env_kwargs: dict[str, Any] | None = None,
     grid: dict[str, list[Any]] | None = None,
+    diagnostics: dict[str, Any] | None = None,
 ) -> ExperimentSpec:
     """A validated spec from its parts."""
     return parse_spec(
@@ -30,6 +31,7 @@ def make_spec(
             "triad": triad or {},
             "run": {"steps": steps, "log_every": log_every, "seeds": seeds},
             "grid": grid or {},
+            "diagnostics": diagnostics or {},
         }
     )
 

@@ -73,7 +73,11 @@ def test_unknown_top_level_field_lists_allowed_fields(tiny_spec):
         ("run", "device, first_seed, log_every, seeds, steps"),
         ("env", "id, kwargs"),
         ("triad", "features, n_step, off_policy, target_update_period"),
-        ("diagnostics", "hard_divergence_threshold, soft_divergence_threshold"),
+        (
+            "diagnostics",
+            "divergence_factor, hard_divergence_factor, hard_divergence_threshold, "
+            "soft_divergence_threshold",
+        ),
     ],
 )
 def test_unknown_nested_field_names_its_path_and_lists_allowed(tiny_spec, section, allowed):
@@ -113,6 +117,11 @@ def test_missing_required_field(tiny_spec):
         ("run", "seeds", False, "valid integer"),
         ("agent", "alpha", float("inf"), "finite number"),
         ("diagnostics", "hard_divergence_threshold", float("nan"), "finite number"),
+        ("diagnostics", "divergence_factor", 1, "greater than 1"),
+        ("diagnostics", "divergence_factor", 0.5, "greater than 1"),
+        ("diagnostics", "divergence_factor", "ten", "valid number"),
+        ("diagnostics", "hard_divergence_factor", 1, "greater than 1"),
+        ("diagnostics", "hard_divergence_factor", float("inf"), "finite number"),
     ],
 )
 def test_bad_value_names_field_and_constraint(tiny_spec, section, field, value, expected):

@@ -123,6 +123,8 @@ def run_data(catalog: Catalog, key: str) -> RunData:
 
 
 def _diverged_text(diverged: int, seeds: int) -> str:
+    """Seeds diverged by the run's own criterion (for linear learners: relative to the initial
+    value error, `rlharness.agents.linear.criterion`)."""
     return f"{diverged}/{seeds} seeds diverged"
 
 
@@ -159,12 +161,16 @@ def check_baird_td_dp(data: RunData) -> list[Reproduction]:
         name = data.variant_value(variant, "agent.name")
         diverged, seeds = data.diverged(variant)
         final = data.final(variant)
+        rows = data.metrics[data.metrics["variant"] == variant]
+        initial = float(rows.loc[rows["step"] == rows["step"].min(), "max_abs_value"].median())
         steps = int(data.metrics["step"].max())
         rates = data.outcomes.loc[data.outcomes["variant"] == variant, "weight_norm_growth_rate"]
         growing = bool((rates > 0).all())
+        # v_pi = 0 on Baird, so max|v| is the value error the divergence criterion judges
         measured = (
             f"{_diverged_text(diverged, seeds)}; max|v| after {steps} steps "
-            f"{final['max_abs_value']:.4g} (median)"
+            f"{final['max_abs_value']:.4g} (median), {final['max_abs_value'] / initial:.3g} "
+            f"times its {initial:.4g} at the start"
         )
         if name == "semi_gradient_dp":
             upper = [final[f"w_{j}"] for j in range(6)]

@@ -102,7 +102,8 @@ class CurveSet:
     bands: pd.DataFrame
     """Columns ``group``, ``step``, ``value``, ``low``, ``high``, ``seeds``."""
     thresholds: tuple[float, ...]
-    """The soft-divergence thresholds of the runs (R_max / (1 - gamma)), when known."""
+    """The absolute soft-divergence bounds of the runs (R_max / (1 - gamma), or the spec's),
+    where they have one."""
     step_label: str
 
 

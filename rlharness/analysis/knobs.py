@@ -1,9 +1,9 @@
 """Per-knob divergence rates of a grid run, with 95% Wilson intervals.
 
 For every grid field and each of its values, the runs (grid points x seeds)
-with that value are pooled over the other fields: the fraction whose
-estimates went beyond the soft bound at some point (soft-diverged, recovered
-or hard-diverged), its Wilson score interval, and the median final return or
+with that value are pooled over the other fields: the fraction that diverged
+(soft-diverged, recovered or hard-diverged; `rlharness.outcomes.DIVERGED`),
+its Wilson score interval, and the median final return or
 value error. This is the per-knob table of van Hasselt et al. (2018).
 """
 

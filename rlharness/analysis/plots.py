@@ -105,7 +105,8 @@ def error_curves(metrics: pd.DataFrame, labels: dict[int, str], title: str) -> F
 
 
 def soft_bounds(axis: Axes, bounds: Iterable[float]) -> None:
-    """Each soft-divergence threshold R_max / (1 - gamma) as a labelled dashed line."""
+    """Each absolute soft-divergence bound (R_max / (1 - gamma), or the spec's) as a labelled
+    dashed line."""
     for bound in sorted(set(bounds)):
         axis.axhline(bound, color="black", linestyle="--", linewidth=1)
         axis.annotate(
@@ -124,7 +125,8 @@ def max_abs_value_curves(
     title: str,
     column: str = "max_abs_value",
 ) -> Figure:
-    """max |v| (or probe max |Q|) against steps per variant, log scale, with the soft bounds."""
+    """max |v| (or probe max |Q|) against steps per variant, log scale, with the absolute soft
+    bounds of the variants that have one."""
     with plt.style.context(STYLE):
         figure, axis = plt.subplots(figsize=(7.5, 4.5))
         for variant, label in labels.items():

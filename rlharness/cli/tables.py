@@ -60,11 +60,19 @@ def trials_table(trials: list[FrozenTrial], study: str, maximize: bool, best_fir
 
 
 def summary_table(summary: dict) -> Table:
-    """Outcome counts and median final metrics per grid point."""
+    """Outcome counts and median final metrics per grid point; the divergence criteria in words
+    below (linear learners)."""
     variants = summary["variants"]
     outcomes = list(dict.fromkeys(o for v in variants for o in v["outcome_counts"]))
     finals = list(variants[0]["median_final"])
-    table = Table(title=f"{summary['experiment']} ({summary['agent']} on {summary['env']})")
+    criteria = dict.fromkeys(
+        v["divergence_criterion"]["statement"] for v in variants if "divergence_criterion" in v
+    )
+    table = Table(
+        title=f"{summary['experiment']} ({summary['agent']} on {summary['env']})",
+        caption="\n".join(criteria) or None,
+        caption_justify="left",
+    )
     table.add_column("grid point")
     for column in ("seeds", *outcomes, *(f"median final {name}" for name in finals)):
         table.add_column(column, justify="right")

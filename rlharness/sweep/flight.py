@@ -51,4 +51,5 @@ class Flight:
             pd.concat([r.metrics for r in results], ignore_index=True),
             pd.concat([r.outcomes for r in results], ignore_index=True),
             results[0].soft_divergence_threshold,
+            results[0].divergence_criterion,
         )

@@ -142,7 +142,7 @@ def test_divergence_pruner_ends_a_trial_at_its_first_hard_divergence(ray_client,
     data = spec(
         agent={"name": "semi_gradient_td", "alpha": 0.01, "initial_weights": BAIRD_W0},
         run={"steps": 1000, "log_every": 100, "seeds": 4},
-        diagnostics={"hard_divergence_threshold": 100},
+        diagnostics={"hard_divergence_factor": 10},  # |w| beyond 10 x max |w0| = 100
         sweep={"prune_hard_diverged": True, "objective": "final_sqrt_ve"},
     )
     _, study = sweep(data, tmp_path, workers=2)

@@ -159,9 +159,12 @@ def run_linear(
     w0: FloatArray,
     seeds: list[int],
     marks: IntArray,
-    hard_limit: float,
+    hard_limits: FloatArray,
 ) -> LearnerTrace:
-    """Run ``agent`` on ``problem`` for every seed (rows of ``w0``), logging at ``marks``."""
+    """Run ``agent`` on ``problem`` for every seed (rows of ``w0``), logging at ``marks``.
+
+    Seed i hard-diverges once a weight is non-finite or beyond ``hard_limits[i]``.
+    """
     rule = RULES[agent.name]
     kind = update_kind(agent)
     hyperparameters = Hyperparameters(
@@ -171,7 +174,7 @@ def run_linear(
         target_update_period=triad.target_update_period,
     )
     if kind == "sampled" and rule.sampled is not None:
-        return rule.sampled(problem, w0, seeds, hyperparameters, marks, hard_limit)
+        return rule.sampled(problem, w0, seeds, hyperparameters, marks, hard_limits)
     if kind == "expected" and rule.expected is not None:
         auxiliary = np.zeros(0)
         if rule.auxiliary is not None:
@@ -184,7 +187,7 @@ def run_linear(
             problem.row_weighting,
             triad.target_update_period,
             marks,
-            hard_limit,
+            hard_limits,
         )
     raise ValueError(f"no {kind} form of {agent.name}")
 

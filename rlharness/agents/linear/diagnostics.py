@@ -1,4 +1,4 @@
-"""Divergence probes of linear learners: norms, max |v|, exact VE and PBE, outcome classes.
+"""Divergence probes of linear learners: norms, max |v|, the max-norm error, exact VE and PBE.
 
 Errors are measured under the env's own off-policy weighting mu (the
 behaviour distribution, or the weighting the env declares), whatever
@@ -7,7 +7,9 @@ grid are compared on one scale (Sutton & Barto, 2nd ed., sections 11.4-11.7):
     VE(w)  = sum_s mu(s) (v_hat(s) - v_pi(s))^2
     PBE(w) = || Pi delta_w ||^2_mu,  Pi = X (X^T D X)^+ X^T D,
 where delta_w is the Bellman error of the learner's own operator (the target
-policy's, or the optimality operator for action values).
+policy's, or the optimality operator for action values). ``max_abs_error`` is
+the error in max norm over non-terminal rows, max |v_hat(s) - v_pi(s)|, which
+`rlharness.agents.linear.criterion` judges divergence by.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import pandas as pd
 
 from rlharness.agents.linear.problem import LinearProblem
 from rlharness.agents.linear.types import FloatArray, LearnerTrace
-from rlharness.outcomes import Outcome
+
+METRICS = ("weight_norm", "max_abs_value", "max_abs_error", "sqrt_ve", "sqrt_pbe")
+"""The exact metrics of each logged weight vector, in `_row_metrics`' order."""
 
 
 def measurement_weighting(problem: LinearProblem) -> FloatArray:
@@ -59,7 +63,7 @@ def trace_metrics(problem: LinearProblem, trace: LearnerTrace, seeds: list[int])
     frame = {
         "seed": np.repeat(np.asarray(seeds)[None, :], n_logs, axis=0),
         "step": np.repeat(trace.logged_steps[:, None], n_seeds, axis=1),
-        **dict(zip(("weight_norm", "max_abs_value", "sqrt_ve", "sqrt_pbe"), columns, strict=True)),
+        **dict(zip(METRICS, columns, strict=True)),
         "td_error_mean": trace.td_error_mean,
         "td_error_rms": trace.td_error_rms,
     }
@@ -74,7 +78,7 @@ def _row_metrics(
     weights, rows, row_reward, row_transition, actions_per_state, gamma, true_values, mu, live,
     gram_pinv,
 ):  # fmt: skip
-    """Norm, max |v|, sqrt(VE) and sqrt(PBE) of every logged weight vector.
+    """Norm, max |v|, max |v - v_pi|, sqrt(VE) and sqrt(PBE) of every logged weight vector.
 
     Each entry is computed by the same sequential loops whatever the batch, so a
     seed's metrics are bitwise the same alone or among others.
@@ -83,6 +87,7 @@ def _row_metrics(
     n_rows, n_states = row_transition.shape
     norm = np.empty((n_logs, n_seeds))
     max_abs = np.empty((n_logs, n_seeds))
+    max_error = np.empty((n_logs, n_seeds))
     sqrt_ve = np.empty((n_logs, n_seeds))
     sqrt_pbe = np.empty((n_logs, n_seeds))
     for s in numba.prange(n_seeds):
@@ -95,7 +100,7 @@ def _row_metrics(
             for f in range(n_features):
                 squares += w[f] * w[f]
             norm[k, s] = np.sqrt(squares)
-            largest, ve = 0.0, 0.0
+            largest, worst, ve = 0.0, 0.0, 0.0
             for r in range(n_rows):
                 value = 0.0
                 for f in range(n_features):
@@ -103,8 +108,11 @@ def _row_metrics(
                 values[r] = value
                 if live[r]:
                     largest = max(largest, abs(value))
+                    worst = max(worst, abs(value - true_values[r]))
                 ve += mu[r] * (value - true_values[r]) ** 2
-            max_abs[k, s] = largest if np.isfinite(values).all() else np.nan
+            finite = np.isfinite(values).all()
+            max_abs[k, s] = largest if finite else np.nan
+            max_error[k, s] = worst if finite else np.nan
             sqrt_ve[k, s] = np.sqrt(ve)
             for state in range(n_states):
                 best = values[state * actions_per_state]
@@ -123,55 +131,4 @@ def _row_metrics(
                 for g in range(n_features):
                     pbe += projected[f] * gram_pinv[f, g] * projected[g]
             sqrt_pbe[k, s] = np.sqrt(max(pbe, 0.0))
-    return norm, max_abs, sqrt_ve, sqrt_pbe
-
-
-def classify_seeds(
-    metrics: pd.DataFrame, trace: LearnerTrace, seeds: list[int], soft_threshold: float
-) -> pd.DataFrame:
-    """The outcome of each seed, with the steps at which it diverged.
-
-    hard-diverged: weights became non-finite or exceeded the hard threshold
-    (at ``hard_divergence_step``). soft-diverged: at the last step, max |v| is
-    beyond ``soft_threshold`` (first logged crossing: ``soft_divergence_step``).
-    converged: neither.
-    """
-    records = []
-    for index, seed in enumerate(seeds):
-        history = metrics[metrics["seed"] == seed]
-        final = history.iloc[-1]
-        beyond = history.loc[history["max_abs_value"] > soft_threshold, "step"]
-        hard_step = int(trace.hard_divergence_step[index])
-        if hard_step >= 0:
-            outcome = Outcome.HARD_DIVERGED
-        elif final["max_abs_value"] > soft_threshold:
-            outcome = Outcome.SOFT_DIVERGED
-        else:
-            outcome = Outcome.CONVERGED
-        records.append(
-            {
-                "seed": seed,
-                "outcome": str(outcome),
-                "hard_divergence_step": hard_step if hard_step >= 0 else None,
-                "soft_divergence_step": int(beyond.iloc[0]) if len(beyond) else None,
-                "last_logged_step": int(final["step"]),
-                "final_max_abs_value": float(final["max_abs_value"]),
-                "final_sqrt_ve": float(final["sqrt_ve"]),
-                "final_sqrt_pbe": float(final["sqrt_pbe"]),
-                "final_weight_norm": float(final["weight_norm"]),
-                "weight_norm_growth_rate": _log_growth_rate(history),
-            }
-        )
-    return pd.DataFrame.from_records(records)
-
-
-def _log_growth_rate(history: pd.DataFrame) -> float:
-    """Slope per step of log ||w|| over the second half of the logged steps (how fast it grows)."""
-    if len(history) < 2:
-        return float("nan")
-    half = history.iloc[(len(history) - 1) // 2 :]
-    first, last = half.iloc[0], half.iloc[-1]
-    span = last["step"] - first["step"]
-    if span <= 0 or first["weight_norm"] <= 0 or last["weight_norm"] <= 0:
-        return float("nan")
-    return float(np.log(last["weight_norm"] / first["weight_norm"]) / span)
+    return norm, max_abs, max_error, sqrt_ve, sqrt_pbe

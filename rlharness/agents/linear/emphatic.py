@@ -42,16 +42,16 @@ def sampled_emphatic_td(
     seeds: list[int],
     hyperparameters: Hyperparameters,
     marks: IntArray,
-    hard_limit: float,
+    hard_limits: FloatArray,
 ) -> LearnerTrace:
     """Run sampled one-step emphatic TD for every seed."""
     alpha = hyperparameters.alpha
-    return run_sampled(_emphatic_td_kernel, problem, w0, seeds, marks, hard_limit, alpha)
+    return run_sampled(_emphatic_td_kernel, problem, w0, seeds, marks, hard_limits, alpha)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _emphatic_td_kernel(
-    keys, w0, model, marks, hard_limit, out_weights, out_td_mean, out_td_rms, out_hard_step,
+    keys, w0, model, marks, hard_limits, out_weights, out_td_mean, out_td_rms, out_hard_step,
     alpha,
 ):  # fmt: skip
     X, gamma = model.features, model.gamma
@@ -66,7 +66,7 @@ def _emphatic_td_kernel(
             rho = model.importance_ratio[s, a]
             emphasis = gamma * previous_rho * emphasis + INTEREST
             td_error = model.reward[s, a, s_next] + gamma * dot(X[s_next], w) - dot(X[s], w)
-            diverged = axpy_exploded(w, alpha * emphasis * rho * td_error, X[s], hard_limit)
+            diverged = axpy_exploded(w, alpha * emphasis * rho * td_error, X[s], hard_limits[i])
             statistics = add_td_error(statistics, td_error)
             if model.terminal[s_next]:
                 s, previous_rho = draw(model.start_cum, rng), 0.0

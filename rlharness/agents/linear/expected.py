@@ -30,14 +30,14 @@ def run_expected(
     row_weighting: FloatArray,
     target_update_period: int,
     marks: IntArray,
-    hard_limit: float,
+    hard_limits: FloatArray,
 ) -> LearnerTrace:
     """Apply ``step`` for ``marks[-1]`` sweeps, logging at ``marks``.
 
     The TD-error statistics are the ``row_weighting``-weighted mean and root
     mean square of the expected TD errors, averaged over the sweeps since the
-    previous log. Seeds whose weights become non-finite or exceed
-    ``hard_limit`` stop there and are NaN afterwards.
+    previous log. Seed i stops once a weight (or secondary weight) is
+    non-finite or beyond ``hard_limits[i]``, and is NaN afterwards.
     """
     n_seeds = w0.shape[0]
     weights = np.full((marks.size, *w0.shape), np.nan)
@@ -47,6 +47,7 @@ def run_expected(
     hard_step = np.full(n_seeds, -1, dtype=np.int64)
     W, W_target = w0.copy(), w0.copy()
     alive = np.ones(n_seeds, dtype=bool)
+    limits = hard_limits[:, None]
     td_sum, td_square_sum, log = np.zeros(n_seeds), np.zeros(n_seeds), 1
     with np.errstate(all="ignore"):
         for t in range(marks[-1]):
@@ -55,9 +56,9 @@ def run_expected(
                 W_target = W.copy()
             td_sum += td_error @ row_weighting
             td_square_sum += (td_error * td_error) @ row_weighting
-            newly_diverged = alive & ~np.all(np.abs(W) <= hard_limit, axis=1)
+            newly_diverged = alive & ~np.all(np.abs(W) <= limits, axis=1)
             if auxiliary.ndim == 2:
-                newly_diverged |= alive & ~np.all(np.abs(auxiliary) <= hard_limit, axis=1)
+                newly_diverged |= alive & ~np.all(np.abs(auxiliary) <= limits, axis=1)
             hard_step[newly_diverged] = t + 1
             alive &= ~newly_diverged
             W[~alive] = np.nan

@@ -38,12 +38,12 @@ def sampled_tdc(
     seeds: list[int],
     hyperparameters: Hyperparameters,
     marks: IntArray,
-    hard_limit: float,
+    hard_limits: FloatArray,
 ) -> LearnerTrace:
     """Run sampled TDC for every seed, v starting at 0."""
     alpha, beta = hyperparameters.alpha, hyperparameters.beta
     return run_sampled(
-        _gradient_td_kernel, problem, w0, seeds, marks, hard_limit, alpha, beta, False
+        _gradient_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, beta, False
     )
 
 
@@ -53,18 +53,18 @@ def sampled_gtd2(
     seeds: list[int],
     hyperparameters: Hyperparameters,
     marks: IntArray,
-    hard_limit: float,
+    hard_limits: FloatArray,
 ) -> LearnerTrace:
     """Run sampled GTD2 for every seed, v starting at 0."""
     alpha, beta = hyperparameters.alpha, hyperparameters.beta
     return run_sampled(
-        _gradient_td_kernel, problem, w0, seeds, marks, hard_limit, alpha, beta, True
+        _gradient_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, beta, True
     )
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _gradient_td_kernel(
-    keys, w0, model, marks, hard_limit, out_weights, out_td_mean, out_td_rms, out_hard_step,
+    keys, w0, model, marks, hard_limits, out_weights, out_td_mean, out_td_rms, out_hard_step,
     alpha, beta, gtd2,
 ):  # fmt: skip
     X, gamma = model.features, model.gamma
@@ -90,7 +90,7 @@ def _gradient_td_kernel(
             axpy(v, beta * rho * (td_error - x_v), x)
             statistics = add_td_error(statistics, td_error)
             s = continue_from(model, s_next, rng)
-            if exploded(w, hard_limit) or exploded(v, hard_limit):
+            if exploded(w, hard_limits[i]) or exploded(v, hard_limits[i]):
                 out_hard_step[i] = t + 1
                 break
             if t + 1 == marks[log]:

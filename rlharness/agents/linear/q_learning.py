@@ -35,17 +35,17 @@ def sampled_q_learning(
     seeds: list[int],
     hyperparameters: Hyperparameters,
     marks: IntArray,
-    hard_limit: float,
+    hard_limits: FloatArray,
 ) -> LearnerTrace:
     """Run semi-gradient Q-learning for every seed."""
     assert problem.action_features is not None
     alpha, period = hyperparameters.alpha, hyperparameters.target_update_period
-    return run_sampled(_q_learning_kernel, problem, w0, seeds, marks, hard_limit, alpha, period)
+    return run_sampled(_q_learning_kernel, problem, w0, seeds, marks, hard_limits, alpha, period)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _q_learning_kernel(
-    keys, w0, model, marks, hard_limit, out_weights, out_td_mean, out_td_rms, out_hard_step,
+    keys, w0, model, marks, hard_limits, out_weights, out_td_mean, out_td_rms, out_hard_step,
     alpha, target_update_period,
 ):  # fmt: skip
     XA, gamma = model.features, model.gamma
@@ -63,7 +63,7 @@ def _q_learning_kernel(
             for a_next in range(1, n_actions):
                 best_next = max(best_next, dot(XA[s_next, a_next], w_bootstrap))
             td_error = model.reward[s, a, s_next] + gamma * best_next - dot(XA[s, a], w)
-            diverged = axpy_exploded(w, alpha * td_error, XA[s, a], hard_limit)
+            diverged = axpy_exploded(w, alpha * td_error, XA[s, a], hard_limits[i])
             statistics = add_td_error(statistics, td_error)
             if target_update_period > 1 and (t + 1) % target_update_period == 0:
                 w_target[:] = w

@@ -29,9 +29,9 @@ _MIX_2 = np.uint64(0x94D049BB133111EB)
 _UNIT = 1.0 / float(1 << 53)
 
 SampledRunner = Callable[
-    [LinearProblem, FloatArray, list[int], Hyperparameters, IntArray, float], LearnerTrace
+    [LinearProblem, FloatArray, list[int], Hyperparameters, IntArray, FloatArray], LearnerTrace
 ]
-"""(problem, w0, seeds, hyperparameters, marks, hard_limit) -> what every seed logged at marks."""
+"""(problem, w0, seeds, hyperparameters, marks, hard_limits) -> what every seed logged at marks."""
 
 
 class SampledModel(NamedTuple):
@@ -77,14 +77,15 @@ def run_sampled(
     w0: FloatArray,
     seeds: list[int],
     marks: IntArray,
-    hard_limit: float,
+    hard_limits: FloatArray,
     *parameters: Any,
 ) -> LearnerTrace:
     """Run a compiled learner for every seed (rows of ``w0``) for ``marks[-1]`` transitions.
 
     Every kernel takes the same leading arguments, (keys, w0, model, marks,
-    hard_limit, out_weights, out_td_mean, out_td_rms, out_hard_step), then
-    its rule's own ``parameters`` (step sizes, n, target period).
+    hard_limits, out_weights, out_td_mean, out_td_rms, out_hard_step), then
+    its rule's own ``parameters`` (step sizes, n, target period). Seed i
+    stops once a weight is non-finite or beyond ``hard_limits[i]``.
     """
     trace = allocate_trace(marks, len(seeds), w0)
     kernel(
@@ -92,7 +93,7 @@ def run_sampled(
         np.ascontiguousarray(w0),
         sampled_model(problem),
         marks,
-        hard_limit,
+        np.ascontiguousarray(hard_limits),
         trace.weights,
         trace.td_error_mean,
         trace.td_error_rms,

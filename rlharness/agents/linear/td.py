@@ -39,7 +39,7 @@ def semi_gradient_td(
     seeds: list[int],
     hyperparameters: Hyperparameters,
     marks: IntArray,
-    hard_limit: float,
+    hard_limits: FloatArray,
 ) -> LearnerTrace:
     """Run n-step off-policy TD for every seed (rows of ``w0``) for ``marks[-1]`` transitions.
 
@@ -49,14 +49,14 @@ def semi_gradient_td(
     n = int(marks[-1]) + 1 if hyperparameters.n_step is None else hyperparameters.n_step
     if n == 1:
         return run_sampled(
-            _one_step_td_kernel, problem, w0, seeds, marks, hard_limit, alpha, period
+            _one_step_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, period
         )
-    return run_sampled(_n_step_td_kernel, problem, w0, seeds, marks, hard_limit, alpha, n, period)
+    return run_sampled(_n_step_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, n, period)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _one_step_td_kernel(
-    keys, w0, model, marks, hard_limit, out_weights, out_td_mean, out_td_rms, out_hard_step,
+    keys, w0, model, marks, hard_limits, out_weights, out_td_mean, out_td_rms, out_hard_step,
     alpha, target_update_period,
 ):  # fmt: skip
     """Semi-gradient off-policy TD(0), eq. 11.2: the n = 1 case without the n-step buffers."""
@@ -74,7 +74,7 @@ def _one_step_td_kernel(
             td_error = (
                 model.reward[s, a, s_next] + gamma * dot(X[s_next], w_bootstrap) - dot(X[s], w)
             )
-            diverged = axpy_exploded(w, alpha * rho * td_error, X[s], hard_limit)
+            diverged = axpy_exploded(w, alpha * rho * td_error, X[s], hard_limits[i])
             statistics = add_td_error(statistics, td_error)
             if target_update_period > 1 and (t + 1) % target_update_period == 0:
                 w_target[:] = w
@@ -89,7 +89,7 @@ def _one_step_td_kernel(
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _n_step_td_kernel(
-    keys, w0, model, marks, hard_limit, out_weights, out_td_mean, out_td_rms, out_hard_step,
+    keys, w0, model, marks, hard_limits, out_weights, out_td_mean, out_td_rms, out_hard_step,
     alpha, n, target_update_period,
 ):  # fmt: skip
     """Off-policy n-step semi-gradient TD: Sutton & Barto (2nd ed.) eq. 7.9 with linear v-hat.
@@ -160,7 +160,7 @@ def _n_step_td_kernel(
             else:
                 s, k = s_next, k + 1
             previous_slot = slot
-            if exploded(w, hard_limit):
+            if exploded(w, hard_limits[i]):
                 out_hard_step[i] = t + 1
                 break
             if t + 1 == marks[log]:

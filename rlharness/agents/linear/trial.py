@@ -17,7 +17,12 @@ from rlharness.agents.linear import (
     logged_steps,
     run_linear,
 )
-from rlharness.agents.linear.diagnostics import classify_seeds, trace_metrics
+from rlharness.agents.linear.criterion import (
+    DivergenceCriterion,
+    classify_seeds,
+    divergence_criterion,
+)
+from rlharness.agents.linear.diagnostics import trace_metrics
 from rlharness.environments import instantiate_env
 from rlharness.errors import SpecError
 from rlharness.memory import linear_metrics_bytes, memory_problem
@@ -29,11 +34,11 @@ SEED_BATCH = 4096
 
 @dataclass(frozen=True)
 class ResolvedLinearTrial:
-    """A grid point checked against its env: the linear problem and the base w0."""
+    """A grid point checked against its env: the linear problem, the base w0, the criterion."""
 
     problem: LinearProblem
     initial_weights: np.ndarray
-    soft_divergence_threshold: float
+    criterion: DivergenceCriterion
 
 
 def resolve_linear(spec: ExperimentSpec) -> ResolvedLinearTrial:
@@ -54,7 +59,7 @@ def resolve_linear(spec: ExperimentSpec) -> ResolvedLinearTrial:
     control = RULES[agent.name].control
     try:
         problem = build_problem(model, spec.triad.features, spec.triad.off_policy, control)
-        threshold = spec.diagnostics.soft_divergence_threshold or model.max_return()
+        criterion = divergence_criterion(model, spec.diagnostics, control)
     except np.linalg.LinAlgError as error:
         # the env's arguments made a model without a solution (e.g. an episode that never ends)
         field = "env.kwargs" if spec.env.kwargs else "env.id"
@@ -70,7 +75,7 @@ def resolve_linear(spec: ExperimentSpec) -> ResolvedLinearTrial:
     memory = _memory_problem(spec, problem.n_features)
     if memory is not None:
         raise SpecError(where, [memory])
-    return ResolvedLinearTrial(problem, w0, threshold)
+    return ResolvedLinearTrial(problem, w0, criterion)
 
 
 def _memory_problem(spec: ExperimentSpec, n_features: int) -> str | None:
@@ -85,8 +90,8 @@ def _memory_problem(spec: ExperimentSpec, n_features: int) -> str | None:
 
 def run_linear_trial(
     spec: ExperimentSpec, seeds: list[int], progress: Callable[[int], None] | None
-) -> tuple[pd.DataFrame, pd.DataFrame, float]:
-    """Metrics, outcomes and the soft threshold of every seed, in batches of compiled calls."""
+) -> tuple[pd.DataFrame, pd.DataFrame, DivergenceCriterion]:
+    """Metrics and outcomes of every seed, in batches of compiled calls, and the criterion."""
     resolved = resolve_linear(spec)
     agent = spec.agent
     assert isinstance(agent, LinearAgentSpec)
@@ -102,19 +107,17 @@ def run_linear_trial(
             w0,
             batch,
             marks,
-            spec.diagnostics.hard_divergence_threshold,
+            resolved.criterion.hard_limits(w0),
         )
         batch_metrics = trace_metrics(resolved.problem, trace, batch)
         metrics.append(batch_metrics)
-        outcomes.append(
-            classify_seeds(batch_metrics, trace, batch, resolved.soft_divergence_threshold)
-        )
+        outcomes.append(classify_seeds(batch_metrics, trace, batch, resolved.criterion))
         if progress is not None:
             progress(len(batch))
     return (
         pd.concat(metrics, ignore_index=True),
         pd.concat(outcomes, ignore_index=True),
-        resolved.soft_divergence_threshold,
+        resolved.criterion,
     )
 
 

@@ -32,7 +32,7 @@ class LearnerTrace(NamedTuple):
     ``weights[k, i]`` is seed i's weight vector at ``logged_steps[k]`` (NaN once
     it has hard-diverged); the TD-error statistics summarise the steps since
     the previous log. ``hard_divergence_step[i]`` is the step at which seed i's
-    weights became non-finite or exceeded the hard threshold, or -1.
+    weights became non-finite or exceeded its hard limit, or -1.
     """
 
     logged_steps: IntArray

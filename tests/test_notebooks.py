@@ -22,9 +22,10 @@ import pytest
 import yaml
 from rliable import metrics as rliable_metrics
 
+from rlharness.analysis.cells import value_key
 from rlharness.analysis.chapter11 import CHECKS, reproductions
 from rlharness.analysis.curves import catalog_curves, curve_bands
-from rlharness.analysis.divergence import divergence_counts, divergence_heatmap, value_key
+from rlharness.analysis.divergence import divergence_counts, divergence_heatmap
 from rlharness.analysis.inputs import open_results
 from rlharness.catalog import Catalog, UnverifiedRunWarning
 from rlharness.errors import ResultsError

@@ -79,17 +79,23 @@ def summary_table(summary: dict) -> Table:
 
 
 def knob_table(summary: dict) -> Table:
-    """Diverged fraction with its 95% Wilson interval per value of each grid field."""
+    """Per value of each grid field: the fraction diverged averaged over grid points, with its
+    95% stratified bootstrap interval (seeds resampled within each grid point)."""
     rows = summary["knob_effects"]
     extra = [key for key in rows[0] if key.startswith("median_")]
-    table = Table(title="divergence by knob value (pooled over the other fields and seeds)")
-    for column in ("knob", "value", "runs", "diverged", "fraction [95% CI]", *extra):
+    table = Table(
+        title="divergence by knob value (mean over grid points; 95% CI: stratified bootstrap "
+        "of the seeds within each grid point)"
+    )
+    columns = ("knob", "value", "grid points", "runs", "diverged", "fraction [95% CI]", *extra)
+    for column in columns:
         table.add_column(column, justify="left" if column in ("knob", "value") else "right")
     for row in rows:
         interval = f"{row['diverged_fraction']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
         table.add_row(
             row["knob"],
             row["value"],
+            str(row["grid_points"]),
             str(row["runs"]),
             str(row["diverged"]),
             interval,

@@ -235,6 +235,8 @@ def test_levels_are_read_numerically_from_the_data() -> None:
     assert levels(grid, WIDTH) == ["32", "64", "128"]
     assert levels(grid, ALPHA) == ["0", "0.5", "1"]
     assert levels(grid, TARGET) == ["q_learning", "target_q", "inverse_double_q", "double_q"]
+    cells = cell_rates(grid, list(STUDY_KNOBS))
+    assert cells[N_STEP].drop_duplicates().tolist() == ["1", "3", "10"], "not 1, 10, 3"
     (h5,) = (h for h in HYPOTHESES if h.knob == WIDTH)
     found = [(c.role, c.treatment, c.control) for c in contrasts(grid, h5)]
     assert found == [("primary", "128", "32"), ("secondary", "64", "32")]

@@ -225,7 +225,7 @@ class CellSample:
 
 
 def cell_rates(outcomes: pd.DataFrame, knobs: Sequence[str]) -> pd.DataFrame:
-    """One row per cell (sorted): its knob values, ``seeds``, the fractions of its seeds
+    """One row per cell, in `levels` order: its knob values, ``seeds``, the fractions of its seeds
     ``diverged`` and ``hard_diverged``, and the median final return and mean final
     over-estimation where the outcomes have them (``median_final_eval_return``,
     ``mean_final_overestimation``; over the seeds with a finite value)."""
@@ -234,7 +234,7 @@ def cell_rates(outcomes: pd.DataFrame, knobs: Sequence[str]) -> pd.DataFrame:
     frame = outcomes[list(knobs)].map(value_key)
     for metric in (*INDICATORS, *summaries):
         frame[metric] = metric_values(outcomes, metric).replace([np.inf, -np.inf], np.nan)
-    grouped = frame.groupby(list(knobs), sort=True)
+    grouped = frame.groupby(list(knobs), sort=False)
     table = grouped.agg(
         seeds=("diverged", "size"),
         diverged=("diverged", "mean"),
@@ -242,7 +242,10 @@ def cell_rates(outcomes: pd.DataFrame, knobs: Sequence[str]) -> pd.DataFrame:
     )
     for metric in summaries:
         table[f"{CELL_SUMMARY[metric]}_{metric}"] = grouped[metric].agg(CELL_SUMMARY[metric])
-    return table.reset_index()
+    rank = {knob: {level: i for i, level in enumerate(levels(outcomes, knob))} for knob in knobs}
+    return table.reset_index().sort_values(
+        list(knobs), key=lambda column: column.map(rank[str(column.name)]), ignore_index=True
+    )
 
 
 def marginal_rates(

@@ -221,9 +221,9 @@ def effect_verdict(
         return Verdict.INCONCLUSIVE, few
     hypothesised = "below" if direction < 0 else "above"
     opposite = "above" if direction < 0 else "below"
-    if _beyond(estimate, 0.0, direction):
+    if _beyond_zero(estimate, direction):
         return Verdict.SUPPORTED, f"{interval} lies {hypothesised} 0"
-    if _beyond(estimate, 0.0, -direction):
+    if _beyond_zero(estimate, -direction):
         return Verdict.NOT_SUPPORTED, f"{interval} lies {opposite} 0: the opposite effect"
     if -margin <= estimate.low and estimate.high <= margin:
         return (
@@ -321,9 +321,9 @@ def _effect_row(
     }
 
 
-def _beyond(estimate: CellEstimate, point: float, direction: int) -> bool:
-    """Whether the interval lies entirely below ``point`` (``direction`` < 0) or above it."""
-    return estimate.high < point if direction < 0 else estimate.low > point
+def _beyond_zero(estimate: CellEstimate, direction: int) -> bool:
+    """Whether the interval lies entirely below 0 (``direction`` < 0) or entirely above it."""
+    return estimate.high < 0.0 if direction < 0 else estimate.low > 0.0
 
 
 def _few_seeds(estimate: CellEstimate, min_seeds: int) -> str:

@@ -37,8 +37,9 @@ print(f"latest run of {experiment}: {run}")
 
 # %% [markdown]
 # ## Divergence by knob value
-# Seeds diverged for each value of each grid field, pooled over the other fields, with 95%
-# Wilson intervals.
+# Seeds diverged for each value of each grid field: the fraction averaged over the grid
+# points with that value, with a 95% stratified bootstrap interval (seeds resampled within
+# each grid point).
 
 # %%
 divergence_by_knob(catalog, run)

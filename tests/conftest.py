@@ -30,6 +30,42 @@ TINY_SPEC: dict[str, Any] = {
 }
 
 
+TINY_STUDY: dict[str, Any] = {
+    "name": "deadly_triad_minatar",
+    "description": "The deadly-triad study's grid, cut to 2 x 2 x 2 x 1 x 2 points, 2 seeds.",
+    "env": {"id": "MinAtar/Breakout-v1"},
+    "agent": {
+        "name": "dqn",
+        "backend": "fleet",
+        "learning_starts": 50,
+        "target_update_period": 50,
+        "batch_size": 32,
+        "replay_capacity": 1000,
+        "eval_episodes": 1,
+        "network": {"width": 16},
+    },
+    "run": {"steps": 200, "log_every": 100, "seeds": 2},
+    "grid": {
+        "env.id": ["MinAtar/Breakout-v1", "MinAtar/Asterix-v1"],
+        "agent.bootstrap_target": ["q_learning", "inverse_double_q"],
+        "agent.n_step": [1, 3],
+        "agent.prioritized_replay.alpha": [0.0, 1.0],
+    },
+}
+"""A real fleet run of the study's experiment (by name) on both MinAtar games, in seconds."""
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A results root holding one published run of `TINY_STUDY`."""
+    from rlharness.local_run import run_experiment
+    from rlharness.spec import parse_spec
+
+    root = tmp_path_factory.mktemp("study") / "results"
+    run_experiment(parse_spec(TINY_STUDY), root)
+    return root
+
+
 @pytest.fixture
 def tiny_spec() -> dict[str, Any]:
     """A fresh, mutable copy of a valid 2-point x 3-seed experiment (50 steps, log every 10)."""

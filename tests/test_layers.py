@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "rlharness.analysis.style",
         "rlharness.analysis.statistics",
+        "rlharness.analysis.cells",
         "rlharness.analysis.knobs",
         "rlharness.analysis.plots",
     ),

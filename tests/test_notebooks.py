@@ -2,9 +2,11 @@
 
 A module fixture publishes short versions of the experiments in experiments/
 (same names, fewer steps and seeds), a tiny SB3 DQN run and a tiny Optuna
-sweep on the test session's Ray head; each notebook in notebooks/ is then
-executed with nbclient in the venv's ``python3`` kernel, its inputs given by
-environment variables, as a user would run it.
+sweep on the test session's Ray head (the deadly-triad study's notebook runs
+on the session's `tiny_study`, a small fleet run on both MinAtar games); each
+notebook in notebooks/ is then executed with nbclient in the venv's
+``python3`` kernel, its inputs given by environment variables, as a user would
+run it.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ import jupytext
 import nbclient
 import numpy as np
 import pandas as pd
+import PIL.Image
 import pytest
 import yaml
 from rliable import metrics as rliable_metrics
 
+from rlharness.analysis.cells import value_key
 from rlharness.analysis.chapter11 import CHECKS, reproductions
 from rlharness.analysis.curves import catalog_curves, curve_bands
-from rlharness.analysis.divergence import divergence_counts, divergence_heatmap, value_key
+from rlharness.analysis.divergence import divergence_counts, divergence_heatmap
 from rlharness.analysis.inputs import open_results
 from rlharness.catalog import Catalog, UnverifiedRunWarning
 from rlharness.errors import ResultsError
@@ -152,6 +156,18 @@ def test_sweep_notebook(results: Path, tmp_path: Path, monkeypatch) -> None:
     text, files = run_on_results("sweep_analysis", results, tmp_path, monkeypatch)
     assert f"study baird_tdc_sweep: {SWEEP_TRIALS} trials" in text
     assert both_formats("slice", "parallel", "history") <= files
+
+
+def test_deadly_triad_study_notebook(tiny_study: Path, tmp_path: Path, monkeypatch) -> None:
+    text, files = run_on_results("deadly_triad_study", tiny_study, tmp_path, monkeypatch)
+    assert "latest run of deadly_triad_minatar" in text
+    for hypothesis in ("H1", "H2", "H3", "H4", "H5", "H6"):
+        assert hypothesis in text, "the hypotheses' table"
+    assert "agent.prioritized_replay.alpha" in text, "the per-knob table"
+    assert "mean_final_overestimation" in text, "the per-cell table"
+    assert files == both_formats("soft_divergence", "max_q_against_return", "overestimation")
+    with PIL.Image.open(tmp_path / "figures" / "soft_divergence.png") as image:
+        assert min(image.info["dpi"]) >= 199.5
 
 
 def test_notebook_without_results_names_the_command(tmp_path: Path, monkeypatch) -> None:

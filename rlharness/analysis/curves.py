@@ -141,12 +141,12 @@ def catalog_curves(
     order = pd.Categorical(bands["group"], categories=list(dict.fromkeys(groups["group"])))
     bands = bands.assign(order=order).sort_values(["order", "step"], ignore_index=True)
     bands = bands.drop(columns="order")
-    return CurveSet(
-        column, estimator, confidence, bands, _thresholds(catalog, runs), _step_label(catalog, runs)
-    )
+    thresholds = soft_thresholds(catalog, runs)
+    return CurveSet(column, estimator, confidence, bands, thresholds, _step_label(catalog, runs))
 
 
-def _thresholds(catalog: Catalog, runs: Sequence[str]) -> tuple[float, ...]:
+def soft_thresholds(catalog: Catalog, runs: Sequence[str]) -> tuple[float, ...]:
+    """The soft-divergence bounds R_max / (1 - gamma) the runs recorded, sorted."""
     found = {
         float(variant["soft_divergence_threshold"])
         for key in runs

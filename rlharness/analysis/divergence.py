@@ -10,9 +10,7 @@ three pairwise heatmaps sit beside `rlharness.analysis.plots.triad_cube`.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Mapping, Sequence
-from numbers import Real
 
 import matplotlib
 
@@ -24,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from rlharness.analysis import plots
+from rlharness.analysis.cells import value_key
 from rlharness.analysis.knobs import knob_effects
 from rlharness.analysis.style import plain
 from rlharness.catalog import Catalog
@@ -31,22 +30,6 @@ from rlharness.errors import ResultsError
 from rlharness.outcomes import DIVERGED
 
 COLOURMAP = "cividis"
-
-
-def value_key(value: object) -> str:
-    """A grid value as text that is the same however a table stored it (1, 1.0, "1" -> "1")."""
-    if isinstance(value, bool | np.bool_):
-        return str(bool(value))
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        return str(int(number)) if math.isfinite(number) and number.is_integer() else value
-    if isinstance(value, Real):
-        number = float(value)
-        return str(int(number)) if math.isfinite(number) and number.is_integer() else str(number)
-    return str(value)
 
 
 def divergence_counts(
@@ -132,7 +115,8 @@ def divergence_heatmaps(catalog: Catalog, run: str) -> dict[str, Figure]:
 
 
 def divergence_by_knob(catalog: Catalog, run: str) -> pd.DataFrame:
-    """`knob_effects` of a run: seeds diverged per value of each grid field, with intervals."""
+    """`knob_effects` of a run: seeds diverged per value of each grid field, the fraction
+    averaged over grid points with its stratified bootstrap interval."""
     outcomes = catalog.outcomes([run]).dropna(axis="columns", how="all")
     return knob_effects(outcomes, list(grid_fields(catalog, run)))
 

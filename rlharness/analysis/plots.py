@@ -11,6 +11,7 @@ interquartile bands. Titles, labels and grid values are shown as plain text
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 
 import matplotlib
@@ -35,6 +36,8 @@ OUTCOME_COLOURS = {
     "hard-diverged": "#D55E00",
 }
 TRIAD_AXES = ("triad.features", "triad.n_step", "triad.off_policy")
+CHARACTERS_PER_INCH = 14
+"""About how many characters of 9-point text fit in an inch: where captions wrap."""
 
 
 def _panels(
@@ -193,7 +196,8 @@ def outcome_fractions(outcomes: pd.DataFrame, labels: dict[int, str], title: str
 
 
 def knob_effects(effects: pd.DataFrame, title: str) -> Figure:
-    """Diverged fraction with its 95% interval for each value of each grid field."""
+    """Diverged fraction (mean over grid points) with its 95% stratified bootstrap interval
+    for each value of each grid field (`rlharness.analysis.knobs.knob_effects`)."""
     knobs = list(dict.fromkeys(effects["knob"]))
     with plt.style.context(STYLE):
         figure, axes = _panels(len(knobs), width=3.6, height=3.0, share_x=False)
@@ -207,8 +211,17 @@ def knob_effects(effects: pd.DataFrame, title: str) -> Figure:
             axis.set_xlim(-0.5, len(rows) - 0.5)
             axis.set_ylim(-0.02, 1.02)
             axis.set_title(plain(knob), fontsize=9)
-            axis.set_ylabel("fraction diverged (95% CI)")
-        figure.suptitle(f"{plain(title)}: divergence by knob value")
+            axis.set_ylabel("fraction diverged")
+        caption = (
+            "Mean over grid points of the fraction of seeds diverged; bars: 95% CI, "
+            "stratified bootstrap of the seeds within each grid point."
+        )
+        wrap = int(CHARACTERS_PER_INCH * figure.get_figwidth())
+        figure.suptitle(
+            f"{textwrap.fill(f'{plain(title)}: divergence by knob value', wrap)}\n"
+            f"{textwrap.fill(caption, wrap)}",
+            fontsize=9,
+        )
         figure.tight_layout()
     return figure
 

@@ -81,10 +81,13 @@ def save_figure(
 
 
 def save_figures(
-    figures: Mapping[str, Figure], directory: Path | str, formats: Sequence[str] = FORMATS
+    figures: Mapping[str, Figure],
+    directory: Path | str,
+    formats: Sequence[str] = FORMATS,
+    dpi: int = DPI,
 ) -> dict[str, list[Path]]:
     """`save_figure` each named figure as ``directory/<name>.<format>``; the files by name."""
     return {
-        name: save_figure(figure, Path(directory) / name, formats)
+        name: save_figure(figure, Path(directory) / name, formats, dpi)
         for name, figure in figures.items()
     }

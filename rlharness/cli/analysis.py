@@ -1,4 +1,4 @@
-"""Commands that read results: ``catalog``, ``compare``, ``report`` and ``verify``.
+"""Commands that read results: ``catalog``, ``compare``, ``report``, ``hypotheses``, ``verify``.
 
 Bad input (a missing or empty results directory, an unknown run, metric or
 column) prints one message listing what is available and exits with status 2,
@@ -22,6 +22,7 @@ import typer
 from rlharness.cli.console import UNVERIFIED, console, fail, plain
 from rlharness.cli.options import (
     DEFAULT_RESULTS,
+    BootstrapSeedOption,
     FormatOption,
     IncludeUnverifiedOption,
     MetricOption,
@@ -30,9 +31,12 @@ from rlharness.cli.options import (
     StorageOption,
     either,
 )
-from rlharness.cli.tables import Format, print_comparison, print_frame
+from rlharness.cli.tables import Format, print_comparison, print_frame, print_hypotheses
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from rlharness.analysis.study import Study
     from rlharness.catalog import Catalog
 
 RUN_SUMMARY_COLUMNS = ["run", "kind", "env", "agent", "backend", "seeds", "steps", "commit"]
@@ -96,9 +100,7 @@ def compare(
         ),
     ] = False,
     reps: RepsOption = 2000,
-    bootstrap_seed: Annotated[
-        int, typer.Option("--bootstrap-seed", help="Seed of the bootstrap resampling.")
-    ] = 0,
+    bootstrap_seed: BootstrapSeedOption = 0,
     output: FormatOption = Format.table,
     plots: Annotated[
         Path | None,
@@ -192,6 +194,77 @@ def report(
         reason = f"{error.strerror or error} ({free_space(path)})"
         fail(ResultsError(f"cannot write the report to {path}: {reason}"))
     plain(f"report: {path}")
+
+
+def hypotheses(
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            help="A run of a DQN grid over env.id, agent.bootstrap_target, agent.n_step, "
+            "agent.network.width and agent.prioritized_replay.alpha: an experiment (its latest "
+            "run), a run key EXPERIMENT/RUN_ID or its path. Default: deadly_triad_minatar."
+        ),
+    ] = None,
+    results: ResultsOption = DEFAULT_RESULTS,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Also write the tables (hypotheses.csv, knob_rates.csv, cells.csv) and the "
+            "study's three figures (PNG at 200 dpi and SVG) into this directory.",
+        ),
+    ] = None,
+    output: FormatOption = Format.table,
+    reps: RepsOption = 2000,
+    bootstrap_seed: BootstrapSeedOption = 0,
+    include_unverified: IncludeUnverifiedOption = False,
+) -> None:
+    """The hypotheses of van Hasselt et al. (2018) on a grid run: each one's cell-averaged
+    estimate with a 95% stratified bootstrap CI, its verdict and the reason."""
+    from rlharness.analysis.hypotheses import HARD_RATE_BOUND, MARGIN, MIN_SEEDS
+    from rlharness.analysis.study import DEFAULT_EXPERIMENT, open_study, study_tables
+    from rlharness.errors import ResultsError
+
+    try:
+        study = open_study(_open_catalog(results, include_unverified), target or DEFAULT_EXPERIMENT)
+        tables = study_tables(study, reps, bootstrap_seed)
+    except ResultsError as error:
+        fail(error)
+    title = f"{study.run}: the hypotheses of van Hasselt et al. (2018)"
+    note = (
+        "Rates: treatment vs control soft divergence, each the mean over cells of the fraction "
+        "of seeds diverged. Estimates: their matched-cell difference (H1: the hard-divergence "
+        f"rate), 95% CI from {reps} stratified bootstrap resamples of the seeds within each "
+        f"cell (--bootstrap-seed {bootstrap_seed}). A verdict needs {MIN_SEEDS} seeds per cell; "
+        f"effects within +-{MARGIN:.2f} do not matter; H1 holds below {HARD_RATE_BOUND:.2f}."
+    )
+    print_hypotheses(tables["hypotheses"], output, title, note)
+    if out is not None:
+        _write_study(study, tables, out, reps, bootstrap_seed)
+
+
+def _write_study(
+    study: Study, tables: dict[str, pd.DataFrame], out: Path, reps: int, seed: int
+) -> None:
+    """The study's tables as CSV and its figures as PNG and SVG under ``out``, each file named
+    on stderr; a directory that cannot be written is bad input."""
+    from rlharness.analysis.study_figures import PAPER_DPI, study_figures
+    from rlharness.analysis.style import save_figures
+    from rlharness.errors import ResultsError
+    from rlharness.results import free_space
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, table in tables.items():
+            path = out / f"{name}.csv"
+            table.to_csv(path, index=False)
+            plain(f"table: {path}", stderr=True)
+        saved = save_figures(study_figures(study, reps, seed), out, dpi=PAPER_DPI)
+    except OSError as error:
+        fail(ResultsError(f"cannot write to {out}: {error.strerror or error} ({free_space(out)})"))
+    for files in saved.values():
+        for path in files:
+            plain(f"figure: {path}", stderr=True)
 
 
 def verify(

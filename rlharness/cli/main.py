@@ -23,6 +23,7 @@ for command in (
     analysis.catalog,
     analysis.compare,
     analysis.report,
+    analysis.hypotheses,
     analysis.verify,
 ):
     app.command()(command)

@@ -55,6 +55,9 @@ MetricOption = Annotated[
 RepsOption = Annotated[
     int, typer.Option("--reps", min=100, help="Bootstrap resamples for the intervals.")
 ]
+BootstrapSeedOption = Annotated[
+    int, typer.Option("--bootstrap-seed", help="Seed of the bootstrap resampling.")
+]
 FormatOption = Annotated[Format, typer.Option("--format", help="Output format.")]
 IncludeUnverifiedOption = Annotated[
     bool,

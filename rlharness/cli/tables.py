@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from rlharness.cli.console import console
+from rlharness.cli.console import console, plain
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,17 +88,23 @@ def summary_table(summary: dict) -> Table:
 
 
 def knob_table(summary: dict) -> Table:
-    """Diverged fraction with its 95% Wilson interval per value of each grid field."""
+    """Per value of each grid field: the fraction diverged averaged over grid points, with its
+    95% stratified bootstrap interval (seeds resampled within each grid point)."""
     rows = summary["knob_effects"]
     extra = [key for key in rows[0] if key.startswith("median_")]
-    table = Table(title="divergence by knob value (pooled over the other fields and seeds)")
-    for column in ("knob", "value", "runs", "diverged", "fraction [95% CI]", *extra):
+    table = Table(
+        title="divergence by knob value (mean over grid points; 95% CI: stratified bootstrap "
+        "of the seeds within each grid point)"
+    )
+    columns = ("knob", "value", "grid points", "runs", "diverged", "fraction [95% CI]", *extra)
+    for column in columns:
         table.add_column(column, justify="left" if column in ("knob", "value") else "right")
     for row in rows:
         interval = f"{row['diverged_fraction']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
         table.add_row(
             row["knob"],
             row["value"],
+            str(row["grid_points"]),
             str(row["runs"]),
             str(row["diverged"]),
             interval,
@@ -147,6 +154,45 @@ def print_comparison(comparison: Comparison, output: Format) -> None:
         print_frame(shown_pairs, output, "probability of improvement")
 
 
+def print_hypotheses(frame: pd.DataFrame, output: Format, title: str, note: str) -> None:
+    """The hypotheses' table under ``title``, then ``note`` (how to read it): every column as
+    CSV or JSON (no note); as Markdown, each test with its statement, rates, estimate and
+    interval, the paper's numbers, verdict and reason; as a table, the same without the
+    statements and reasons, which follow the table one test a line."""
+    import pandas as pd
+
+    if output in (Format.csv, Format.json):
+        print_frame(frame, output, title)
+        return
+    rows = list(frame.itertuples())
+    shown = pd.DataFrame(
+        {
+            "id": frame["id"],
+            "test": frame["role"],
+            "statement": frame["statement"],
+            "comparison": frame["comparison"],
+            "rates": [_pair(row.treatment_rate, row.control_rate) for row in rows],
+            "estimate [95% CI]": [
+                _interval(row.estimate, row.ci_low, row.ci_high, "{:+.2f}") for row in rows
+            ],
+            "hypothesised": frame["hypothesised"],
+            "paper": [
+                ", ".join(part for part in (row.paper, row.paper_figure) if part) for row in rows
+            ],
+            "verdict": frame["verdict"],
+            "reason": frame["reason"],
+        }
+    )
+    if output is Format.markdown:
+        print_frame(shown, output, title)
+        plain(f"{note}\n")
+        return
+    print_frame(shown.drop(columns=["statement", "hypothesised", "reason"]), output, title)
+    for row in rows:
+        plain(f"{row.id} {row.role}: {row.statement}; {row.verdict}: {row.reason}.")
+    plain(note)
+
+
 def print_frame(frame: pd.DataFrame, output: Format, title: str) -> None:
     """``frame`` on stdout as a rich table, Markdown, CSV or JSON records."""
     if output is Format.csv:
@@ -174,7 +220,16 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+def _pair(treatment: float, control: float) -> str:
+    """``TREATMENT vs CONTROL`` to two decimals, or empty when either is not a number."""
+    if math.isnan(treatment) or math.isnan(control):
+        return ""
+    return f"{treatment:.2f} vs {control:.2f}"
+
+
 def _interval(value: float, low: float, high: float, fmt: str = "{:.4g}") -> str:
+    if math.isnan(value):
+        return "-"
     return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]"
 
 

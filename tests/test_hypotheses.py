@@ -163,6 +163,46 @@ def test_effect_verdicts(
     assert reason in why
 
 
+def test_a_reduction_from_a_rate_below_the_margin_is_a_floor_effect() -> None:
+    rare = CellEstimate(-0.01, -0.02, 0.0, strata=12, min_seeds=5, max_seeds=5, control=0.02)
+    verdict, why = effect_verdict(rare, -1)
+    assert verdict is Verdict.INCONCLUSIVE
+    assert "control diverges at 0.02, below 0.10" in why
+    # an increase from the same floor can be refuted
+    assert effect_verdict(rare, +1)[0] is Verdict.NOT_SUPPORTED
+
+
+def test_a_measure_without_a_margin_needs_its_interval_to_exclude_zero() -> None:
+    small = CellEstimate(-0.01, -0.02, -0.005, strata=12, min_seeds=5, max_seeds=5)
+    assert effect_verdict(small, -1, margin=None)[0] is Verdict.SUPPORTED
+    around = CellEstimate(0.01, -0.02, 0.03, strata=12, min_seeds=5, max_seeds=5)
+    assert effect_verdict(around, -1, margin=None) == (
+        Verdict.INCONCLUSIVE,
+        "the 95% CI [-0.02, +0.03] holds 0; 12 strata of 5 seeds per cell",
+    )
+
+
+def test_continuous_measures_test_the_primary_contrasts() -> None:
+    """Peak max |Q| 10x higher and over-estimation 2 higher for Q-learning in every cell: the
+    log10 ratio of target_q to q_learning is -1 and the over-estimation effect -2."""
+    grid = study_grid()
+    online = grid[TARGET] == "q_learning"
+    grid = grid.assign(
+        peak_probe_max_abs_q=np.where(online, 50.0, 5.0),
+        final_overestimation=np.where(online, 3.0, 1.0),
+    )
+    table = hypotheses(grid, reps=200).set_index(["id", "metric", "comparison"])
+    peak = table.loc[("H2", "log10 peak max |Q|", "target_q vs q_learning")]
+    assert peak["estimate"] == pytest.approx(-1.0)
+    assert peak["verdict"] == Verdict.SUPPORTED
+    over = table.loc[("H2", "over-estimation (Q - MC return)", "target_q vs q_learning")]
+    assert over["estimate"] == pytest.approx(-2.0)
+    rows = table.reset_index()
+    measured = rows[~rows["metric"].isin(["soft divergence", "hard divergence"])]
+    assert set(measured["role"]) == {"primary"}
+    assert len(measured) == 2 * 5  # two measures x the five primary contrasts of H2-H6
+
+
 def test_few_seeds_make_any_verdict_inconclusive() -> None:
     clear = CellEstimate(-0.9, -1.0, -0.8, strata=12, min_seeds=3, max_seeds=5)
     assert effect_verdict(clear, -1) == (
@@ -212,7 +252,8 @@ def test_hypotheses_on_a_grid_with_known_answers() -> None:
         ("H2", "primary", "target_q vs q_learning"): (-1.0, Verdict.SUPPORTED),
         ("H2", "secondary", "double_q vs inverse_double_q"): (-1.0, Verdict.SUPPORTED),
         ("H3", "primary", "inverse_double_q vs q_learning"): (0.0, Verdict.NOT_SUPPORTED),
-        ("H3", "secondary", "double_q vs target_q"): (0.0, Verdict.NOT_SUPPORTED),
+        # neither target diverges: a reduction cannot show (a floor effect)
+        ("H3", "secondary", "double_q vs target_q"): (0.0, Verdict.INCONCLUSIVE),
         ("H4", "primary", "n_step 10 vs 1"): (0.0, Verdict.NOT_SUPPORTED),
         ("H4", "secondary", "n_step 3 vs 1"): (0.0, Verdict.NOT_SUPPORTED),
         ("H5", "primary", "width 128 vs 32"): (0.0, Verdict.NOT_SUPPORTED),
@@ -311,9 +352,12 @@ def test_hypotheses_command_on_a_real_run(tiny_study: Path, tmp_path: Path) -> N
     assert shown.returncode == 0, shown.stderr
     assert "Traceback" not in shown.stdout + shown.stderr
     for hypothesis in ("H1", "H2", "H3", "H4", "H5", "H6"):
-        assert f"{hypothesis} primary: " in shown.stdout
+        assert f"{hypothesis} primary (" in shown.stdout
     assert "inconclusive at this scale: 2 seeds per cell" in shown.stdout
-    assert "H5 primary: Larger networks reduce soft divergence; not testable" in shown.stdout
+    assert (
+        "H5 primary (soft divergence): Larger networks reduce soft divergence; not testable"
+        in shown.stdout
+    )
     figures = {f"{name}.{kind}" for name in STUDY_FIGURES for kind in ("png", "svg")}
     tables = {"hypotheses.csv", "knob_rates.csv", "cells.csv"}
     assert {path.name for path in out.iterdir()} == figures | tables

@@ -15,6 +15,14 @@ Levels are read from the data: H4 compares the longest n with the shortest
 (and, as secondary rows, each n between), H5 the largest width with the
 smallest, H6 the largest priority exponent with the smallest (0: uniform).
 
+Soft divergence is the paper's measure, but where it is rare the rates cannot
+tell the knobs apart. Each primary contrast is therefore also measured on two
+continuous quantities (`MEASURES`), with the same matched-cell effect and
+interval: the peak max |Q| on the probe states (log10, so the effect is a
+ratio: -0.3 halves the peak), and the calibrated over-estimation of van
+Hasselt et al. (2016), the greedy policy's predicted Q minus the discounted
+Monte Carlo return it obtains (`rlharness.agents.deep.overestimation`).
+
 Verdict rule, checked in this order:
 
 1. *inconclusive at this scale* if some cell compared has fewer than
@@ -24,9 +32,14 @@ Verdict rule, checked in this order:
    (below 0 for "reduces", above for "increases");
 3. *not supported* if it lies entirely on the opposite side (the effect goes
    the other way);
-4. *not supported* if it lies entirely within +-`MARGIN` (0.10, ten
-   percentage points of soft divergence): no effect of a size that matters;
-5. otherwise *inconclusive at this scale*: the interval is too wide to tell.
+4. for soft divergence, *inconclusive at this scale* if the hypothesis says
+   the treatment reduces it and the control's rate is below `MARGIN`: a
+   reduction of a size that matters cannot happen (a floor effect);
+5. for soft divergence, *not supported* if the interval lies entirely within
+   +-`MARGIN` (0.10, ten percentage points): no effect of a size that matters;
+6. otherwise *inconclusive at this scale*: the interval is too wide to tell
+   (the continuous measures have no margin: their intervals either exclude 0
+   or do not).
 
 H1 is *supported* if the upper bound of its interval is below
 `HARD_RATE_BOUND` (0.05), *not supported* if its lower bound is above it,
@@ -42,6 +55,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+import numpy as np
 import pandas as pd
 
 from rlharness.analysis.cells import CellEstimate, CellSample, levels
@@ -60,6 +74,29 @@ TARGETS = ("q_learning", "target_q", "inverse_double_q", "double_q")
 
 MARGIN = 0.10
 """An effect on the soft-divergence rate smaller than this either way does not matter."""
+PEAK_COLUMN = "log10_peak_probe_max_abs_q"
+"""log10 of each seed's peak max |Q| on the probe states, derived from the outcomes."""
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A per-seed quantity the hypotheses are tested on."""
+
+    metric: str
+    """A `rlharness.analysis.cells.metric_values` name."""
+    name: str
+    margin: float | None
+    """Effects within +-margin do not matter (None: any effect that excludes 0 does)."""
+
+
+SOFT_DIVERGENCE = Measure("diverged", "soft divergence", MARGIN)
+MEASURES = (
+    SOFT_DIVERGENCE,
+    Measure(PEAK_COLUMN, "log10 peak max |Q|", None),
+    Measure("final_overestimation", "over-estimation (Q - MC return)", None),
+)
+"""Soft divergence (the paper's measure, every contrast), then the continuous measures
+(primary contrasts only)."""
 HARD_RATE_BOUND = 0.05
 """H1: unbounded divergence is rare when its cell-averaged rate is below this."""
 MIN_SEEDS = 5
@@ -172,7 +209,12 @@ def hypotheses(
             f"grid over {', '.join(STUDY_KNOBS)}"
         )
     hard = CellSample(outcomes, knobs, "hard_diverged", reps, seed, confidence)
-    soft = CellSample(outcomes, knobs, "diverged", reps, seed, confidence)
+    measured = with_log_peak(outcomes)
+    samples = {
+        measure: CellSample(measured, knobs, measure.metric, reps, seed, confidence)
+        for measure in MEASURES
+        if measure is SOFT_DIVERGENCE or measure.metric in measured.columns
+    }
     rows = [_h1_row(hard.rate(), confidence)]
     for hypothesis in HYPOTHESES:
         try:
@@ -180,11 +222,23 @@ def hypotheses(
         except ResultsError as error:
             rows.append(_header(hypothesis) | _untestable(error))
             continue
-        for contrast in tests:
-            rows.append(_effect_row(soft, hypothesis, contrast, confidence))
+        for measure, sample in samples.items():
+            for contrast in tests:
+                if measure is SOFT_DIVERGENCE or contrast.role == "primary":
+                    rows.append(_effect_row(sample, hypothesis, contrast, measure, confidence))
     table = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
     table[["paper", "paper_figure"]] = table[["paper", "paper_figure"]].fillna("")
     return table.astype({"strata": "Int64"})
+
+
+def with_log_peak(outcomes: pd.DataFrame) -> pd.DataFrame:
+    """The outcomes with `PEAK_COLUMN` added where they have ``peak_probe_max_abs_q``."""
+    if "peak_probe_max_abs_q" not in outcomes.columns:
+        return outcomes
+    peak = pd.to_numeric(outcomes["peak_probe_max_abs_q"], errors="coerce").astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logged = np.log10(peak.where(peak > 0))
+    return outcomes.assign(**{PEAK_COLUMN: logged})
 
 
 def contrasts(outcomes: pd.DataFrame, hypothesis: Hypothesis) -> list[Contrast]:
@@ -209,12 +263,13 @@ def contrasts(outcomes: pd.DataFrame, hypothesis: Hypothesis) -> list[Contrast]:
 def effect_verdict(
     estimate: CellEstimate,
     direction: int,
-    margin: float = MARGIN,
+    margin: float | None = MARGIN,
     min_seeds: int = MIN_SEEDS,
     confidence: float = CONFIDENCE,
 ) -> tuple[Verdict, str]:
     """The verdict on an effect hypothesised to be below 0 (``direction`` -1) or above (+1),
-    and its reason, by the module's rule."""
+    and its reason, by the module's rule; ``margin`` None for a measure without one (no
+    floor, no region of no effect)."""
     interval = _interval(estimate, confidence)
     few = _few_seeds(estimate, min_seeds)
     if few:
@@ -225,6 +280,15 @@ def effect_verdict(
         return Verdict.SUPPORTED, f"{interval} lies {hypothesised} 0"
     if _beyond_zero(estimate, -direction):
         return Verdict.NOT_SUPPORTED, f"{interval} lies {opposite} 0: the opposite effect"
+    if margin is None:
+        return Verdict.INCONCLUSIVE, (
+            f"{interval} holds 0; {estimate.strata} strata of {_seeds(estimate)} seeds per cell"
+        )
+    if direction < 0 and estimate.control < margin:
+        return Verdict.INCONCLUSIVE, (
+            f"the control diverges at {estimate.control:.2f}, below {margin:.2f}: too rarely "
+            f"for a reduction that matters to show ({interval})"
+        )
     if -margin <= estimate.low and estimate.high <= margin:
         return (
             Verdict.NOT_SUPPORTED,
@@ -273,7 +337,9 @@ def _h1_row(estimate: CellEstimate, confidence: float) -> dict[str, object]:
     }
 
 
-def _header(hypothesis: Hypothesis, contrast: Contrast | None = None) -> dict[str, object]:
+def _header(
+    hypothesis: Hypothesis, contrast: Contrast | None = None, measure: Measure = SOFT_DIVERGENCE
+) -> dict[str, object]:
     """The columns of a hypothesis's row that do not depend on the outcomes."""
     short = hypothesis.knob.split(".")[-1]
     if contrast is None:
@@ -288,10 +354,10 @@ def _header(hypothesis: Hypothesis, contrast: Contrast | None = None) -> dict[st
         "role": "primary" if contrast is None else contrast.role,
         "statement": hypothesis.statement,
         "comparison": comparison,
-        "metric": "soft divergence",
+        "metric": measure.name,
         "hypothesised": f"{side} 0 (the treatment diverges {change})",
-        "paper": "" if contrast is None else contrast.paper,
-        "paper_figure": hypothesis.figure,
+        "paper": "" if contrast is None or measure is not SOFT_DIVERGENCE else contrast.paper,
+        "paper_figure": hypothesis.figure if measure is SOFT_DIVERGENCE else "",
     }
 
 
@@ -300,14 +366,20 @@ def _untestable(error: ResultsError) -> dict[str, object]:
 
 
 def _effect_row(
-    sample: CellSample, hypothesis: Hypothesis, contrast: Contrast, confidence: float
+    sample: CellSample,
+    hypothesis: Hypothesis,
+    contrast: Contrast,
+    measure: Measure,
+    confidence: float,
 ) -> dict[str, object]:
-    header = _header(hypothesis, contrast)
+    header = _header(hypothesis, contrast, measure)
     try:
         effect = sample.effect(hypothesis.knob, contrast.treatment, contrast.control)
     except ResultsError as error:
         return header | _untestable(error)
-    verdict, reason = effect_verdict(effect, hypothesis.direction, confidence=confidence)
+    verdict, reason = effect_verdict(
+        effect, hypothesis.direction, measure.margin, confidence=confidence
+    )
     return header | {
         "treatment_rate": effect.treatment,
         "control_rate": effect.control,

@@ -232,11 +232,15 @@ def hypotheses(
         fail(error)
     title = f"{study.run}: the hypotheses of van Hasselt et al. (2018)"
     note = (
-        "Rates: treatment vs control soft divergence, each the mean over cells of the fraction "
-        "of seeds diverged. Estimates: their matched-cell difference (H1: the hard-divergence "
-        f"rate), 95% CI from {reps} stratified bootstrap resamples of the seeds within each "
-        f"cell (--bootstrap-seed {bootstrap_seed}). A verdict needs {MIN_SEEDS} seeds per cell; "
-        f"effects within +-{MARGIN:.2f} do not matter; H1 holds below {HARD_RATE_BOUND:.2f}."
+        "Rates: treatment vs control, each the mean over cells of the measure's mean over "
+        "seeds (soft divergence: the fraction of seeds diverged; log10 peak max |Q|: a "
+        "difference of -0.3 halves the peak; over-estimation: the greedy policy's predicted Q "
+        "minus its discounted Monte Carlo return). Estimates: their matched-cell difference "
+        f"(H1: the hard-divergence rate), 95% CI from {reps} stratified bootstrap resamples of "
+        f"the seeds within each cell (--bootstrap-seed {bootstrap_seed}). A verdict needs "
+        f"{MIN_SEEDS} seeds per cell; soft-divergence effects within +-{MARGIN:.2f} do not "
+        f"matter, nor a reduction from a control rate below {MARGIN:.2f}; H1 holds below "
+        f"{HARD_RATE_BOUND:.2f}."
     )
     print_hypotheses(tables["hypotheses"], output, title, note)
     if out is not None:

@@ -171,6 +171,7 @@ def print_hypotheses(frame: pd.DataFrame, output: Format, title: str, note: str)
             "test": frame["role"],
             "statement": frame["statement"],
             "comparison": frame["comparison"],
+            "measure": frame["metric"],
             "rates": [_pair(row.treatment_rate, row.control_rate) for row in rows],
             "estimate [95% CI]": [
                 _interval(row.estimate, row.ci_low, row.ci_high, "{:+.2f}") for row in rows
@@ -189,7 +190,7 @@ def print_hypotheses(frame: pd.DataFrame, output: Format, title: str, note: str)
         return
     print_frame(shown.drop(columns=["statement", "hypothesised", "reason"]), output, title)
     for row in rows:
-        plain(f"{row.id} {row.role}: {row.statement}; {row.verdict}: {row.reason}.")
+        plain(f"{row.id} {row.role} ({row.metric}): {row.statement}; {row.verdict}: {row.reason}.")
     plain(note)
 
 

@@ -86,3 +86,31 @@ def test_initial_weight_noise_is_per_seed_and_reproducible() -> None:
     starts = first.metrics[first.metrics["step"] == 0][["w_0", "w_1"]].to_numpy()
     assert np.unique(starts[:, 0]).size == 3
     assert np.all(np.abs(starts - 1.0) < 5 * 0.5)
+
+
+EXPECTED_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("triad/Baird-v0", {"name": "semi_gradient_dp", "alpha": 0.01}, {}),
+    ("triad/Baird-v0", {"name": "least_squares_dp"}, {"n_step": 3}),
+    ("triad/Baird-v0", {"name": "tdc", "update": "expected", "alpha": 0.005, "beta": 0.05}, {}),
+    ("triad/Baird-v0", {"name": "gtd2", "update": "expected", "alpha": 0.005, "beta": 0.05}, {}),
+    ("triad/Baird-v0", {"name": "emphatic_td", "update": "expected", "alpha": 0.03}, {}),
+    ("triad/BairdControl-v0", {"name": "q_learning", "update": "expected", "alpha": 0.01}, {}),
+]
+
+
+@pytest.mark.parametrize(("env", "agent", "triad"), EXPECTED_CASES)
+def test_expected_updates_batched_and_one_seed_at_a_time_agree_exactly(
+    env: str, agent: dict, triad: dict
+) -> None:
+    """Seeds that differ only in their noisy w0: each seed's expected trajectory is the same bits
+    whether its row is updated alone or among others (no matrix kernel that depends on the rows)."""
+    spec = _spec(env, {**agent, "initial_weight_noise": 0.5}, triad, seeds=6)
+    (batched_trial,) = plan_trials(spec)
+    batched = run_trial(batched_trial)
+    singles = [
+        run_trial(type(batched_trial)(batched_trial.spec, (seed,), batched_trial.variant, {}))
+        for seed in batched_trial.seeds
+    ]
+    _assert_bitwise_equal(
+        batched.metrics, pd.concat([s.metrics for s in singles], ignore_index=True)
+    )

@@ -188,6 +188,7 @@ def run_linear(
             triad.target_update_period,
             marks,
             hard_limits,
+            auxiliary_weights=rule.auxiliary == "features",
         )
     raise ValueError(f"no {kind} form of {agent.name}")
 

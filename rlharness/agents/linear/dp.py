@@ -20,7 +20,7 @@ import numpy as np
 
 from rlharness.agents.linear.expected import ExpectedStep
 from rlharness.agents.linear.problem import LinearProblem
-from rlharness.agents.linear.types import FloatArray, Hyperparameters
+from rlharness.agents.linear.types import FloatArray, Hyperparameters, per_row
 
 
 def semi_gradient_dp(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
@@ -33,8 +33,8 @@ def semi_gradient_dp(problem: LinearProblem, hyperparameters: Hyperparameters) -
     def step(
         W: FloatArray, W_target: FloatArray, auxiliary: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        td_error = target(W_target @ X.T) - W @ X.T
-        return W + alpha * (td_error * mu) @ X, auxiliary, td_error
+        td_error = target(per_row(W_target, X.T)) - per_row(W, X.T)
+        return W + alpha * per_row(td_error * mu, X), auxiliary, td_error
 
     return step
 
@@ -49,8 +49,8 @@ def least_squares_dp(problem: LinearProblem, hyperparameters: Hyperparameters) -
     def step(
         W: FloatArray, W_target: FloatArray, auxiliary: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        target = bellman_target(W_target @ X.T)
-        return ((target * mu) @ X) @ solve, auxiliary, target - W @ X.T
+        target = bellman_target(per_row(W_target, X.T))
+        return per_row(per_row(target * mu, X), solve), auxiliary, target - per_row(W, X.T)
 
     return step
 
@@ -62,4 +62,4 @@ def _bellman_target(
     if n_step is None or n_step == 1:
         return lambda values: problem.expected_target(values, n_step)
     reward_n, discount_n = problem.n_step_operator(n_step)
-    return lambda values: reward_n + values @ discount_n.T
+    return lambda values: reward_n + per_row(values, discount_n.T)

@@ -31,7 +31,13 @@ from rlharness.agents.linear.sampling import (
     record,
     run_sampled,
 )
-from rlharness.agents.linear.types import FloatArray, Hyperparameters, IntArray, LearnerTrace
+from rlharness.agents.linear.types import (
+    FloatArray,
+    Hyperparameters,
+    IntArray,
+    LearnerTrace,
+    per_row,
+)
 
 INTEREST = 1.0
 
@@ -95,8 +101,8 @@ def expected_emphatic_td(problem: LinearProblem, hyperparameters: Hyperparameter
     def step(
         W: FloatArray, W_target: FloatArray, emphasis: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        emphasis = interest + emphasis @ follow_on
-        td_error = problem.expected_target(W_target @ X.T, 1) - W @ X.T
-        return W + alpha * (td_error * emphasis) @ X, emphasis, td_error
+        emphasis = interest + per_row(emphasis, follow_on)
+        td_error = problem.expected_target(per_row(W_target, X.T), 1) - per_row(W, X.T)
+        return W + alpha * per_row(td_error * emphasis, X), emphasis, td_error
 
     return step

@@ -12,7 +12,13 @@ from collections.abc import Callable
 import numpy as np
 
 from rlharness.agents.linear.problem import LinearProblem
-from rlharness.agents.linear.types import FloatArray, Hyperparameters, IntArray, LearnerTrace
+from rlharness.agents.linear.types import (
+    FloatArray,
+    Hyperparameters,
+    IntArray,
+    LearnerTrace,
+    per_row,
+)
 
 ExpectedStep = Callable[
     [FloatArray, FloatArray, FloatArray], tuple[FloatArray, FloatArray, FloatArray]
@@ -31,12 +37,14 @@ def run_expected(
     target_update_period: int,
     marks: IntArray,
     hard_limits: FloatArray,
+    auxiliary_weights: bool = False,
 ) -> LearnerTrace:
     """Apply ``step`` for ``marks[-1]`` sweeps, logging at ``marks``.
 
     The TD-error statistics are the ``row_weighting``-weighted mean and root
     mean square of the expected TD errors, averaged over the sweeps since the
-    previous log. Seed i stops once a weight (or secondary weight) is
+    previous log. Seed i stops once a weight (or, with ``auxiliary_weights``, a
+    secondary weight: TDC's and GTD2's v, not emphatic TD's emphasis) is
     non-finite or beyond ``hard_limits[i]``, and is NaN afterwards.
     """
     n_seeds = w0.shape[0]
@@ -54,10 +62,10 @@ def run_expected(
             W, auxiliary, td_error = step(W, W_target if target_update_period > 1 else W, auxiliary)
             if target_update_period > 1 and (t + 1) % target_update_period == 0:
                 W_target = W.copy()
-            td_sum += td_error @ row_weighting
-            td_square_sum += (td_error * td_error) @ row_weighting
+            td_sum += per_row(td_error, row_weighting)
+            td_square_sum += per_row(td_error * td_error, row_weighting)
             newly_diverged = alive & ~np.all(np.abs(W) <= limits, axis=1)
-            if auxiliary.ndim == 2:
+            if auxiliary_weights:
                 newly_diverged |= alive & ~np.all(np.abs(auxiliary) <= limits, axis=1)
             hard_step[newly_diverged] = t + 1
             alive &= ~newly_diverged

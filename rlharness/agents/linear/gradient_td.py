@@ -29,7 +29,13 @@ from rlharness.agents.linear.sampling import (
     record,
     run_sampled,
 )
-from rlharness.agents.linear.types import FloatArray, Hyperparameters, IntArray, LearnerTrace
+from rlharness.agents.linear.types import (
+    FloatArray,
+    Hyperparameters,
+    IntArray,
+    LearnerTrace,
+    per_row,
+)
 
 
 def sampled_tdc(
@@ -118,14 +124,16 @@ def _expected_gradient_td(
     def step(
         W: FloatArray, W_target: FloatArray, V: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        td_error = problem.expected_target(W_target @ X.T, 1) - W @ X.T
-        x_v = (V @ X.T) * mu  # mu(s) x(s)^T v
-        expected_rho_delta_x = (td_error * mu) @ X
+        td_error = problem.expected_target(per_row(W_target, X.T), 1) - per_row(W, X.T)
+        x_v = per_row(V, X.T) * mu  # mu(s) x(s)^T v
+        expected_rho_delta_x = per_row(td_error * mu, X)
         if gtd2:
-            W_next = W + alpha * x_v @ (X - problem.model.gamma * next_features)
+            W_next = W + alpha * per_row(x_v, X - problem.model.gamma * next_features)
         else:
-            W_next = W + alpha * (expected_rho_delta_x - problem.model.gamma * x_v @ next_features)
-        V_next = V + beta * (expected_rho_delta_x - x_v @ X)
+            W_next = W + alpha * (
+                expected_rho_delta_x - problem.model.gamma * per_row(x_v, next_features)
+            )
+        V_next = V + beta * (expected_rho_delta_x - per_row(x_v, X))
         return W_next, V_next, td_error
 
     return step

@@ -13,7 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
-from rlharness.agents.linear.types import FloatArray
+from rlharness.agents.linear.types import FloatArray, per_row
 from rlharness_envs.model import ExactModel
 
 
@@ -93,13 +93,13 @@ class LinearProblem:
             transition = model.transition.reshape(-1, model.n_states)
             for _ in range(n_step):
                 best = values.reshape(values.shape[0], model.n_states, model.n_actions).max(axis=2)
-                values = expected_reward + model.gamma * best @ transition.T
+                values = expected_reward + model.gamma * per_row(best, transition.T)
             return values
         if n_step == 1:
             reward = model.policy_reward(self.target_policy)
-            return reward + model.gamma * values @ self.policy_transition.T
+            return reward + model.gamma * per_row(values, self.policy_transition.T)
         reward_n, discount_n = self.n_step_operator(n_step)
-        return reward_n + values @ discount_n.T
+        return reward_n + per_row(values, discount_n.T)
 
     def n_step_operator(self, n_step: int) -> tuple[FloatArray, FloatArray]:
         """``(r_n, A_n)`` with ``T^n v = r_n + A_n v`` for the target policy's Bellman operator.

@@ -26,7 +26,13 @@ from rlharness.agents.linear.sampling import (
     record,
     run_sampled,
 )
-from rlharness.agents.linear.types import FloatArray, Hyperparameters, IntArray, LearnerTrace
+from rlharness.agents.linear.types import (
+    FloatArray,
+    Hyperparameters,
+    IntArray,
+    LearnerTrace,
+    per_row,
+)
 
 
 def sampled_q_learning(
@@ -88,7 +94,7 @@ def expected_q_learning(problem: LinearProblem, hyperparameters: Hyperparameters
     def step(
         W: FloatArray, W_target: FloatArray, auxiliary: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        td_error = problem.expected_target(W_target @ rows.T, 1) - W @ rows.T
-        return W + alpha * (td_error * weighting) @ rows, auxiliary, td_error
+        td_error = problem.expected_target(per_row(W_target, rows.T), 1) - per_row(W, rows.T)
+        return W + alpha * per_row(td_error * weighting, rows), auxiliary, td_error
 
     return step

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -48,3 +48,14 @@ def logged_steps(steps: int, log_every: int) -> IntArray:
     if marks[-1] != steps:
         marks = np.append(marks, np.int64(steps))
     return marks
+
+
+def per_row(rows: FloatArray, matrix: NDArray[np.floating[Any]]) -> FloatArray:
+    """``rows @ matrix`` with each row's result independent of how many rows there are.
+
+    BLAS picks different kernels for one row (a matrix-vector product) and for
+    many (blocked matrix products), and they round differently; einsum's own
+    loop sums every output element over the shared axis in one fixed order, so
+    a seed's expected trajectory is the same bits batched or alone.
+    """
+    return np.einsum("ij,j...->i...", rows, matrix)

@@ -44,12 +44,15 @@ print(f"latest run of {experiment}: {study.run}; cells are combinations of {stud
 # ## The hypotheses
 #
 # One row per test. H1's statistic is the hard-divergence rate averaged over cells; the
-# others are matched-cell differences of the soft-divergence rate (treatment minus control,
-# averaged over every combination of the other knobs). The verdict rule is in the
-# docstring of `rlharness.analysis.hypotheses`: a verdict needs 5 seeds per cell; an
-# interval wholly on the hypothesised side of 0 supports it; wholly on the other side, or
-# within +-0.10, does not; anything else is inconclusive at this scale. The paper's numbers
-# are given only where certain (H3: 0.33 vs 0.61).
+# others are matched-cell differences (treatment minus control, averaged over every
+# combination of the other knobs) of the soft-divergence rate and, for each primary
+# contrast, of log10 peak max |Q| and of the calibrated over-estimation (the `metric`
+# column). The verdict rule is in the docstring of `rlharness.analysis.hypotheses`: a
+# verdict needs 5 seeds per cell; an interval wholly on the hypothesised side of 0 supports
+# it; wholly on the other side, or (soft divergence) within +-0.10, does not; a reduction
+# asked of a control that diverges less than 10% of the time is a floor effect, and that or
+# anything else is inconclusive at this scale. The paper's numbers are given only where
+# certain (H3: 0.33 vs 0.61).
 
 # %%
 tables["hypotheses"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from rlharness.analysis.remedies import (
     remedy_table,
     warning_correlations,
 )
+from tests.test_cli import assert_bad_input, cli
 
 
 @pytest.mark.parametrize(
@@ -156,3 +158,25 @@ def test_warning_correlation_is_plus_or_minus_one_for_monotone_relations() -> No
     table = warning_correlations(pd.DataFrame(rows), reps=100).set_index("warning")
     assert table.loc["feature_srank", "spearman"] == pytest.approx(-1.0)
     assert table.loc["feature_cosine", "spearman"] == pytest.approx(1.0)
+
+
+def test_remedies_command_on_a_real_run(tiny_study: Path, tmp_path: Path) -> None:
+    out = tmp_path / "remedies"
+    shown = cli(
+        "remedies", "deadly_triad_minatar", "--results", tiny_study, "--reps", "100", "--out", out
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "Traceback" not in shown.stdout + shown.stderr
+    table = pd.read_csv(out / "remedies.csv")
+    assert {"none", "3-step"} <= set(table["remedy"]), "the tiny study varies n and the target"
+    assert set(table["measure"]) >= {"soft divergence", "final return"}
+    figures = {f"{name}.{kind}" for name in ("remedies", "warnings") for kind in ("png", "svg")}
+    tables = {f"{name}.csv" for name in ("remedies", "leads", "onsets", "correlations")}
+    assert {path.name for path in out.iterdir()} == figures | tables
+
+
+def test_remedies_command_on_bad_input(tiny_study: Path, tmp_path: Path) -> None:
+    assert_bad_input(
+        cli("remedies", "--results", tiny_study), "no deep run of an experiment named what_stops_it"
+    )
+    assert_bad_input(cli("remedies", "no_such_run", "--results", tiny_study), "nothing in")

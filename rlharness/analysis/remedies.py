@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from rlharness.analysis.cells import CellEstimate, CellSample, value_key
+from rlharness.analysis.compare import select
 from rlharness.analysis.hypotheses import PEAK_COLUMN, with_log_peak
 from rlharness.analysis.statistics import CONFIDENCE, DEFAULT_REPS
+from rlharness.catalog import Catalog
 from rlharness.errors import ResultsError
 from rlharness.outcomes import DIVERGED
 
@@ -313,3 +316,68 @@ def _correlation_interval(
     tail = (1 - confidence) / 2
     low, high = np.quantile(estimates, [tail, 1 - tail])
     return float(low), float(high)
+
+
+DEFAULT_PREFIX = "what_stops_it"
+"""The experiments `open_remedies` takes by default: every deep one whose name starts so."""
+DEEP_AGENTS = ("dqn", "pqn")
+
+
+@dataclass(frozen=True)
+class RemedyStudy:
+    """Deep runs of the remedies study, labelled, with their members' logged traces."""
+
+    runs: list[str]
+    outcomes: pd.DataFrame
+    """`label_remedies` outcomes of every run."""
+    traces: pd.DataFrame
+    """`member_traces` of max |Q| and the warnings."""
+    log_every: int
+    """The runs' logging period in env steps (the unit of a lead)."""
+
+
+def open_remedies(catalog: Catalog, targets: Sequence[str] = ()) -> RemedyStudy:
+    """The runs ``targets`` name (as ``compare`` selects them), or by default the latest run of
+    every deep experiment named ``what_stops_it*``. Raises `ResultsError` if none is found or
+    the runs log at different periods."""
+    if targets:
+        runs = [key for _, keys in select(catalog, list(targets)) for key in keys]
+    else:
+        table = catalog.runs
+        names = sorted(
+            {
+                name
+                for name, agent in zip(table["experiment"], table["agent"], strict=True)
+                if str(name).startswith(DEFAULT_PREFIX) and agent in DEEP_AGENTS
+            }
+        )
+        runs = [run for run in (catalog.latest_run(name) for name in names) if run is not None]
+    if not runs:
+        raise ResultsError(
+            f"no deep run of an experiment named {DEFAULT_PREFIX}* under {catalog.root}; run "
+            f"experiments/{DEFAULT_PREFIX}_*.yaml first, or name the runs"
+        )
+    periods = {int(catalog.entries[run].config["run"].get("log_every", 1)) for run in runs}
+    if len(periods) != 1:
+        raise ResultsError(
+            f"the runs log every {sorted(periods)} env steps; leads need one logging period"
+        )
+    outcomes = label_remedies(catalog.outcomes(runs))
+    metrics = catalog.metrics(runs, [MAX_Q, *WARNINGS])
+    return RemedyStudy(runs, outcomes, member_traces(metrics, outcomes), periods.pop())
+
+
+def remedy_tables(
+    study: RemedyStudy, reps: int = DEFAULT_REPS, seed: int = 0
+) -> dict[str, pd.DataFrame]:
+    """``remedies`` (`remedy_table`), ``leads`` (`lead_summary` of the warnings' onsets in
+    soft-diverged members), ``onsets`` (per member) and ``correlations``
+    (`warning_correlations`), by name."""
+    present = [warning for warning in WARNINGS if warning in study.traces.columns]
+    onset_table = onsets(study.traces, present)
+    return {
+        "remedies": remedy_table(study.outcomes, reps, seed),
+        "leads": lead_summary(onset_table, study.log_every, reps, seed),
+        "onsets": onset_table,
+        "correlations": warning_correlations(study.traces, reps, seed),
+    }

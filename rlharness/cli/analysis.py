@@ -1,4 +1,5 @@
-"""Commands that read results: ``catalog``, ``compare``, ``report``, ``hypotheses``, ``verify``.
+"""Commands that read results: ``catalog``, ``compare``, ``report``, ``hypotheses``,
+``remedies``, ``verify``.
 
 Bad input (a missing or empty results directory, an unknown run, metric or
 column) prints one message listing what is available and exits with status 2,
@@ -36,6 +37,7 @@ from rlharness.cli.tables import Format, print_comparison, print_frame, print_hy
 if TYPE_CHECKING:
     import pandas as pd
 
+    from rlharness.analysis.remedies import RemedyStudy
     from rlharness.analysis.study import Study
     from rlharness.catalog import Catalog
 
@@ -264,6 +266,110 @@ def _write_study(
             table.to_csv(path, index=False)
             plain(f"table: {path}", stderr=True)
         saved = save_figures(study_figures(study, reps, seed), out, dpi=PAPER_DPI)
+    except OSError as error:
+        fail(ResultsError(f"cannot write to {out}: {error.strerror or error} ({free_space(out)})"))
+    for files in saved.values():
+        for path in files:
+            plain(f"figure: {path}", stderr=True)
+
+
+def remedies(
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Deep runs of the remedies study: experiments (their latest runs), run keys "
+            "EXPERIMENT/RUN_ID or paths. Default: the latest run of every dqn or pqn experiment "
+            "named what_stops_it*."
+        ),
+    ] = None,
+    results: ResultsOption = DEFAULT_RESULTS,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Also write the tables (remedies.csv, leads.csv, onsets.csv, correlations.csv) "
+            "and the figures (remedies, warnings: PNG at 200 dpi and SVG) into this directory.",
+        ),
+    ] = None,
+    output: FormatOption = Format.table,
+    reps: RepsOption = 2000,
+    bootstrap_seed: BootstrapSeedOption = 0,
+    include_unverified: IncludeUnverifiedOption = False,
+) -> None:
+    """What stops the triad: each stabiliser's soft divergence, final return and peak max |Q|
+    against the unstabilised cell, and whether the early-warning diagnostics moved first."""
+    from rlharness.analysis.remedies import open_remedies, remedy_tables
+    from rlharness.errors import ResultsError
+
+    try:
+        study = open_remedies(_open_catalog(results, include_unverified), targets or [])
+        tables = remedy_tables(study, reps, bootstrap_seed)
+    except ResultsError as error:
+        fail(error)
+    runs = ", ".join(study.runs)
+    print_frame(
+        tables["remedies"] if output in (Format.csv, Format.json) else _shown(tables["remedies"]),
+        output,
+        f"{runs}: each remedy against 'none'",
+    )
+    print_frame(tables["leads"], output, "early warnings: onsets before max |Q| (logged steps)")
+    print_frame(tables["correlations"], output, "early warnings: rank correlation with later peak")
+    if output in (Format.table, Format.markdown):
+        plain(
+            "value: the mean over games of each game's cell mean over seeds; effect_vs_none: the "
+            "mean over games of (remedy cell - none cell); 95% CIs from "
+            f"{reps} stratified bootstrap resamples of the seeds within each cell "
+            f"(--bootstrap-seed {bootstrap_seed}). A lead counts the logged steps (every "
+            f"{study.log_every} env steps) by which a warning's onset preceded max |Q|'s in a "
+            "soft-diverged member; an onset is the first step from which the metric stays for two "
+            "logs beyond every never-diverged member of the same game and remedy."
+        )
+    if out is not None:
+        _write_remedies(study, tables, out, reps, bootstrap_seed)
+
+
+def _shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The remedies' table for reading: value and effect with their intervals in one column."""
+    import pandas as pd
+
+    rows = list(table.itertuples())
+    return pd.DataFrame(
+        {
+            "remedy": table["remedy"],
+            "measure": table["measure"],
+            "seeds": table["seeds_per_cell"],
+            "value [95% CI]": [f"{r.value:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]" for r in rows],
+            "vs none [95% CI]": [
+                ""
+                if r.effect_vs_none != r.effect_vs_none
+                else f"{r.effect_vs_none:+.2f} [{r.effect_ci_low:+.2f}, {r.effect_ci_high:+.2f}]"
+                for r in rows
+            ],
+        }
+    )
+
+
+def _write_remedies(
+    study: RemedyStudy, tables: dict[str, pd.DataFrame], out: Path, reps: int, seed: int
+) -> None:
+    """The remedies' tables as CSV and figures as PNG and SVG under ``out``."""
+    from rlharness.analysis.remedy_figures import remedy_intervals, warning_traces
+    from rlharness.analysis.study_figures import PAPER_DPI
+    from rlharness.analysis.style import save_figures
+    from rlharness.errors import ResultsError
+    from rlharness.results import free_space
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, table in tables.items():
+            path = out / f"{name}.csv"
+            table.to_csv(path, index=False)
+            plain(f"table: {path}", stderr=True)
+        figures = {
+            "remedies": remedy_intervals(study.outcomes, "", reps, seed),
+            "warnings": warning_traces(study.traces),
+        }
+        saved = save_figures(figures, out, dpi=PAPER_DPI)
     except OSError as error:
         fail(ResultsError(f"cannot write to {out}: {error.strerror or error} ({free_space(out)})"))
     for files in saved.values():

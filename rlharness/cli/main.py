@@ -24,6 +24,7 @@ for command in (
     analysis.compare,
     analysis.report,
     analysis.hypotheses,
+    analysis.remedies,
     analysis.verify,
 ):
     app.command()(command)

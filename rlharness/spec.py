@@ -100,6 +100,11 @@ class NetworkSpec(StrictModel):
 
     width: StrictInt = Field(default=64, ge=1, le=MAX_COUNT, description="Units per hidden layer.")
     depth: StrictInt = Field(default=2, ge=1, le=MAX_COUNT, description="Number of hidden layers.")
+    layer_norm: bool = Field(
+        default=False,
+        description="LayerNorm in each hidden layer, Linear -> LayerNorm -> ReLU with a learned "
+        "gain and bias per unit, as in PQN (Gallici et al. 2025); the fleet backend only.",
+    )
 
 
 class PrioritySpec(StrictModel):
@@ -158,6 +163,12 @@ class DQNAgentSpec(StrictModel):
     )
     exploration: ExplorationSpec = Field(default_factory=ExplorationSpec)
     learning_rate: float = Field(default=1e-3, gt=0)
+    l2: float = Field(
+        default=0.0,
+        ge=0,
+        description="L2 penalty: l2 / 2 times the squared norm of every network parameter is "
+        "added to the loss (PQN, Gallici et al. 2025); the fleet backend only.",
+    )
     batch_size: StrictInt = Field(default=64, ge=1, le=MAX_COUNT)
     train_frequency: StrictInt = Field(
         default=4, ge=1, le=MAX_COUNT, description="Env steps per update."

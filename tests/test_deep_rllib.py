@@ -15,6 +15,7 @@ from ray.rllib.core.columns import Columns
 from torch.nn import functional
 
 from rlharness.agents.deep.common import METRICS, classify
+from rlharness.agents.deep.diagnostics import FEATURE_METRICS
 from rlharness.agents.deep.overestimation import GREEDY_METRICS
 from rlharness.agents.deep.rllib_dqn import (
     build_rllib_dqn_config,
@@ -167,11 +168,12 @@ def test_short_run_logs_every_metric() -> None:
     assert [record["step"] for record in trace.records] == [0, 500, 1000, 1500]
     for record in trace.records:
         assert set(record) == {"step", *METRICS}
-    measured = [name for name in METRICS if name not in GREEDY_METRICS]
+    unmeasured = (*GREEDY_METRICS, *FEATURE_METRICS)
+    measured = [name for name in METRICS if name not in unmeasured]
     for record in trace.records[1:]:
         assert all(math.isfinite(record[name]) for name in measured), record
-        # the rllib backend does not measure the greedy over-estimation
-        assert all(math.isnan(record[name]) for name in GREEDY_METRICS), record
+        # the rllib backend measures neither the greedy over-estimation nor the warnings
+        assert all(math.isnan(record[name]) for name in unmeasured), record
     first, second = trace.records[:2]
     assert math.isnan(first["loss"]) and math.isfinite(first["eval_return"])
     # Linear decay from 1 to 0.05 over 750 steps; the last action of step 500 came at t = 499.

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import rlharness_envs  # noqa: F401 (registers the triad/* ids)
+from rlharness.agents.deep.diagnostics import FEATURE_METRICS
 from rlharness.agents.deep.overestimation import GREEDY_METRICS
 from rlharness.environments import register_optional_envs
 from rlharness.outcomes import Outcome
@@ -35,11 +36,13 @@ METRICS = (
     "param_norm",
     "exploration_rate",
     *GREEDY_METRICS,
+    *FEATURE_METRICS,
 )
 """The columns a deep agent logs every ``run.log_every`` env steps, besides seed and step.
 
 The `GREEDY_METRICS` come from the evaluation episodes (`overestimation`); the
-rllib backend does not measure them and logs NaN."""
+rllib backend does not measure them and logs NaN. The `FEATURE_METRICS` (early warnings,
+`diagnostics`) are the fleet's; the sb3 and rllib backends log NaN."""
 
 EVAL_SEED_OFFSET = 1_000_003
 """The evaluation env's seed is the training seed plus this, so the two streams differ."""

@@ -83,6 +83,7 @@ from rlharness.agents.deep.common import (
     make_env,
     probe_observations,
 )
+from rlharness.agents.deep.diagnostics import FEATURE_METRICS
 from rlharness.agents.deep.overestimation import GREEDY_METRICS
 from rlharness.spec import DQNAgentSpec, EnvSpec
 
@@ -465,6 +466,7 @@ class _Run:
             "exploration_rate": float(module.epsilon_schedule.get_current_value()),
             "eval_return": math.nan,
             **dict.fromkeys(GREEDY_METRICS, math.nan),
+            **dict.fromkeys(FEATURE_METRICS, math.nan),
             **_batch_columns(statistics),
         }
         losses = np.asarray([row[1] for row in statistics])

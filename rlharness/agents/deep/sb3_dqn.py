@@ -34,6 +34,7 @@ from rlharness.agents.deep.common import (
     make_env,
     probe_observations,
 )
+from rlharness.agents.deep.diagnostics import FEATURE_METRICS
 from rlharness.agents.deep.overestimation import GREEDY_METRICS, GreedyEpisodes
 from rlharness.agents.deep.replay import PrioritizedNStepReplayBuffer, PrioritizedSamples
 from rlharness.spec import DQNAgentSpec, EnvSpec
@@ -185,7 +186,7 @@ class DiagnosticsCallback(BaseCallback):
         reason = hard_divergence(
             not model.non_finite_loss, parameters, record["probe_max_abs_q"], self.hard_limit
         )
-        record.update(dict.fromkeys(GREEDY_METRICS, math.nan))
+        record.update(dict.fromkeys((*GREEDY_METRICS, *FEATURE_METRICS), math.nan))
         if reason is None:
             episodes = GreedyEpisodes(self.gamma, self.reward_clip)
             mean_return, _ = evaluate_policy(

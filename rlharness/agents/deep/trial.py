@@ -63,6 +63,7 @@ def resolve_deep(spec: ExperimentSpec) -> float:
 
         problems.extend(rllib_unsupported(agent))
     problems.extend(_device_problems(agent, spec.run))
+    problems.extend(_fleet_only_problems(agent))
     try:
         bound = soft_bound(agent, spec.diagnostics.soft_divergence_threshold)
     except ValueError as error:
@@ -71,6 +72,24 @@ def resolve_deep(spec: ExperimentSpec) -> float:
     if problems:
         raise SpecError(where, problems)
     return bound
+
+
+def _fleet_only_problems(agent: DQNAgentSpec) -> list[str]:
+    """LayerNorm and the L2 penalty are the fleet backend's."""
+    if agent.backend == "fleet":
+        return []
+    problems = []
+    if agent.network.layer_norm:
+        problems.append(
+            f"agent.network.layer_norm: only the fleet backend has it, got backend "
+            f"'{agent.backend}'; allowed: backend fleet, or layer_norm false"
+        )
+    if agent.l2 > 0:
+        problems.append(
+            f"agent.l2: only the fleet backend has it, got backend '{agent.backend}'; "
+            "allowed: backend fleet, or l2 0"
+        )
+    return problems
 
 
 def _device_problems(agent: DQNAgentSpec, run: RunSpec) -> list[str]:

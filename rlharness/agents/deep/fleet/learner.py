@@ -10,9 +10,12 @@ For every member k (Mnih et al. 2015; van Hasselt et al. 2016, 2018):
 
 with bootstrap_k one of the four targets of `common.bootstrap_values`,
 w_i the prioritised-replay weights (1 for uniform replay, Schaul et al.
-2016) and m_i the steps summed. The members' losses are summed before
-autograd, so member k's gradient is exactly grad L_k; clipping and Adam act
-row by row. An L2 penalty would be one term added to ``loss``.
+2016) and m_i the steps summed. With an L2 penalty l2_k > 0 (PQN, Gallici et
+al. 2025) the minimised loss is L_k + l2_k / 2 ||theta_k||^2 over every weight
+and bias (LayerNorm's included), so its gradient gains l2_k theta_k before
+clipping; the logged loss stays the TD loss L_k. The members' losses are
+summed before autograd, so member k's gradient is exactly its own; clipping
+and Adam act row by row.
 
 Knobs that are numbers (gamma, learning rate, tau, clip, exponents, ...)
 are per-member tensors; `update` changes only the members in ``updating``,
@@ -49,6 +52,7 @@ class Knobs:
     learning_rate: torch.Tensor
     max_grad_norm: torch.Tensor
     target_update_tau: torch.Tensor
+    l2: torch.Tensor
     priority_alpha: torch.Tensor
     priority_beta: torch.Tensor
     priority_epsilon: torch.Tensor
@@ -124,6 +128,18 @@ def update(
 
     The online parameters change in place (views of them stay valid).
     """
+    result, gradient = loss_gradient(state, shape, batch, knobs)
+    norm = torch.linalg.vector_norm(gradient, dim=1)
+    scale = (knobs.max_grad_norm / (norm + CLIP_EPSILON)).clamp(max=1.0)
+    adam(state, gradient.mul_(scale[:, None]), knobs.learning_rate, updating)
+    return result
+
+
+def loss_gradient(
+    state: LearnerState, shape: NetworkShape, batch: Batch, knobs: Knobs
+) -> tuple[UpdateResult, torch.Tensor]:
+    """What the update measures, and each member's gradient row [K, row] of its TD loss plus
+    its L2 penalty l2 / 2 ||theta||^2 (zero on the padding), before clipping."""
     targets = td_targets(state, shape, batch, knobs)
     online = state.online.detach().requires_grad_()
     network = layers(online, shape)
@@ -134,18 +150,20 @@ def update(
         huber = huber * batch.weights
     loss = huber.mean(dim=1)
     tensors = [tensor for layer in network for tensor in layer]
-    gradients = torch.autograd.grad(loss.sum(), tensors)
     members = online.shape[0]
+    minimised = loss.sum()
+    if bool((knobs.l2 > 0).any()):
+        squares = torch.stack([t.square().reshape(members, -1).sum(dim=1) for t in tensors])
+        minimised = minimised + (0.5 * knobs.l2 * squares.sum(dim=0)).sum()
+    gradients = torch.autograd.grad(minimised, tensors)
     padding = online.shape[1] - shape.parameter_count()
     gradient = torch.cat(
         [g.reshape(members, -1) for g in gradients] + [online.new_zeros(members, padding)], dim=1
     )
-    norm = torch.linalg.vector_norm(gradient, dim=1)
-    scale = (knobs.max_grad_norm / (norm + CLIP_EPSILON)).clamp(max=1.0)
-    adam(state, gradient.mul_(scale[:, None]), knobs.learning_rate, updating)
-    return UpdateResult(
+    result = UpdateResult(
         loss.detach(), q.detach().abs().amax(dim=(1, 2)), (targets - chosen).detach()
     )
+    return result, gradient
 
 
 def adam(

@@ -9,9 +9,12 @@ Adam and target updates are a few whole-tensor operations; every layer is one
 batched matrix product over members (``torch.baddbmm`` on views of the rows),
 so member k's values are its own computation whatever the other members are.
 
-A network option (say LayerNorm after each hidden layer) is one line in
-`q_values` plus its spec field: the learner differentiates `q_values` with
-autograd, so nothing else changes.
+With ``layer_norm`` each hidden layer is Linear -> LayerNorm -> ReLU, as in
+PQN (Gallici et al., ICLR 2025) and CleanRL's pqn.py: the pre-activations are
+normalised over the layer's units (eps 1e-5, torch's and Equinox's default)
+and scaled and shifted by a per-unit gain (initialised to 1) and bias (0),
+which follow the layer's bias in the member's row. The learner differentiates
+`forward` with autograd, so nothing else changes.
 """
 
 from __future__ import annotations
@@ -21,24 +24,29 @@ import math
 from typing import NamedTuple
 
 import torch
+from torch.nn import functional
 
 from rlharness.agents.deep.fleet import streams
 
+LAYER_NORM_EPSILON = 1e-5
 ROW_ALIGNMENT = 64
 """Parameter rows are padded to a multiple of this many elements: whole iterations (two 512-bit
 vectors of float32, unrolled) of torch's vectorised elementwise loops, with room to spare."""
 
-Layers = list[tuple[torch.Tensor, torch.Tensor]]
-"""Each layer's weight [K, fan_in, fan_out] and bias [K, 1, fan_out]."""
+Layers = list[tuple[torch.Tensor, ...]]
+"""Each layer's weight [K, fan_in, fan_out] and bias [K, 1, fan_out], then, for a hidden layer
+with LayerNorm, its gain and bias [K, 1, fan_out]."""
 
 
 class NetworkShape(NamedTuple):
-    """What must match for members to share a fleet: input size, actions, width, depth."""
+    """What must match for members to share a fleet: input size, actions, width, depth and
+    whether hidden layers are layer-normalised."""
 
     inputs: int
     actions: int
     width: int
     depth: int
+    layer_norm: bool = False
 
     def layer_sizes(self) -> list[tuple[int, int]]:
         """(fan_in, fan_out) of each linear layer, input to head."""
@@ -46,8 +54,18 @@ class NetworkShape(NamedTuple):
         return list(itertools.pairwise(sizes))
 
     def parameter_count(self) -> int:
-        """Weights and biases of one member's network."""
-        return sum((fan_in + 1) * fan_out for fan_in, fan_out in self.layer_sizes())
+        """Weights and biases of one member's network (LayerNorm gains and biases included)."""
+        return sum(
+            self._block(fan_in, fan_out, index)
+            for index, (fan_in, fan_out) in enumerate(self.layer_sizes())
+        )
+
+    def normalised(self, index: int) -> bool:
+        """Whether linear layer ``index`` (0 = first hidden) is followed by a LayerNorm."""
+        return self.layer_norm and index < self.depth
+
+    def _block(self, fan_in: int, fan_out: int, index: int) -> int:
+        return (fan_in + 1) * fan_out + (2 * fan_out if self.normalised(index) else 0)
 
     def row_length(self) -> int:
         """A member's row: its parameters, padded with zeros to whole SIMD vectors.
@@ -63,33 +81,46 @@ def initial_parameters(
 ) -> torch.Tensor:
     """Every member's initial parameter row [K, row_length], uniform in +-1/sqrt(fan_in).
 
-    nn.Linear's initialisation; the padding after the parameters is zero.
+    nn.Linear's initialisation; LayerNorm gains start at 1 and their biases at 0 (nn.LayerNorm's);
+    the padding after the parameters is zero.
     """
     keys = streams.member_keys(seeds, streams.Stream.INITIALISATION)
     counters = torch.arange(shape.row_length()).expand(len(seeds), -1)
     uniform = streams.uniform(keys, counters)
     padding = shape.row_length() - shape.parameter_count()
-    bounds = torch.cat(
-        [
-            torch.full(((fan_in + 1) * fan_out,), 1.0 / fan_in**0.5, dtype=torch.float64)
-            for fan_in, fan_out in shape.layer_sizes()
-        ]
-        + [torch.zeros(padding, dtype=torch.float64)]
-    )
-    return ((2.0 * uniform - 1.0) * bounds).to(torch.float32).to(device)
+    bounds, constants = [], []
+    for index, (fan_in, fan_out) in enumerate(shape.layer_sizes()):
+        bounds.append(torch.full(((fan_in + 1) * fan_out,), 1.0 / fan_in**0.5, dtype=torch.float64))
+        constants.append(torch.zeros((fan_in + 1) * fan_out, dtype=torch.float64))
+        if shape.normalised(index):
+            bounds.append(torch.zeros(2 * fan_out, dtype=torch.float64))
+            constants.append(torch.cat([torch.ones(fan_out), torch.zeros(fan_out)]).double())
+    bounds.append(torch.zeros(padding, dtype=torch.float64))
+    constants.append(torch.zeros(padding, dtype=torch.float64))
+    parameters = (2.0 * uniform - 1.0) * torch.cat(bounds)
+    if shape.layer_norm:
+        parameters = parameters + torch.cat(constants)
+    return parameters.to(torch.float32).to(device)
 
 
 def layers(parameters: torch.Tensor, shape: NetworkShape) -> Layers:
-    """Views of each layer's weight [K, fan_in, fan_out] and bias [K, 1, fan_out]."""
+    """Views of each layer's weight [K, fan_in, fan_out] and bias [K, 1, fan_out] (and a hidden
+    layer's LayerNorm gain and bias), in the order of the row."""
     members = parameters.shape[0]
-    views = []
+    views: Layers = []
     offset = 0
-    for fan_in, fan_out in shape.layer_sizes():
+    for index, (fan_in, fan_out) in enumerate(shape.layer_sizes()):
         weight = parameters[:, offset : offset + fan_in * fan_out].view(members, fan_in, fan_out)
         offset += fan_in * fan_out
-        bias = parameters[:, offset : offset + fan_out].view(members, 1, fan_out)
-        offset += fan_out
-        views.append((weight, bias))
+        vectors = 3 if shape.normalised(index) else 1
+        rows = [
+            parameters[:, offset + k * fan_out : offset + (k + 1) * fan_out].view(
+                members, 1, fan_out
+            )
+            for k in range(vectors)
+        ]
+        offset += vectors * fan_out
+        views.append((weight, *rows))
     return views
 
 
@@ -101,13 +132,26 @@ def q_values(
 
 
 def forward(network: Layers, observations: torch.Tensor) -> torch.Tensor:
-    """The MLP on observations flattened and cast to float32 (MinAtar's frames become 0/1).
+    """The MLP on observations flattened and cast to float32 (MinAtar's frames become 0/1)."""
+    head_weight, head_bias = network[-1]
+    return torch.baddbmm(head_bias, penultimate(network, observations), head_weight)
 
-    A network option goes here, e.g. ``hidden = functional.layer_norm(hidden, hidden.shape[-1:])``
-    after each hidden layer's ReLU.
-    """
-    *hidden_layers, (head_weight, head_bias) = network
+
+def penultimate(network: Layers, observations: torch.Tensor) -> torch.Tensor:
+    """The last hidden layer's activations phi(s) [K, N, width]: Q(s, .) = head(phi(s))."""
     hidden = observations.reshape(*observations.shape[:2], -1).to(torch.float32)
-    for weight, bias in hidden_layers:
-        hidden = torch.relu_(torch.baddbmm(bias, hidden, weight))
-    return torch.baddbmm(head_bias, hidden, head_weight)
+    for weight, bias, *norm in network[:-1]:
+        hidden = torch.baddbmm(bias, hidden, weight)
+        if norm:
+            gain, shift = norm
+            normalised = functional.layer_norm(hidden, hidden.shape[-1:], eps=LAYER_NORM_EPSILON)
+            hidden = torch.addcmul(shift, normalised, gain)
+        hidden = torch.relu_(hidden)
+    return hidden
+
+
+def features(
+    parameters: torch.Tensor, shape: NetworkShape, observations: torch.Tensor
+) -> torch.Tensor:
+    """phi(s) of every member: observations [K, N, *observation shape] -> [K, N, width]."""
+    return penultimate(layers(parameters, shape), observations)

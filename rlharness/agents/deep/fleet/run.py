@@ -33,6 +33,7 @@ from rlharness.agents.deep.common import (
     hard_divergence,
     probe_observations,
 )
+from rlharness.agents.deep.diagnostics import effective_rank, feature_cosine
 from rlharness.agents.deep.fleet import streams
 from rlharness.agents.deep.fleet.envs import BatchedEnv, make_batched_env
 from rlharness.agents.deep.fleet.learner import (
@@ -44,12 +45,13 @@ from rlharness.agents.deep.fleet.learner import (
 )
 from rlharness.agents.deep.fleet.networks import (
     NetworkShape,
+    features,
     forward,
     initial_parameters,
     layers,
     q_values,
 )
-from rlharness.agents.deep.fleet.replay import FleetReplay, replay_bytes
+from rlharness.agents.deep.fleet.replay import Batch, FleetReplay, replay_bytes
 from rlharness.agents.deep.overestimation import GREEDY_METRICS, GreedyEpisodes
 from rlharness.spec import DQNAgentSpec, EnvSpec
 
@@ -78,6 +80,7 @@ class FleetKey(NamedTuple):
     env_kwargs: str
     width: int
     depth: int
+    layer_norm: bool
     batch_size: int
     n_step: int
     replay_capacity: int
@@ -97,6 +100,7 @@ def fleet_key(
         repr(sorted(env.kwargs.items())),
         agent.network.width,
         agent.network.depth,
+        agent.network.layer_norm,
         agent.batch_size,
         agent.n_step,
         agent.replay_capacity,
@@ -113,7 +117,8 @@ def network_shape(
 ) -> NetworkShape:
     """The MLP of the spec on the flattened observation."""
     inputs = int(np.prod(observation_space.shape))
-    return NetworkShape(inputs, n_actions, agent.network.width, agent.network.depth)
+    network = agent.network
+    return NetworkShape(inputs, n_actions, network.width, network.depth, network.layer_norm)
 
 
 def fleet_replay_bytes(
@@ -155,6 +160,7 @@ def _knobs(agents: list[DQNAgentSpec], device: torch.device) -> Knobs:
         learning_rate=column([a.learning_rate for a in agents]),
         max_grad_norm=column([a.max_grad_norm for a in agents]),
         target_update_tau=column([a.target_update_tau for a in agents]),
+        l2=column([a.l2 for a in agents]),
         priority_alpha=torch.tensor(
             [a.prioritized_replay.alpha for a in agents], dtype=torch.float64, device=device
         ),
@@ -217,6 +223,40 @@ class BatchStatistics:
             setattr(self, name, getattr(self, name) * keep)
         self.max_abs_q = torch.where(keep, self.max_abs_q, -math.inf)
         return {name: np.where(some, value, math.nan) for name, value in values.items()}
+
+
+class LastTransitions:
+    """Each member's latest training batch (s, s' and which transitions bootstrap), kept for
+    the feature-cosine warning: measured on the data the member learns from, drawing nothing."""
+
+    def __init__(self, members: int) -> None:
+        self.members = members
+        self.observations: torch.Tensor | None = None
+        self.next_observations: torch.Tensor | None = None
+        self.bootstraps: torch.Tensor | None = None
+
+    def keep(self, batch: Batch, updated: torch.Tensor) -> None:
+        """Keep the batch's transitions of the members in the mask."""
+        bootstraps = (batch.bootstrap_discounts > 0) & updated[:, None]
+        if self.observations is None or self.next_observations is None or self.bootstraps is None:
+            self.observations = batch.observations.clone()
+            self.next_observations = batch.next_observations.clone()
+            self.bootstraps = bootstraps
+            return
+        chosen = updated.view(-1, *([1] * (batch.observations.dim() - 1)))
+        self.observations = torch.where(chosen, batch.observations, self.observations)
+        self.next_observations = torch.where(
+            chosen, batch.next_observations, self.next_observations
+        )
+        self.bootstraps = torch.where(updated[:, None], bootstraps, self.bootstraps)
+
+    def cosine(self, parameters: torch.Tensor, shape: NetworkShape) -> np.ndarray:
+        """`diagnostics.feature_cosine` per member (NaN before its first update)."""
+        if self.observations is None or self.next_observations is None or self.bootstraps is None:
+            return np.full(self.members, math.nan)
+        phi = features(parameters, shape, self.observations)
+        phi_next = features(parameters, shape, self.next_observations)
+        return feature_cosine(phi, phi_next, self.bootstraps).cpu().numpy()
 
 
 class Fleet:
@@ -286,6 +326,7 @@ class Fleet:
         self.alive = np.ones(self.count, dtype=bool)
         self.traces = [DeepTrace() for _ in members]
         self.statistics = BatchStatistics(self.count, self.batch_size, self.device)
+        self.transitions = LastTransitions(self.count)
 
     def epsilon(self, step: int) -> np.ndarray:
         """SB3's linear schedule after ``step`` of ``steps`` env steps, per member."""
@@ -336,6 +377,7 @@ class Fleet:
             )
             batch = self.replay.batch(slots, weights, self.discount_powers)
             result = update(self.state, self.shape, batch, self.knobs, members)
+            self.transitions.keep(batch, mask)
             if self.replay.priorities is not None:
                 self.replay.update_priorities(
                     slots, result.td_errors, self.knobs.priority_epsilon, mask
@@ -350,6 +392,8 @@ class Fleet:
         """A record for each member in the mask; members that hard-diverged are frozen."""
         with torch.no_grad():
             probe_q = q_values(self.state.online, self.shape, self.probes)
+            srank = effective_rank(features(self.state.online, self.shape, self.probes))
+            cosine = self.transitions.cosine(self.state.online, self.shape)
         probe_max = probe_q.abs().amax(dim=(1, 2)).cpu().numpy()
         probe_mean = probe_q.mean(dim=(1, 2)).cpu().numpy()
         parameters = self.state.online.cpu()
@@ -383,6 +427,8 @@ class Fleet:
                 "param_norm": float(norms[k]),
                 "exploration_rate": float(epsilon[k]),
                 **(greedy[k] if reason is None else dict.fromkeys(GREEDY_METRICS, math.nan)),
+                "feature_srank": float(srank[k]),
+                "feature_cosine": float(cosine[k]),
             }
             trace = self.traces[k]
             trace.records.append({name: record[name] for name in ("step", *METRICS)})

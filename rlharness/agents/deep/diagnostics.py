@@ -1,0 +1,53 @@
+"""Early-warning diagnostics of the penultimate features, batched over members.
+
+- `effective_rank`: srank_delta (Kumar et al., ICLR 2021, "Implicit Under-Parameterization
+  Inhibits Data-Efficient Deep RL", eq. 1): with sigma_1 >= sigma_2 >= ... the singular
+  values of the feature matrix Phi [N, d], the smallest k with
+  sum_{i<=k} sigma_i / sum_i sigma_i >= 1 - delta (delta = 0.01). A collapsing srank precedes
+  poor learning in their experiments.
+- `feature_cosine`: the mean cosine similarity of phi(s) and phi(s') over bootstrapped
+  transitions (s, a, s'): the normalised form of DR3's feature co-adaptation
+  phi(s, a)^T phi(s', a') (Kumar et al., ICLR 2022, "DR3: Value-Based Deep RL Requires
+  Explicit Regularization"); with a Q-network whose head maps phi(s) to every action,
+  phi(s, a) = phi(s). Growing similarity of consecutive features accompanies divergence.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SRANK_DELTA = 0.01
+FEATURE_METRICS = ("feature_srank", "feature_cosine")
+"""The columns the fleet logs from these (the sb3 and rllib backends log NaN)."""
+
+
+def effective_rank(features: torch.Tensor, delta: float = SRANK_DELTA) -> torch.Tensor:
+    """srank_delta of each member's feature matrix: features [K, N, d] -> [K] (float; 0 where
+    every feature is 0, NaN where one is not finite)."""
+    phi = features.to(torch.float64)
+    finite = torch.isfinite(phi).flatten(1).all(dim=1)
+    singular = torch.linalg.svdvals(torch.where(finite[:, None, None], phi, 0.0))
+    total = singular.sum(dim=1, keepdim=True)
+    share = singular.cumsum(dim=1) / torch.where(total > 0, total, torch.ones_like(total))
+    reached = share >= 1.0 - delta
+    rank = (reached.to(torch.int64).argmax(dim=1) + 1).to(torch.float64)
+    rank = torch.where(total[:, 0] > 0, rank, 0.0)
+    return torch.where(finite, rank, torch.nan)
+
+
+def feature_cosine(
+    features: torch.Tensor, next_features: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean over the masked transitions of cos(phi(s_i), phi(s'_i)), per member.
+
+    ``features``, ``next_features``: [K, B, d]; ``mask``: [K, B] bool (the transitions that
+    bootstrap). A zero feature vector has cosine 0 with anything; a member without masked
+    transitions gets NaN.
+    """
+    phi, phi_next = features.to(torch.float64), next_features.to(torch.float64)
+    dot = (phi * phi_next).sum(dim=2)
+    norms = torch.linalg.vector_norm(phi, dim=2) * torch.linalg.vector_norm(phi_next, dim=2)
+    cosine = torch.where(norms > 0, dot / torch.where(norms > 0, norms, 1.0), 0.0)
+    weights = mask.to(torch.float64)
+    count = weights.sum(dim=1)
+    return torch.where(count > 0, (cosine * weights).sum(dim=1) / count.clamp(min=1), torch.nan)

@@ -36,6 +36,7 @@ AgentName = Literal[
     "semi_gradient_dp",
     "q_learning",
     "tdc",
+    "tdrc",
     "gtd2",
     "emphatic_td",
     "least_squares_dp",
@@ -84,6 +85,12 @@ class LinearAgentSpec(StrictModel):
     alpha: float | None = Field(default=None, gt=0, description="Primary step size.")
     beta: float | None = Field(
         default=None, gt=0, description="Secondary step size of TDC and GTD2."
+    )
+    correction_regularisation: float | None = Field(
+        default=None,
+        ge=0,
+        description="TDRC's kappa: the ridge term -beta kappa v of its secondary weights "
+        "(Ghiassian et al. 2020); None: the paper's 1.0. tdrc only.",
     )
     initial_weights: list[float] | None = Field(
         default=None,

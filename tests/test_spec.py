@@ -69,7 +69,11 @@ def test_unknown_top_level_field_lists_allowed_fields(tiny_spec):
 @pytest.mark.parametrize(
     ("section", "allowed"),
     [
-        ("agent", "alpha, beta, initial_weight_noise, initial_weights, name, update"),
+        (
+            "agent",
+            "alpha, beta, correction_regularisation, initial_weight_noise, initial_weights, name, "
+            "update",
+        ),
         ("run", "device, first_seed, log_every, seeds, steps"),
         ("env", "id, kwargs"),
         ("triad", "features, n_step, off_policy, target_update_period"),
@@ -243,7 +247,7 @@ def test_tdc_without_beta(tiny_spec):
 def test_beta_on_a_rule_without_it(tiny_spec):
     tiny_spec["agent"]["beta"] = 0.1
     tiny_spec["grid"] = {}
-    assert only_error(tiny_spec).startswith("agent.beta: only tdc and gtd2 use beta")
+    assert only_error(tiny_spec).startswith("agent.beta: only tdc, tdrc and gtd2 use beta")
 
 
 def test_rule_limits_are_checked(tiny_spec):

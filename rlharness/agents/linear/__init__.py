@@ -49,7 +49,9 @@ class Rule:
     ``features`` (gradient TD's v) or the ``states`` (emphatic TD's expected
     emphasis); None if it keeps none. ``multi_step``: any
     ``triad.n_step``; ``target_network``: any ``triad.target_update_period``;
-    ``on_policy_form``: ``triad.off_policy`` may be false.
+    ``on_policy_form``: ``triad.off_policy`` may be false;
+    ``regularised_correction``: TDRC, whose secondary weights take
+    ``agent.correction_regularisation`` (default `TDRC_REGULARISATION`).
     """
 
     sampled: SampledRunner | None
@@ -60,6 +62,7 @@ class Rule:
     auxiliary: Literal["features", "states"] | None = None
     multi_step: bool = False
     target_network: bool = False
+    regularised_correction: bool = False
     on_policy_form: bool = True
     counterpart: AgentName | None = None
 
@@ -73,6 +76,9 @@ class Rule:
             updates.append("expected")
         return tuple(updates)
 
+
+TDRC_REGULARISATION = 1.0
+"""TDRC's kappa when the spec leaves it out: the value Ghiassian et al. (2020) recommend."""
 
 RULES: dict[AgentName, Rule] = {
     "semi_gradient_td": Rule(
@@ -97,6 +103,13 @@ RULES: dict[AgentName, Rule] = {
         on_policy_form=False,
     ),
     "tdc": Rule(sampled=sampled_tdc, expected=expected_tdc, uses_beta=True, auxiliary="features"),
+    "tdrc": Rule(
+        sampled=sampled_tdc,
+        expected=expected_tdc,
+        uses_beta=True,
+        auxiliary="features",
+        regularised_correction=True,
+    ),
     "gtd2": Rule(
         sampled=sampled_gtd2, expected=expected_gtd2, uses_beta=True, auxiliary="features"
     ),
@@ -130,8 +143,14 @@ def check_rule(agent: LinearAgentSpec, triad: TriadSpec, episodic: bool) -> list
     if rule.uses_beta and agent.beta is None:
         problems.append(f"agent.beta: {agent.name} needs a secondary step size beta > 0")
     if not rule.uses_beta and agent.beta is not None:
-        beta_rules = " and ".join(name for name, other in RULES.items() if other.uses_beta)
+        *others, last = [name for name, other in RULES.items() if other.uses_beta]
+        beta_rules = f"{', '.join(others)} and {last}"
         problems.append(f"agent.beta: only {beta_rules} use beta; remove it for {agent.name}")
+    if not rule.regularised_correction and agent.correction_regularisation is not None:
+        problems.append(
+            "agent.correction_regularisation: only tdrc uses it; remove it for "
+            f"{agent.name} (tdc is tdrc with 0)"
+        )
     if not rule.multi_step and triad.n_step != 1:
         problems.append(f"triad.n_step: {agent.name} supports n_step 1 only, got {triad.n_step}")
     if not rule.target_network and triad.target_update_period != 1:
@@ -172,6 +191,7 @@ def run_linear(
         beta=agent.beta or 0.0,
         n_step=None if triad.n_step == "inf" else int(triad.n_step),
         target_update_period=triad.target_update_period,
+        correction_regularisation=_correction_regularisation(agent, rule),
     )
     if kind == "sampled" and rule.sampled is not None:
         return rule.sampled(problem, w0, seeds, hyperparameters, marks, hard_limits)
@@ -191,6 +211,14 @@ def run_linear(
             auxiliary_weights=rule.auxiliary == "features",
         )
     raise ValueError(f"no {kind} form of {agent.name}")
+
+
+def _correction_regularisation(agent: LinearAgentSpec, rule: Rule) -> float:
+    if not rule.regularised_correction:
+        return 0.0
+    if agent.correction_regularisation is None:
+        return TDRC_REGULARISATION
+    return agent.correction_regularisation
 
 
 __all__ = [

@@ -1,12 +1,18 @@
-"""Gradient-TD methods: TDC and GTD2 (Sutton & Barto, 2nd ed., section 11.7).
+"""Gradient-TD methods: TDC, GTD2 (Sutton & Barto, 2nd ed., section 11.7) and TDRC.
 
-Both minimise the projected Bellman error with a second weight vector v that
+All minimise the projected Bellman error with a second weight vector v that
 estimates E[x x^T]^-1 E[rho delta x]:
-    v <- v + beta rho (delta - v^T x) x
+    v <- v + beta rho (delta - v^T x) x - beta kappa v
     TDC:  w <- w + alpha rho (delta x - gamma x' (x^T v))
     GTD2: w <- w + alpha rho (x - gamma x') (x^T v)
-with delta = R + gamma x'^T w - x^T w. The expected forms replace each sample
-by its expectation under the state weighting mu (Figure 11.5, right).
+with delta = R + gamma x'^T w - x^T w and kappa = 0. TDRC (Ghiassian, Patterson,
+Garg, Precup & White, ICML 2020, "Gradient Temporal-Difference Learning with
+Regularized Corrections", Algorithm 1) is TDC with kappa > 0: the ridge term
+pulls v towards 0, so TDRC behaves like TD where TD is stable and like TDC
+where it is not; its fixed point is still the TD fixed point (v = 0 there).
+The paper's defaults: kappa = 1 (its beta) and v stepped by alpha (its eta = 1).
+The expected forms replace each sample by its expectation under the state
+weighting mu (Figure 11.5, right).
 """
 
 from __future__ import annotations
@@ -46,10 +52,12 @@ def sampled_tdc(
     marks: IntArray,
     hard_limits: FloatArray,
 ) -> LearnerTrace:
-    """Run sampled TDC for every seed, v starting at 0."""
+    """Run sampled TDC (TDRC with a correction regularisation kappa > 0) for every seed, v
+    starting at 0."""
     alpha, beta = hyperparameters.alpha, hyperparameters.beta
+    kappa = hyperparameters.correction_regularisation
     return run_sampled(
-        _gradient_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, beta, False
+        _gradient_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, beta, kappa, False
     )
 
 
@@ -64,14 +72,14 @@ def sampled_gtd2(
     """Run sampled GTD2 for every seed, v starting at 0."""
     alpha, beta = hyperparameters.alpha, hyperparameters.beta
     return run_sampled(
-        _gradient_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, beta, True
+        _gradient_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, beta, 0.0, True
     )
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _gradient_td_kernel(
     keys, w0, model, marks, hard_limits, out_weights, out_td_mean, out_td_rms, out_hard_step,
-    alpha, beta, gtd2,
+    alpha, beta, kappa, gtd2,
 ):  # fmt: skip
     X, gamma = model.features, model.gamma
     n_seeds, n_features = w0.shape
@@ -93,6 +101,8 @@ def _gradient_td_kernel(
             else:
                 axpy(w, alpha * rho * td_error, x)
                 axpy(w, -alpha * rho * gamma * x_v, x_next)
+            if kappa != 0.0:
+                v *= 1.0 - beta * kappa
             axpy(v, beta * rho * (td_error - x_v), x)
             statistics = add_td_error(statistics, td_error)
             s = continue_from(model, s_next, rng)
@@ -105,8 +115,14 @@ def _gradient_td_kernel(
 
 
 def expected_tdc(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
-    """The expected TDC update under the weighting mu, for all seeds at once."""
-    return _expected_gradient_td(problem, hyperparameters.alpha, hyperparameters.beta, gtd2=False)
+    """The expected TDC (kappa > 0: TDRC) update under the weighting mu, for all seeds at once."""
+    return _expected_gradient_td(
+        problem,
+        hyperparameters.alpha,
+        hyperparameters.beta,
+        gtd2=False,
+        kappa=hyperparameters.correction_regularisation,
+    )
 
 
 def expected_gtd2(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
@@ -115,7 +131,7 @@ def expected_gtd2(problem: LinearProblem, hyperparameters: Hyperparameters) -> E
 
 
 def _expected_gradient_td(
-    problem: LinearProblem, alpha: float, beta: float, gtd2: bool
+    problem: LinearProblem, alpha: float, beta: float, gtd2: bool, kappa: float = 0.0
 ) -> ExpectedStep:
     X = problem.state_features
     next_features = problem.policy_transition @ X  # row s: E_pi[x(S') | S = s]
@@ -134,6 +150,8 @@ def _expected_gradient_td(
                 expected_rho_delta_x - problem.model.gamma * per_row(x_v, next_features)
             )
         V_next = V + beta * (expected_rho_delta_x - per_row(x_v, X))
+        if kappa != 0.0:
+            V_next = V_next - beta * kappa * V
         return W_next, V_next, td_error
 
     return step

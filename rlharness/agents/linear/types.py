@@ -16,14 +16,16 @@ class Hyperparameters(NamedTuple):
 
     ``alpha`` is the step size (0 for least-squares DP, which has none), ``beta``
     the step size of gradient TD's secondary weights (0 for other rules),
-    ``n_step`` the n of the n-step return (None: the Monte Carlo return, n = inf)
-    and ``target_update_period`` how many updates the target weights w- lag.
+    ``n_step`` the n of the n-step return (None: the Monte Carlo return, n = inf),
+    ``target_update_period`` how many updates the target weights w- lag and
+    ``correction_regularisation`` TDRC's kappa (0 for every other rule).
     """
 
     alpha: float
     beta: float
     n_step: int | None
     target_update_period: int
+    correction_regularisation: float = 0.0
 
 
 class LearnerTrace(NamedTuple):

@@ -86,6 +86,19 @@ class LinearAgentSpec(StrictModel):
     beta: float | None = Field(
         default=None, gt=0, description="Secondary step size of TDC and GTD2."
     )
+    ridge: float = Field(
+        default=0.0,
+        ge=0,
+        description="Ridge weight eta: each update also subtracts alpha eta w (Zhang, Yao & "
+        "Whiteson 2021); semi_gradient_td (n_step 1), semi_gradient_dp and q_learning.",
+    )
+    projection_radius: float | None = Field(
+        default=None,
+        gt=0,
+        description="Radius R of the ball the target weights are kept in: each target update "
+        "moves w- towards w projected onto ||w|| <= R (Zhang, Yao & Whiteson 2021); None: no "
+        "projection. The rules that take ridge.",
+    )
     correction_regularisation: float | None = Field(
         default=None,
         ge=0,
@@ -226,6 +239,14 @@ class TriadSpec(StrictModel):
         ge=1,
         le=MAX_COUNT,
         description="Steps between copies of w into the bootstrap target's w-.",
+    )
+    target_update_tau: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Polyak rate of each target update, w- <- w- + tau (w - w-) (1: a copy). "
+        "With tau < 1 the target network exists even at target_update_period 1 (updated every "
+        "step, as in Zhang, Yao & Whiteson 2021).",
     )
     off_policy: bool = Field(
         default=True,

@@ -140,7 +140,7 @@ BAD_SPECS: dict[str, tuple[Any, list[str]]] = {
         mutated(agent__name="sarsa"),
         [
             "agent.name: unknown value 'sarsa'; allowed: 'semi_gradient_td', 'semi_gradient_dp', "
-            "'q_learning', 'tdc', 'gtd2', 'emphatic_td', 'least_squares_dp', 'dqn'"
+            "'q_learning', 'tdc', 'tdrc', 'gtd2', 'emphatic_td', 'least_squares_dp', 'dqn'"
         ],
     ),
     "unknown_field": (

@@ -72,11 +72,11 @@ def test_unknown_top_level_field_lists_allowed_fields(tiny_spec):
         (
             "agent",
             "alpha, beta, correction_regularisation, initial_weight_noise, initial_weights, name, "
-            "update",
+            "projection_radius, ridge, update",
         ),
         ("run", "device, first_seed, log_every, seeds, steps"),
         ("env", "id, kwargs"),
-        ("triad", "features, n_step, off_policy, target_update_period"),
+        ("triad", "features, n_step, off_policy, target_update_period, target_update_tau"),
         (
             "diagnostics",
             "divergence_factor, hard_divergence_factor, hard_divergence_threshold, "
@@ -273,7 +273,7 @@ def test_grid_over_missing_nested_field_names_it(tiny_spec):
     tiny_spec["grid"] = {"triad.bootstrap": [True, False]}
     assert only_error(tiny_spec) == (
         "grid.triad.bootstrap: 'triad.bootstrap' is not a field; "
-        "allowed: features, n_step, off_policy, target_update_period"
+        "allowed: features, n_step, off_policy, target_update_period, target_update_tau"
     )
 
 

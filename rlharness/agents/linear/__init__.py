@@ -62,6 +62,7 @@ class Rule:
     auxiliary: Literal["features", "states"] | None = None
     multi_step: bool = False
     target_network: bool = False
+    regularised: bool = False
     regularised_correction: bool = False
     on_policy_form: bool = True
     counterpart: AgentName | None = None
@@ -86,6 +87,7 @@ RULES: dict[AgentName, Rule] = {
         expected=None,
         multi_step=True,
         target_network=True,
+        regularised=True,
         counterpart="semi_gradient_dp",
     ),
     "semi_gradient_dp": Rule(
@@ -93,6 +95,7 @@ RULES: dict[AgentName, Rule] = {
         expected=semi_gradient_dp,
         multi_step=True,
         target_network=True,
+        regularised=True,
         counterpart="semi_gradient_td",
     ),
     "q_learning": Rule(
@@ -100,6 +103,7 @@ RULES: dict[AgentName, Rule] = {
         expected=expected_q_learning,
         control=True,
         target_network=True,
+        regularised=True,
         on_policy_form=False,
     ),
     "tdc": Rule(sampled=sampled_tdc, expected=expected_tdc, uses_beta=True, auxiliary="features"),
@@ -158,6 +162,25 @@ def check_rule(agent: LinearAgentSpec, triad: TriadSpec, episodic: bool) -> list
             f"triad.target_update_period: {agent.name} supports 1 only, "
             f"got {triad.target_update_period}"
         )
+    if not rule.target_network and triad.target_update_tau != 1.0:
+        problems.append(
+            f"triad.target_update_tau: {agent.name} has no target network; allowed: 1 "
+            f"(got {triad.target_update_tau})"
+        )
+    regularising = {
+        "agent.ridge": agent.ridge != 0.0,
+        "agent.projection_radius": agent.projection_radius is not None,
+        "triad.target_update_tau": triad.target_update_tau != 1.0,
+    }
+    for field, used in regularising.items():
+        if field.startswith("agent.") and used and not rule.regularised:
+            allowed = ", ".join(name for name, other in RULES.items() if other.regularised)
+            problems.append(f"{field}: only {allowed} take it; remove it for {agent.name}")
+        elif used and rule.regularised and update_kind(agent) == "sampled" and triad.n_step != 1:
+            problems.append(
+                f"{field}: sampled {agent.name} takes it with n_step 1 only, got "
+                f"{triad.n_step}; use n_step 1 or the expected form"
+            )
     if not rule.on_policy_form and not triad.off_policy:
         problems.append(
             f"triad.off_policy: {agent.name} learns the greedy policy off-policy by "
@@ -192,6 +215,11 @@ def run_linear(
         n_step=None if triad.n_step == "inf" else int(triad.n_step),
         target_update_period=triad.target_update_period,
         correction_regularisation=_correction_regularisation(agent, rule),
+        target_update_tau=triad.target_update_tau,
+        ridge=agent.ridge,
+        projection_radius=(
+            float("inf") if agent.projection_radius is None else agent.projection_radius
+        ),
     )
     if kind == "sampled" and rule.sampled is not None:
         return rule.sampled(problem, w0, seeds, hyperparameters, marks, hard_limits)
@@ -209,6 +237,8 @@ def run_linear(
             marks,
             hard_limits,
             auxiliary_weights=rule.auxiliary == "features",
+            target_update_tau=hyperparameters.target_update_tau,
+            projection_radius=hyperparameters.projection_radius,
         )
     raise ValueError(f"no {kind} form of {agent.name}")
 

@@ -24,8 +24,12 @@ from rlharness.agents.linear.types import FloatArray, Hyperparameters, per_row
 
 
 def semi_gradient_dp(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
-    """The expected semi-gradient TD update over all states, for all seeds at once."""
-    alpha = hyperparameters.alpha
+    """The expected semi-gradient TD update over all states, for all seeds at once.
+
+    With a ridge weight eta (Zhang, Yao & Whiteson 2021) the update also
+    subtracts alpha eta w: w <- w + alpha [sum_s mu(s) delta(s) x(s) - eta w].
+    """
+    alpha, ridge = hyperparameters.alpha, hyperparameters.ridge
     X = problem.state_features
     mu = problem.weighting
     target = _bellman_target(problem, hyperparameters.n_step)
@@ -34,7 +38,10 @@ def semi_gradient_dp(problem: LinearProblem, hyperparameters: Hyperparameters) -
         W: FloatArray, W_target: FloatArray, auxiliary: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
         td_error = target(per_row(W_target, X.T)) - per_row(W, X.T)
-        return W + alpha * per_row(td_error * mu, X), auxiliary, td_error
+        update = per_row(td_error * mu, X)
+        if ridge != 0.0:
+            update = update - ridge * W
+        return W + alpha * update, auxiliary, td_error
 
     return step
 

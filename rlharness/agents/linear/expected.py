@@ -29,6 +29,22 @@ ExpectedBuilder = Callable[[LinearProblem, Hyperparameters], ExpectedStep]
 """(problem, hyperparameters) -> the rule's expected update for all seeds at once."""
 
 
+def target_update(W_target: FloatArray, W: FloatArray, tau: float, radius: float) -> FloatArray:
+    """w- + tau (Proj_R(w) - w-) per row: Zhang, Yao & Whiteson (2021)'s target update.
+
+    Proj_R scales w onto the ball ||w|| <= R where it lies outside. The paper
+    projects twice, w before and w- after the Polyak step; with one radius the
+    second projection never acts (a convex combination of two points of the
+    ball stays in it). tau = 1 without a radius is DQN's copy.
+    """
+    if radius != float("inf"):
+        norms = np.linalg.norm(W, axis=1, keepdims=True)
+        W = W * np.minimum(1.0, radius / np.where(norms > 0, norms, 1.0))
+    if tau == 1.0:
+        return W.copy()
+    return W_target + tau * (W - W_target)
+
+
 def run_expected(
     step: ExpectedStep,
     w0: FloatArray,
@@ -38,8 +54,11 @@ def run_expected(
     marks: IntArray,
     hard_limits: FloatArray,
     auxiliary_weights: bool = False,
+    target_update_tau: float = 1.0,
+    projection_radius: float = float("inf"),
 ) -> LearnerTrace:
-    """Apply ``step`` for ``marks[-1]`` sweeps, logging at ``marks``.
+    """Apply ``step`` for ``marks[-1]`` sweeps, logging at ``marks``; every
+    ``target_update_period`` sweeps the target moves by `target_update`.
 
     The TD-error statistics are the ``row_weighting``-weighted mean and root
     mean square of the expected TD errors, averaged over the sweeps since the
@@ -57,11 +76,12 @@ def run_expected(
     alive = np.ones(n_seeds, dtype=bool)
     limits = hard_limits[:, None]
     td_sum, td_square_sum, log = np.zeros(n_seeds), np.zeros(n_seeds), 1
+    has_target = target_update_period > 1 or target_update_tau < 1.0
     with np.errstate(all="ignore"):
         for t in range(marks[-1]):
-            W, auxiliary, td_error = step(W, W_target if target_update_period > 1 else W, auxiliary)
-            if target_update_period > 1 and (t + 1) % target_update_period == 0:
-                W_target = W.copy()
+            W, auxiliary, td_error = step(W, W_target if has_target else W, auxiliary)
+            if has_target and (t + 1) % target_update_period == 0:
+                W_target = target_update(W_target, W, target_update_tau, projection_radius)
             td_sum += per_row(td_error, row_weighting)
             td_square_sum += per_row(td_error * td_error, row_weighting)
             newly_diverged = alive & ~np.all(np.abs(W) <= limits, axis=1)

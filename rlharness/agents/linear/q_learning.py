@@ -1,7 +1,9 @@
 """Semi-gradient Q-learning with linear action values (Sutton & Barto, 2nd ed., eq. 10.1 / 6.8).
 
     delta = R + gamma max_a' x(S', a')^T w- - x(S, A)^T w
-    w    <- w + alpha delta x(S, A)
+    w    <- w + alpha delta x(S, A) - alpha eta w
+with eta the ridge weight of Zhang, Yao & Whiteson (2021)'s Q-learning with a
+target network (0: plain Q-learning), whose target moves by `move_target`.
 Actions come from the fixed behaviour policy; the target policy is greedy, so
 no importance sampling is needed. w- is refreshed every
 ``target_update_period`` updates, the linear analogue of DQN's target network.
@@ -22,6 +24,7 @@ from rlharness.agents.linear.sampling import (
     continue_from,
     dot,
     draw,
+    move_target,
     new_stream,
     record,
     run_sampled,
@@ -45,22 +48,26 @@ def sampled_q_learning(
 ) -> LearnerTrace:
     """Run semi-gradient Q-learning for every seed."""
     assert problem.action_features is not None
-    alpha, period = hyperparameters.alpha, hyperparameters.target_update_period
-    return run_sampled(_q_learning_kernel, problem, w0, seeds, marks, hard_limits, alpha, period)
+    h = hyperparameters
+    return run_sampled(
+        _q_learning_kernel, problem, w0, seeds, marks, hard_limits, h.alpha,
+        h.target_update_period, h.target_update_tau, h.ridge, h.projection_radius,
+    )  # fmt: skip
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _q_learning_kernel(
     keys, w0, model, marks, hard_limits, out_weights, out_td_mean, out_td_rms, out_hard_step,
-    alpha, target_update_period,
+    alpha, target_update_period, tau, ridge, radius,
 ):  # fmt: skip
     XA, gamma = model.features, model.gamma
     n_actions = XA.shape[1]
+    has_target = target_update_period > 1 or tau < 1.0
     for i in numba.prange(w0.shape[0]):
         rng = new_stream(keys[i])
         w = w0[i].copy()
         w_target = w0[i].copy()
-        w_bootstrap = w if target_update_period == 1 else w_target
+        w_bootstrap = w_target if has_target else w
         statistics, log = NO_TD_ERRORS, 1
         s = draw(model.start_cum, rng)
         for t in range(marks[-1]):
@@ -69,10 +76,12 @@ def _q_learning_kernel(
             for a_next in range(1, n_actions):
                 best_next = max(best_next, dot(XA[s_next, a_next], w_bootstrap))
             td_error = model.reward[s, a, s_next] + gamma * best_next - dot(XA[s, a], w)
+            if ridge != 0.0:
+                w *= 1.0 - alpha * ridge
             diverged = axpy_exploded(w, alpha * td_error, XA[s, a], hard_limits[i])
             statistics = add_td_error(statistics, td_error)
-            if target_update_period > 1 and (t + 1) % target_update_period == 0:
-                w_target[:] = w
+            if has_target and (t + 1) % target_update_period == 0:
+                move_target(w_target, w, tau, radius)
             s = continue_from(model, s_next, rng)
             if diverged:
                 out_hard_step[i] = t + 1
@@ -85,9 +94,9 @@ def _q_learning_kernel(
 def expected_q_learning(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
     """Semi-gradient Q-value iteration under mu(s) b(a|s), for all seeds at once.
 
-    w <- w + alpha sum_{s,a} mu(s) b(a|s) delta(s, a) x(s, a).
+    w <- w + alpha [sum_{s,a} mu(s) b(a|s) delta(s, a) x(s, a) - eta w], eta the ridge weight.
     """
-    alpha = hyperparameters.alpha
+    alpha, ridge = hyperparameters.alpha, hyperparameters.ridge
     rows = problem.rows
     weighting = problem.row_weighting
 
@@ -95,6 +104,9 @@ def expected_q_learning(problem: LinearProblem, hyperparameters: Hyperparameters
         W: FloatArray, W_target: FloatArray, auxiliary: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
         td_error = problem.expected_target(per_row(W_target, rows.T), 1) - per_row(W, rows.T)
-        return W + alpha * per_row(td_error * weighting, rows), auxiliary, td_error
+        update = per_row(td_error * weighting, rows)
+        if ridge != 0.0:
+            update = update - ridge * W
+        return W + alpha * update, auxiliary, td_error
 
     return step

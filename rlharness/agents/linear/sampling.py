@@ -227,6 +227,22 @@ def axpy_exploded(w: FloatArray, coefficient: float, x: FloatArray, limit: float
 
 
 @numba.njit(inline="always", cache=True, nogil=True)
+def move_target(w_target: FloatArray, w: FloatArray, tau: float, radius: float) -> None:
+    """w- <- w- + tau (Proj_R(w) - w-) in place: `expected.target_update` for one seed."""
+    scale = 1.0
+    if radius != np.inf:
+        norm = np.sqrt(dot(w, w))
+        if norm > radius:
+            scale = radius / norm
+    if tau == 1.0:
+        for j in range(w.size):
+            w_target[j] = scale * w[j]
+        return
+    for j in range(w.size):
+        w_target[j] += tau * (scale * w[j] - w_target[j])
+
+
+@numba.njit(inline="always", cache=True, nogil=True)
 def exploded(w: FloatArray, limit: float) -> bool:
     """Whether any weight is non-finite or beyond ``limit`` in magnitude."""
     for j in range(w.size):  # noqa: SIM110 (a plain loop compiles to the fastest code)

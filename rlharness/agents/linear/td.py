@@ -26,6 +26,7 @@ from rlharness.agents.linear.sampling import (
     dot,
     draw,
     exploded,
+    move_target,
     new_stream,
     record,
     run_sampled,
@@ -48,24 +49,31 @@ def semi_gradient_td(
     alpha, period = hyperparameters.alpha, hyperparameters.target_update_period
     n = int(marks[-1]) + 1 if hyperparameters.n_step is None else hyperparameters.n_step
     if n == 1:
+        h = hyperparameters
         return run_sampled(
-            _one_step_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, period
-        )
+            _one_step_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, period,
+            h.target_update_tau, h.ridge, h.projection_radius,
+        )  # fmt: skip
     return run_sampled(_n_step_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, n, period)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _one_step_td_kernel(
     keys, w0, model, marks, hard_limits, out_weights, out_td_mean, out_td_rms, out_hard_step,
-    alpha, target_update_period,
+    alpha, target_update_period, tau, ridge, radius,
 ):  # fmt: skip
-    """Semi-gradient off-policy TD(0), eq. 11.2: the n = 1 case without the n-step buffers."""
+    """Semi-gradient off-policy TD(0), eq. 11.2: the n = 1 case without the n-step buffers.
+
+    With Zhang, Yao & Whiteson (2021)'s knobs: w <- (1 - alpha eta) w + alpha rho delta x,
+    delta bootstrapping from w-, and every ``target_update_period`` steps `move_target`.
+    """
     X, gamma = model.features, model.gamma
+    has_target = target_update_period > 1 or tau < 1.0
     for i in numba.prange(w0.shape[0]):
         rng = new_stream(keys[i])
         w = w0[i].copy()
         w_target = w0[i].copy()
-        w_bootstrap = w if target_update_period == 1 else w_target
+        w_bootstrap = w_target if has_target else w
         statistics, log = NO_TD_ERRORS, 1
         s = draw(model.start_cum, rng)
         for t in range(marks[-1]):
@@ -74,10 +82,12 @@ def _one_step_td_kernel(
             td_error = (
                 model.reward[s, a, s_next] + gamma * dot(X[s_next], w_bootstrap) - dot(X[s], w)
             )
+            if ridge != 0.0:
+                w *= 1.0 - alpha * ridge
             diverged = axpy_exploded(w, alpha * rho * td_error, X[s], hard_limits[i])
             statistics = add_td_error(statistics, td_error)
-            if target_update_period > 1 and (t + 1) % target_update_period == 0:
-                w_target[:] = w
+            if has_target and (t + 1) % target_update_period == 0:
+                move_target(w_target, w, tau, radius)
             s = continue_from(model, s_next, rng)
             if diverged:
                 out_hard_step[i] = t + 1

@@ -17,8 +17,11 @@ class Hyperparameters(NamedTuple):
     ``alpha`` is the step size (0 for least-squares DP, which has none), ``beta``
     the step size of gradient TD's secondary weights (0 for other rules),
     ``n_step`` the n of the n-step return (None: the Monte Carlo return, n = inf),
-    ``target_update_period`` how many updates the target weights w- lag and
-    ``correction_regularisation`` TDRC's kappa (0 for every other rule).
+    ``target_update_period`` how many updates pass between target updates, each
+    w- <- w- + ``target_update_tau`` (Proj_R(w) - w-) with R the
+    ``projection_radius`` (inf: none), ``ridge`` the eta of the update's
+    -alpha eta w term, and ``correction_regularisation`` TDRC's kappa (0 for
+    every other rule).
     """
 
     alpha: float
@@ -26,6 +29,9 @@ class Hyperparameters(NamedTuple):
     n_step: int | None
     target_update_period: int
     correction_regularisation: float = 0.0
+    target_update_tau: float = 1.0
+    ridge: float = 0.0
+    projection_radius: float = float("inf")
 
 
 class LearnerTrace(NamedTuple):

@@ -10,12 +10,13 @@ with stratified bootstrap intervals over seeds.
 
 Early warnings ask whether a diagnostic of the features moved before max |Q| did. For a
 member that soft-diverged, a metric's *onset* is the first logged step from which it stays,
-for `PERSISTENCE` consecutive logs, beyond every never-diverged member of its cell (the same
-game and remedy) at the same step, in the metric's direction of trouble: max |Q| and the
-feature cosine up, the effective rank down. The same rule for every metric, so the *lead*,
-onset of max |Q| minus onset of the warning in logged steps, compares like with like.
-`warning_correlations` asks the across-member question as well: does a warning's value
-halfway through training rank the members by their later peak max |Q|?
+for `PERSISTENCE` consecutive logs, beyond every never-diverged member of the same game and
+network (with or without LayerNorm, whatever its other stabilisers) at the same step, in the
+metric's direction of trouble: max |Q| and the feature cosine up, the effective rank down.
+The same rule for every metric, so the *lead*, onset of max |Q| minus onset of the warning
+in logged steps, compares like with like.
+`warning_correlations` asks the across-member question as well: within a remedy's cell, does
+a warning's value halfway through training rank the members by their later peak max |Q|?
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ from rlharness.outcomes import DIVERGED
 
 GAME = "env.id"
 REMEDY = "remedy"
+LAYER_NORM = "agent.network.layer_norm"
+ARCHITECTURE = "architecture"
+"""Whether a member's network has LayerNorm: members of one game and architecture share a
+reference envelope (LayerNorm changes the features' scale and rank)."""
 NONE = "none"
 """The unstabilised cell: online bootstrapping, n = 1, no LayerNorm, no L2."""
 TARGET_NAMES = {
@@ -153,28 +158,34 @@ def _row(
 
 
 def member_traces(metrics: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
-    """The logged metrics of every member with its game, remedy and whether it soft-diverged."""
+    """The logged metrics of every member with its game, remedy, network (`ARCHITECTURE`:
+    with or without LayerNorm) and whether it soft-diverged."""
     keys = ["run", "variant", "seed"]
     members = outcomes[[*keys, GAME, REMEDY, "outcome"]].copy()
     members["diverged"] = members["outcome"].isin(DIVERGED)
+    normalised = outcomes.get(LAYER_NORM, pd.Series(False, index=outcomes.index))
+    members[ARCHITECTURE] = [
+        "LayerNorm" if value_key(value) == "True" else "plain" for value in normalised
+    ]
     return metrics.merge(members.drop(columns="outcome"), on=keys, how="inner")
 
 
 def onsets(traces: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     """One row per soft-diverged member: the onset step of each metric (NaN: none, or its
-    cell has fewer than `MIN_REFERENCE` never-diverged members to judge against)."""
+    game and architecture have fewer than `MIN_REFERENCE` never-diverged members to judge
+    against)."""
     directions = {MAX_Q: 1, **{m: WARNINGS[m] for m in metrics}}
     present = [m for m in directions if m in traces.columns]
     rows = []
-    for (game, remedy), cell in traces.groupby([GAME, REMEDY], sort=True):
+    for (game, _), cell in traces.groupby([GAME, ARCHITECTURE], sort=True):
         reference = cell[~cell["diverged"]]
         enough = reference[["run", "variant", "seed"]].drop_duplicates().shape[0] >= MIN_REFERENCE
         envelopes = {
             m: reference.groupby("step")[m].agg("max" if directions[m] > 0 else "min")
             for m in present
         }
-        for (run, variant, seed), member in cell[cell["diverged"]].groupby(
-            ["run", "variant", "seed"], sort=True
+        for (run, variant, seed, remedy), member in cell[cell["diverged"]].groupby(
+            ["run", "variant", "seed", REMEDY], sort=True
         ):
             row: dict[str, object] = {
                 "run": run,
@@ -260,36 +271,43 @@ def warning_correlations(
     seed: int = 0,
     confidence: float = CONFIDENCE,
 ) -> pd.DataFrame:
-    """Per warning and game: Spearman's rank correlation, across members, of the warning at
-    the middle logged step with log10 of the peak max |Q| after it, and its bootstrap interval
-    (members resampled). A warning that predicts trouble correlates with the sign of its
-    direction (srank negatively, cosine positively)."""
+    """Per warning and game: Spearman's rank correlation of the warning at the middle logged
+    step with log10 of the peak max |Q| after it, within each remedy's cell (so a remedy that
+    shifts both does not make the correlation), averaged over the cells with at least
+    `MIN_REFERENCE` + 1 members, and its bootstrap interval (members resampled within cells).
+    A warning that predicts trouble correlates with the sign of its direction (srank
+    negatively, cosine positively)."""
     rows = []
     for game, frame in traces.groupby(GAME, sort=True):
         steps = np.sort(frame["step"].unique())
         middle = steps[len(steps) // 2]
-        later = frame[frame["step"] > middle].groupby(["run", "variant", "seed"])[MAX_Q].max()
+        keys = ["run", "variant", "seed"]
+        later = frame[frame["step"] > middle].groupby(keys)[MAX_Q].max()
+        at_middle = frame[frame["step"] == middle].set_index(keys)
         for warning, direction in WARNINGS.items():
             if warning not in frame.columns:
                 continue
-            at_middle = frame[frame["step"] == middle].set_index(["run", "variant", "seed"])[
-                warning
-            ]
-            joined = pd.concat([at_middle, np.log10(later)], axis=1, join="inner").dropna()
-            joined = joined[np.isfinite(joined.to_numpy()).all(axis=1)]
-            if len(joined) < MIN_REFERENCE:
+            cells = []
+            for _, cell in at_middle.groupby(REMEDY, sort=True):
+                joined = pd.concat([cell[warning], np.log10(later)], axis=1, join="inner")
+                values = joined.to_numpy(dtype=float)
+                values = values[np.isfinite(values).all(axis=1)]
+                if len(values) > MIN_REFERENCE:
+                    cells.append(values)
+            estimates = [_spearman(values) for values in cells]
+            finite = [e for e in estimates if np.isfinite(e)]
+            if not finite:
                 continue
-            values = joined.to_numpy(dtype=float)
-            rho = _spearman(values)
-            low, high = _correlation_interval(values, reps, seed, confidence)
+            low, high = _correlation_interval(cells, reps, seed, confidence)
             rows.append(
                 {
                     GAME: game,
                     "warning": warning,
                     "direction": direction,
                     "step": int(middle),
-                    "members": len(joined),
-                    "spearman": rho,
+                    "cells": len(finite),
+                    "members": sum(len(values) for values in cells),
+                    "spearman": float(np.mean(finite)),
                     "ci_low": low,
                     "ci_high": high,
                 }
@@ -305,13 +323,19 @@ def _spearman(values: np.ndarray) -> float:
 
 
 def _correlation_interval(
-    values: np.ndarray, reps: int, seed: int, confidence: float
+    cells: list[np.ndarray], reps: int, seed: int, confidence: float
 ) -> tuple[float, float]:
     generator = np.random.default_rng(seed)
-    draws = generator.integers(0, len(values), size=(reps, len(values)))
-    estimates = np.array([_spearman(values[rows]) for rows in draws])
-    estimates = estimates[np.isfinite(estimates)]
-    if estimates.size == 0:
+    estimates = []
+    for _ in range(reps):
+        within = []
+        for values in cells:
+            rows = generator.integers(0, len(values), size=len(values))
+            within.append(_spearman(values[rows]))
+        finite = [e for e in within if np.isfinite(e)]
+        if finite:
+            estimates.append(np.mean(finite))
+    if not estimates:
         return math.nan, math.nan
     tail = (1 - confidence) / 2
     low, high = np.quantile(estimates, [tail, 1 - tail])

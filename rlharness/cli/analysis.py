@@ -322,7 +322,8 @@ def remedies(
             f"(--bootstrap-seed {bootstrap_seed}). A lead counts the logged steps (every "
             f"{study.log_every} env steps) by which a warning's onset preceded max |Q|'s in a "
             "soft-diverged member; an onset is the first step from which the metric stays for two "
-            "logs beyond every never-diverged member of the same game and remedy."
+            "logs beyond every never-diverged member of the same game and network (with or "
+            "without LayerNorm). Correlations: within each remedy's cell, averaged over cells."
         )
     if out is not None:
         _write_remedies(study, tables, out, reps, bootstrap_seed)

@@ -4,11 +4,13 @@
 TD fixed point's error, ||X w_TD - v_pi|| (unweighted, as Zhang, Yao & Whiteson
 2021 plot it, Figure 1a) and ||X w_TD - v_pi||_D, and the best approximation's
 D-norm error; `fixed_point_figure` draws them on a log scale with the singular
-weighting p* marked; `write_fixed_point_figure` saves it.
+weighting p* marked; `write_fixed_point_figure` saves it:
+    python -m rlharness.analysis.kolter_figure [DIRECTORY]   (default experiments/figures)
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from rlharness_envs.kolter import GAMMA, REPRESENTATION_ERROR, TRUE_VALUES, kolt
 
 FIGURE_NAME = "kolter_fixed_point"
 FIGURE_FORMATS = ("png", "pdf")
+DEFAULT_DIRECTORY = "experiments/figures"
 
 
 def singular_weighting(epsilon: float = REPRESENTATION_ERROR) -> float:
@@ -105,3 +108,10 @@ def write_fixed_point_figure(
         return save_figure(figure, Path(directory) / FIGURE_NAME, formats)
     finally:
         plt.close(figure)
+
+
+if __name__ == "__main__":
+    for written in write_fixed_point_figure(
+        sys.argv[1] if len(sys.argv) > 1 else DEFAULT_DIRECTORY
+    ):
+        print(written)

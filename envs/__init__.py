@@ -19,6 +19,7 @@ TRIAD_ENVS: dict[str, tuple[str, int | None]] = {
     "triad/TwoState-v0": ("rlharness_envs.two_state:TwoStateEnv", CONTINUING_EPISODE_STEPS),
     "triad/TsitsiklisVanRoy-v0": ("rlharness_envs.tsitsiklis_van_roy:TsitsiklisVanRoyEnv", None),
     "triad/RandomWalk-v0": ("rlharness_envs.random_walk:RandomWalkEnv", None),
+    "triad/Kolter-v0": ("rlharness_envs.kolter:KolterEnv", CONTINUING_EPISODE_STEPS),
 }
 
 for _env_id, (_entry_point, _max_steps) in TRIAD_ENVS.items():

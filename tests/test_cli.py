@@ -127,8 +127,9 @@ BAD_SPECS: dict[str, tuple[Any, list[str]]] = {
         mutated(env__id="triad/Bard-v0"),
         [
             "env.id: unknown environment 'triad/Bard-v0'; available: triad/Baird-v0, "
-            "triad/BairdControl-v0, triad/RandomWalk-v0, triad/TsitsiklisVanRoy-v0, "
-            "triad/TwoState-v0 (dqn also takes any registered Gymnasium id, e.g. CartPole-v1) "
+            "triad/BairdControl-v0, triad/Kolter-v0, triad/RandomWalk-v0, "
+            "triad/TsitsiklisVanRoy-v0, triad/TwoState-v0 (dqn also takes any registered "
+            "Gymnasium id, e.g. CartPole-v1) "
             "(in grid point triad.off_policy=True)"
         ],
     ),

@@ -17,6 +17,7 @@ SAMPLED_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("triad/Baird-v0", {"name": "semi_gradient_td", "alpha": 0.01}, {"target_update_period": 7}),
     ("triad/Baird-v0", {"name": "tdc", "update": "sampled", "alpha": 0.005, "beta": 0.05}, {}),
     ("triad/Baird-v0", {"name": "gtd2", "update": "sampled", "alpha": 0.005, "beta": 0.05}, {}),
+    ("triad/Baird-v0", {"name": "tdrc", "update": "sampled", "alpha": 0.005, "beta": 0.05}, {}),
     ("triad/Baird-v0", {"name": "emphatic_td", "update": "sampled", "alpha": 0.001}, {}),
     ("triad/BairdControl-v0", {"name": "q_learning", "alpha": 0.01}, {}),
     ("triad/RandomWalk-v0", {"name": "semi_gradient_td", "alpha": 0.05}, {"n_step": "inf"}),
@@ -93,6 +94,7 @@ EXPECTED_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("triad/Baird-v0", {"name": "least_squares_dp"}, {"n_step": 3}),
     ("triad/Baird-v0", {"name": "tdc", "update": "expected", "alpha": 0.005, "beta": 0.05}, {}),
     ("triad/Baird-v0", {"name": "gtd2", "update": "expected", "alpha": 0.005, "beta": 0.05}, {}),
+    ("triad/Baird-v0", {"name": "tdrc", "update": "expected", "alpha": 0.005, "beta": 0.05}, {}),
     ("triad/Baird-v0", {"name": "emphatic_td", "update": "expected", "alpha": 0.03}, {}),
     ("triad/BairdControl-v0", {"name": "q_learning", "update": "expected", "alpha": 0.01}, {}),
 ]

@@ -20,8 +20,10 @@ from rlharness.agents.linear.expected import ExpectedBuilder, run_expected
 from rlharness.agents.linear.gradient_td import (
     expected_gtd2,
     expected_tdc,
+    expected_tdrc,
     sampled_gtd2,
     sampled_tdc,
+    sampled_tdrc,
 )
 from rlharness.agents.linear.problem import LinearProblem, build_problem
 from rlharness.agents.linear.q_learning import expected_q_learning, sampled_q_learning
@@ -108,8 +110,8 @@ RULES: dict[AgentName, Rule] = {
     ),
     "tdc": Rule(sampled=sampled_tdc, expected=expected_tdc, uses_beta=True, auxiliary="features"),
     "tdrc": Rule(
-        sampled=sampled_tdc,
-        expected=expected_tdc,
+        sampled=sampled_tdrc,
+        expected=expected_tdrc,
         uses_beta=True,
         auxiliary="features",
         regularised_correction=True,

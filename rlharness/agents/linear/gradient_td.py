@@ -2,17 +2,21 @@
 
 All minimise the projected Bellman error with a second weight vector v that
 estimates E[x x^T]^-1 E[rho delta x]:
-    v <- v + beta rho (delta - v^T x) x - beta kappa v
+    v <- v + beta rho (delta - v^T x) x                    (eq. 11.29's v)
     TDC:  w <- w + alpha rho (delta x - gamma x' (x^T v))
     GTD2: w <- w + alpha rho (x - gamma x') (x^T v)
-with delta = R + gamma x'^T w - x^T w and kappa = 0. TDRC (Ghiassian, Patterson,
-Garg, Precup & White, ICML 2020, "Gradient Temporal-Difference Learning with
-Regularized Corrections", Algorithm 1) is TDC with kappa > 0: the ridge term
+with delta = R + gamma x'^T w - x^T w. TDRC (Ghiassian, Patterson, Garg,
+Precup & White, ICML 2020, "Gradient Temporal-Difference Learning with
+Regularized Corrections", Algorithm 1 and the authors' code) is TDC whose
+secondary weights carry a ridge term kappa (the paper's beta):
+    v <- v + beta [(rho delta - v^T x) x - kappa v],
+the paper's secondary step beta = eta alpha (eta = 1 by default). The ridge
 pulls v towards 0, so TDRC behaves like TD where TD is stable and like TDC
 where it is not; its fixed point is still the TD fixed point (v = 0 there).
-The paper's defaults: kappa = 1 (its beta) and v stepped by alpha (its eta = 1).
-The expected forms replace each sample by its expectation under the state
-weighting mu (Figure 11.5, right).
+The paper weights only delta by rho in the v update (as Maei 2011), where the
+book's TDC weights (delta - v^T x); the two agree in expectation and on-policy,
+so TDRC with kappa = 0 is TDC exactly in both cases. The expected forms replace
+each sample by its expectation under the state weighting mu (Figure 11.5, right).
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ from rlharness.agents.linear.types import (
     per_row,
 )
 
+TDC, GTD2, TDRC = 0, 1, 2
+"""The sampled kernel's ``form``: which w update, and which v update (TDRC's or the book's)."""
+
 
 def sampled_tdc(
     problem: LinearProblem,
@@ -52,12 +59,26 @@ def sampled_tdc(
     marks: IntArray,
     hard_limits: FloatArray,
 ) -> LearnerTrace:
-    """Run sampled TDC (TDRC with a correction regularisation kappa > 0) for every seed, v
-    starting at 0."""
+    """Run sampled TDC for every seed, v starting at 0."""
+    alpha, beta = hyperparameters.alpha, hyperparameters.beta
+    return run_sampled(
+        _gradient_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, beta, 0.0, TDC
+    )
+
+
+def sampled_tdrc(
+    problem: LinearProblem,
+    w0: FloatArray,
+    seeds: list[int],
+    hyperparameters: Hyperparameters,
+    marks: IntArray,
+    hard_limits: FloatArray,
+) -> LearnerTrace:
+    """Run sampled TDRC for every seed, v starting at 0."""
     alpha, beta = hyperparameters.alpha, hyperparameters.beta
     kappa = hyperparameters.correction_regularisation
     return run_sampled(
-        _gradient_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, beta, kappa, False
+        _gradient_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, beta, kappa, TDRC
     )
 
 
@@ -72,14 +93,14 @@ def sampled_gtd2(
     """Run sampled GTD2 for every seed, v starting at 0."""
     alpha, beta = hyperparameters.alpha, hyperparameters.beta
     return run_sampled(
-        _gradient_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, beta, 0.0, True
+        _gradient_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, beta, 0.0, GTD2
     )
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _gradient_td_kernel(
     keys, w0, model, marks, hard_limits, out_weights, out_td_mean, out_td_rms, out_hard_step,
-    alpha, beta, kappa, gtd2,
+    alpha, beta, kappa, form,
 ):  # fmt: skip
     X, gamma = model.features, model.gamma
     n_seeds, n_features = w0.shape
@@ -95,15 +116,18 @@ def _gradient_td_kernel(
             x, x_next = X[s], X[s_next]
             td_error = model.reward[s, a, s_next] + gamma * dot(x_next, w) - dot(x, w)
             x_v = dot(x, v)
-            if gtd2:
+            if form == GTD2:
                 axpy(w, alpha * rho * x_v, x)
                 axpy(w, -alpha * rho * gamma * x_v, x_next)
             else:
                 axpy(w, alpha * rho * td_error, x)
                 axpy(w, -alpha * rho * gamma * x_v, x_next)
-            if kappa != 0.0:
-                v *= 1.0 - beta * kappa
-            axpy(v, beta * rho * (td_error - x_v), x)
+            if form == TDRC:
+                if kappa != 0.0:
+                    v *= 1.0 - beta * kappa
+                axpy(v, beta * (rho * td_error - x_v), x)
+            else:
+                axpy(v, beta * rho * (td_error - x_v), x)
             statistics = add_td_error(statistics, td_error)
             s = continue_from(model, s_next, rng)
             if exploded(w, hard_limits[i]) or exploded(v, hard_limits[i]):
@@ -115,7 +139,12 @@ def _gradient_td_kernel(
 
 
 def expected_tdc(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
-    """The expected TDC (kappa > 0: TDRC) update under the weighting mu, for all seeds at once."""
+    """The expected TDC update under the weighting mu, for all seeds at once."""
+    return _expected_gradient_td(problem, hyperparameters.alpha, hyperparameters.beta, gtd2=False)
+
+
+def expected_tdrc(problem: LinearProblem, hyperparameters: Hyperparameters) -> ExpectedStep:
+    """The expected TDRC update under the weighting mu, for all seeds at once."""
     return _expected_gradient_td(
         problem,
         hyperparameters.alpha,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlharness.agents.linear.overparameterised import overparameterised_td_limit
+from rlharness.agents.linear.overparameterised import overparameterised_limit
 from rlharness.agents.linear.problem import random_projection
 from rlharness.agents.linear.trial import resolve_linear
 from rlharness.errors import SpecError
@@ -65,7 +65,7 @@ def test_the_papers_baird_figure() -> None:
         env_kwargs=CHE_GAMMA,
     )
     problem = resolve_linear(target).problem
-    limit = overparameterised_td_limit(problem, np.asarray(BAIRD_W0, dtype=float))
+    limit = overparameterised_limit(problem, np.asarray(BAIRD_W0, dtype=float))
     # v_pi = 0, but w0's part in the null space of X, along (1, 1, 1, 1, 1, 1, 4, -2), stays
     null = np.array([1, 1, 1, 1, 1, 1, 4, -2]) * 44 / 26
     np.testing.assert_allclose(limit, null, atol=1e-12)
@@ -88,7 +88,7 @@ def test_target_network_and_over_parameterisation_converge_to_the_exact_limit(
 ) -> None:
     spec = _baird(width, 20, 20000)
     resolved = resolve_linear(spec)
-    limit = overparameterised_td_limit(resolved.problem, resolved.initial_weights)
+    limit = overparameterised_limit(resolved.problem, resolved.initial_weights)
     # v_pi = 0 and the least-squares w0 has no null-space part: the limit is w = 0
     assert np.abs(limit).max() < 1e-12
     np.testing.assert_allclose(_final_weights(spec), limit, atol=1e-9)
@@ -108,8 +108,8 @@ def test_projected_features_span_the_env_values_and_keep_w0() -> None:
     )
     under = resolve_linear(_baird(6, 20, 1)).problem
     assert np.linalg.matrix_rank(under.state_features) == 6
-    with pytest.raises(ValueError, match="rank 6 < 7"):
-        overparameterised_td_limit(under, np.zeros(6))
+    with pytest.raises(ValueError, match="rank 6 < 7 live value rows"):
+        overparameterised_limit(under, np.zeros(6))
 
 
 def test_the_features_are_a_function_of_the_spec_not_the_run_seed() -> None:
@@ -149,3 +149,31 @@ def test_bad_feature_knobs_are_refused_by_field(triad: dict[str, object], messag
     with pytest.raises(SpecError) as raised:
         make_spec("triad/Baird-v0", {"name": "semi_gradient_dp", "alpha": 0.01}, 1, triad=triad)
     assert any(message in line for line in raised.value.messages), raised.value.messages
+
+
+def test_q_learning_with_a_target_and_over_parameterised_features_reaches_q_star() -> None:
+    """Che et al.'s control extension on Baird's control form (14 state-action rows, 16 features,
+    projected to 64): Q-learning without a target diverges, with one it reaches q* = 0."""
+
+    def spec(period: int, steps: int) -> ExperimentSpec:
+        agent = {
+            "name": "q_learning",
+            "update": "expected",
+            "alpha": 0.5,
+            "initial_weights": BAIRD_W0 + BAIRD_W0,
+        }
+        triad = {
+            "features": "projected",
+            "feature_width": 64,
+            "feature_seed": 1,
+            "target_update_period": period,
+        }
+        return make_spec(
+            "triad/BairdControl-v0", agent, steps, steps, triad=triad, env_kwargs=CHE_GAMMA
+        )
+
+    assert _outcome(spec(1, 5000)) in ("soft-diverged", "hard-diverged")
+    converging = spec(100, 50000)
+    resolved = resolve_linear(converging)
+    limit = overparameterised_limit(resolved.problem, resolved.initial_weights)
+    np.testing.assert_allclose(_final_weights(converging), limit, atol=1e-8)

@@ -148,3 +148,27 @@ def test_rules_without_the_knobs_refuse_them(
     with pytest.raises(SpecError) as raised:
         check_experiment(make_spec("triad/Baird-v0", agent, 10, triad=triad))
     assert any(message in line for line in raised.value.messages), raised.value.messages
+
+
+@pytest.mark.parametrize(
+    ("agent", "triad", "message"),
+    [
+        ({"ridge": -1.0}, {}, "agent.ridge: Input should be greater than or equal to 0"),
+        ({"ridge": float("inf")}, {}, "agent.ridge: Input should be a finite number"),
+        ({"projection_radius": 0.0}, {}, "agent.projection_radius: Input should be greater than 0"),
+        ({}, {"target_update_tau": 0.0}, "triad.target_update_tau: Input should be greater than 0"),
+        (
+            {},
+            {"target_update_tau": 1.5},
+            "triad.target_update_tau: Input should be less than or equal to 1",
+        ),
+    ],
+)
+def test_out_of_range_knobs_are_refused_by_field(
+    agent: dict[str, object], triad: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SpecError) as raised:
+        make_spec(
+            "triad/Baird-v0", {"name": "semi_gradient_dp", "alpha": 0.01, **agent}, 1, triad=triad
+        )
+    assert any(line.startswith(message) for line in raised.value.messages), raised.value.messages

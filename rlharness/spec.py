@@ -92,7 +92,7 @@ class LinearAgentSpec(StrictModel):
         default=0.0,
         ge=0,
         description="Ridge weight eta: each update also subtracts alpha eta w (Zhang, Yao & "
-        "Whiteson 2021); semi_gradient_td (n_step 1), semi_gradient_dp and q_learning.",
+        "Whiteson 2021); semi_gradient_td, semi_gradient_dp and q_learning.",
     )
     projection_radius: float | None = Field(
         default=None,

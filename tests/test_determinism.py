@@ -35,6 +35,11 @@ SAMPLED_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         {"name": "semi_gradient_td", "alpha": 0.01},
         {"features": "projected", "feature_width": 16, "target_update_period": 7},
     ),
+    (
+        "triad/Baird-v0",
+        {"name": "semi_gradient_td", "alpha": 0.001, "ridge": 0.5, "projection_radius": 5.0},
+        {"n_step": 3, "target_update_tau": 0.1},
+    ),
 ]
 
 

@@ -136,9 +136,9 @@ def test_default_knobs_change_nothing() -> None:
             "triad.target_update_tau: emphatic_td has no target network",
         ),
         (
-            {"name": "semi_gradient_td", "alpha": 0.01, "projection_radius": 5.0},
-            {"n_step": 3},
-            "agent.projection_radius: sampled semi_gradient_td takes it with n_step 1 only",
+            {"name": "gtd2", "alpha": 0.01, "beta": 0.1, "projection_radius": 5.0},
+            {},
+            "agent.projection_radius: only semi_gradient_td, semi_gradient_dp, q_learning",
         ),
     ],
 )
@@ -172,3 +172,22 @@ def test_out_of_range_knobs_are_refused_by_field(
             "triad/Baird-v0", {"name": "semi_gradient_dp", "alpha": 0.01, **agent}, 1, triad=triad
         )
     assert any(line.startswith(message) for line in raised.value.messages), raised.value.messages
+
+
+def test_n_step_td_with_target_and_ridge_converges_on_baird() -> None:
+    """The n-step kernel takes the knobs too: 3-step sampled TD diverges plainly and
+    converges to the regularised fixed point w = 0 with a Polyak target and ridge."""
+    agent = {"name": "semi_gradient_td", "alpha": 0.01, "initial_weights": BAIRD_W0}
+    plain = run_one(make_spec("triad/Baird-v0", agent, 5000, log_every=5000, triad={"n_step": 3}))
+    assert plain.outcomes["outcome"].iloc[0] in ("soft-diverged", "hard-diverged")
+    stabilised = run_one(
+        make_spec(
+            "triad/Baird-v0",
+            {**agent, "ridge": 0.5, "projection_radius": 100.0},
+            20000,
+            log_every=20000,
+            triad={"n_step": 3, "target_update_tau": 0.1},
+        )
+    )
+    assert stabilised.outcomes["outcome"].iloc[0] == "converged"
+    assert np.abs(_final_weights(stabilised.metrics, 8)).max() < 1e-3

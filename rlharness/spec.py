@@ -52,6 +52,8 @@ MAX_SEEDS = 1_000_000
 MAX_SEED = 2**31 - 1
 """The largest seed: np.random.seed (SB3, RLlib) takes seeds below 2^32, torch and numba any
 int64, and the harness adds offsets (the evaluation env's seed is seed + 1,000,003)."""
+MAX_FEATURE_WIDTH = 4096
+"""The most projected features: the learners log every weight at every logged step."""
 MAX_GRID_POINTS = 10_000
 """The largest full-factorial grid: validate resolves every point before anything runs."""
 MAX_FILE_BYTES = 1_000_000
@@ -90,7 +92,7 @@ class LinearAgentSpec(StrictModel):
         default=0.0,
         ge=0,
         description="Ridge weight eta: each update also subtracts alpha eta w (Zhang, Yao & "
-        "Whiteson 2021); semi_gradient_td (n_step 1), semi_gradient_dp and q_learning.",
+        "Whiteson 2021); semi_gradient_td, semi_gradient_dp and q_learning.",
     )
     projection_radius: float | None = Field(
         default=None,
@@ -225,9 +227,26 @@ AgentSpec = Annotated[LinearAgentSpec | DQNAgentSpec, Field(discriminator="name"
 class TriadSpec(StrictModel):
     """The three ingredients of the deadly triad, each a knob."""
 
-    features: Literal["env", "tabular"] = Field(
+    features: Literal["env", "tabular", "projected"] = Field(
         default="env",
-        description="Function approximation: the env's linear features, or one-hot (off).",
+        description="Function approximation: the env's linear features, one-hot (off), or "
+        "feature_width random linear combinations of the env's features (Che et al. 2024's "
+        "width knob: over-parameterised once they span the env's features).",
+    )
+    feature_width: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_FEATURE_WIDTH,
+        validate_default=True,
+        description="Number of projected features x'(s) = G x(s) / sqrt(width), G with "
+        "standard normal entries; required by features 'projected', refused otherwise.",
+    )
+    feature_seed: StrictInt = Field(
+        default=0,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed of the projection G: the features are a fixed function of the "
+        "spec, the same for every run seed.",
     )
     n_step: StrictInt | Literal["inf"] = Field(
         default=1,
@@ -253,6 +272,18 @@ class TriadSpec(StrictModel):
         description="Off-policy learning: behaviour b and weighting mu differ from the "
         "target policy (true), or b = pi and on-policy weighting d_pi (false).",
     )
+
+    @field_validator("feature_width")
+    @classmethod
+    def _width_of_projected_features(cls, value: int | None, info: ValidationInfo) -> int | None:
+        features = info.data.get("features")
+        if features == "projected" and value is None:
+            raise ValueError("features 'projected' needs a feature_width (an int >= 1)")
+        if features != "projected" and value is not None:
+            raise ValueError(
+                f"only features 'projected' takes a width; remove it for features '{features}'"
+            )
+        return value
 
     @field_validator("n_step")
     @classmethod

@@ -21,6 +21,26 @@ SAMPLED_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("triad/Baird-v0", {"name": "emphatic_td", "update": "sampled", "alpha": 0.001}, {}),
     ("triad/BairdControl-v0", {"name": "q_learning", "alpha": 0.01}, {}),
     ("triad/RandomWalk-v0", {"name": "semi_gradient_td", "alpha": 0.05}, {"n_step": "inf"}),
+    (
+        "triad/Baird-v0",
+        {"name": "semi_gradient_td", "alpha": 0.01, "ridge": 0.5, "projection_radius": 5.0},
+        {"target_update_tau": 0.1},
+    ),
+    (
+        "triad/BairdControl-v0",
+        {"name": "q_learning", "alpha": 0.01, "ridge": 0.5, "projection_radius": 5.0},
+        {"target_update_tau": 0.1, "target_update_period": 3},
+    ),
+    (
+        "triad/Baird-v0",
+        {"name": "semi_gradient_td", "alpha": 0.01},
+        {"features": "projected", "feature_width": 16, "target_update_period": 7},
+    ),
+    (
+        "triad/Baird-v0",
+        {"name": "semi_gradient_td", "alpha": 0.001, "ridge": 0.5, "projection_radius": 5.0},
+        {"n_step": 3, "target_update_tau": 0.1},
+    ),
 ]
 
 
@@ -97,6 +117,27 @@ EXPECTED_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("triad/Baird-v0", {"name": "tdrc", "update": "expected", "alpha": 0.005, "beta": 0.05}, {}),
     ("triad/Baird-v0", {"name": "emphatic_td", "update": "expected", "alpha": 0.03}, {}),
     ("triad/BairdControl-v0", {"name": "q_learning", "update": "expected", "alpha": 0.01}, {}),
+    (
+        "triad/Baird-v0",
+        {"name": "semi_gradient_dp", "alpha": 0.01, "ridge": 0.5, "projection_radius": 5.0},
+        {"target_update_tau": 0.1},
+    ),
+    (
+        "triad/BairdControl-v0",
+        {
+            "name": "q_learning",
+            "update": "expected",
+            "alpha": 0.01,
+            "ridge": 0.5,
+            "projection_radius": 5.0,
+        },
+        {"target_update_tau": 0.1, "target_update_period": 3},
+    ),
+    (
+        "triad/Baird-v0",
+        {"name": "semi_gradient_dp", "alpha": 0.5},
+        {"features": "projected", "feature_width": 16, "target_update_period": 20},
+    ),
 ]
 
 

@@ -136,9 +136,9 @@ def test_default_knobs_change_nothing() -> None:
             "triad.target_update_tau: emphatic_td has no target network",
         ),
         (
-            {"name": "semi_gradient_td", "alpha": 0.01, "projection_radius": 5.0},
-            {"n_step": 3},
-            "agent.projection_radius: sampled semi_gradient_td takes it with n_step 1 only",
+            {"name": "gtd2", "alpha": 0.01, "beta": 0.1, "projection_radius": 5.0},
+            {},
+            "agent.projection_radius: only semi_gradient_td, semi_gradient_dp, q_learning",
         ),
     ],
 )
@@ -148,3 +148,46 @@ def test_rules_without_the_knobs_refuse_them(
     with pytest.raises(SpecError) as raised:
         check_experiment(make_spec("triad/Baird-v0", agent, 10, triad=triad))
     assert any(message in line for line in raised.value.messages), raised.value.messages
+
+
+@pytest.mark.parametrize(
+    ("agent", "triad", "message"),
+    [
+        ({"ridge": -1.0}, {}, "agent.ridge: Input should be greater than or equal to 0"),
+        ({"ridge": float("inf")}, {}, "agent.ridge: Input should be a finite number"),
+        ({"projection_radius": 0.0}, {}, "agent.projection_radius: Input should be greater than 0"),
+        ({}, {"target_update_tau": 0.0}, "triad.target_update_tau: Input should be greater than 0"),
+        (
+            {},
+            {"target_update_tau": 1.5},
+            "triad.target_update_tau: Input should be less than or equal to 1",
+        ),
+    ],
+)
+def test_out_of_range_knobs_are_refused_by_field(
+    agent: dict[str, object], triad: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SpecError) as raised:
+        make_spec(
+            "triad/Baird-v0", {"name": "semi_gradient_dp", "alpha": 0.01, **agent}, 1, triad=triad
+        )
+    assert any(line.startswith(message) for line in raised.value.messages), raised.value.messages
+
+
+def test_n_step_td_with_target_and_ridge_converges_on_baird() -> None:
+    """The n-step kernel takes the knobs too: 3-step sampled TD diverges plainly and
+    converges to the regularised fixed point w = 0 with a Polyak target and ridge."""
+    agent = {"name": "semi_gradient_td", "alpha": 0.01, "initial_weights": BAIRD_W0}
+    plain = run_one(make_spec("triad/Baird-v0", agent, 5000, log_every=5000, triad={"n_step": 3}))
+    assert plain.outcomes["outcome"].iloc[0] in ("soft-diverged", "hard-diverged")
+    stabilised = run_one(
+        make_spec(
+            "triad/Baird-v0",
+            {**agent, "ridge": 0.5, "projection_radius": 100.0},
+            20000,
+            log_every=20000,
+            triad={"n_step": 3, "target_update_tau": 0.1},
+        )
+    )
+    assert stabilised.outcomes["outcome"].iloc[0] == "converged"
+    assert np.abs(_final_weights(stabilised.metrics, 8)).max() < 1e-3

@@ -76,7 +76,11 @@ def test_unknown_top_level_field_lists_allowed_fields(tiny_spec):
         ),
         ("run", "device, first_seed, log_every, seeds, steps"),
         ("env", "id, kwargs"),
-        ("triad", "features, n_step, off_policy, target_update_period, target_update_tau"),
+        (
+            "triad",
+            "feature_seed, feature_width, features, n_step, off_policy, target_update_period, "
+            "target_update_tau",
+        ),
         (
             "diagnostics",
             "divergence_factor, hard_divergence_factor, hard_divergence_threshold, "
@@ -114,7 +118,7 @@ def test_missing_required_field(tiny_spec):
         ("run", "first_seed", -1, "greater than or equal to 0"),
         ("agent", "initial_weight_noise", -0.1, "greater than or equal to 0"),
         ("agent", "update", "sometimes", "'sampled' or 'expected'"),
-        ("triad", "features", "deep", "'env' or 'tabular'"),
+        ("triad", "features", "deep", "'env', 'tabular' or 'projected'"),
         ("triad", "target_update_period", 0, "greater than or equal to 1"),
         ("diagnostics", "soft_divergence_threshold", -1, "greater than 0"),
         ("run", "steps", True, "valid integer"),
@@ -273,7 +277,8 @@ def test_grid_over_missing_nested_field_names_it(tiny_spec):
     tiny_spec["grid"] = {"triad.bootstrap": [True, False]}
     assert only_error(tiny_spec) == (
         "grid.triad.bootstrap: 'triad.bootstrap' is not a field; "
-        "allowed: features, n_step, off_policy, target_update_period, target_update_tau"
+        "allowed: feature_seed, feature_width, features, n_step, off_policy, "
+        "target_update_period, target_update_tau"
     )
 
 

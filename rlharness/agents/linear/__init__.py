@@ -172,17 +172,11 @@ def check_rule(agent: LinearAgentSpec, triad: TriadSpec, episodic: bool) -> list
     regularising = {
         "agent.ridge": agent.ridge != 0.0,
         "agent.projection_radius": agent.projection_radius is not None,
-        "triad.target_update_tau": triad.target_update_tau != 1.0,
     }
     for field, used in regularising.items():
-        if field.startswith("agent.") and used and not rule.regularised:
+        if used and not rule.regularised:
             allowed = ", ".join(name for name, other in RULES.items() if other.regularised)
             problems.append(f"{field}: only {allowed} take it; remove it for {agent.name}")
-        elif used and rule.regularised and update_kind(agent) == "sampled" and triad.n_step != 1:
-            problems.append(
-                f"{field}: sampled {agent.name} takes it with n_step 1 only, got "
-                f"{triad.n_step}; use n_step 1 or the expected form"
-            )
     if not rule.on_policy_form and not triad.off_policy:
         problems.append(
             f"triad.off_policy: {agent.name} learns the greedy policy off-policy by "

@@ -25,6 +25,7 @@ class LinearProblem:
     (control only) are x(s, a). ``weighting`` is the state distribution of
     expected updates: the env's off-policy weighting mu, or the target policy's
     on-policy distribution d_pi when off-policy learning is switched off.
+    ``projection`` is the G of projected features x'(s) = G x(s) (None otherwise).
     """
 
     model: ExactModel
@@ -33,6 +34,7 @@ class LinearProblem:
     behaviour_policy: FloatArray
     target_policy: FloatArray
     weighting: FloatArray
+    projection: FloatArray | None = None
 
     @property
     def n_features(self) -> int:
@@ -128,6 +130,8 @@ class LinearProblem:
 
         Tabular features start from the same initial values as the env's
         features would: w0_tabular = X w0 (per state, or per state-action).
+        Projected features start from the least-squares fit of those values,
+        the minimum-norm w' with X G^T w' = X w0 once they span the env's features.
         """
         env_dimension = _env_dimension(self.model, self.action_features is not None)
         if env_weights is None:
@@ -144,6 +148,8 @@ class LinearProblem:
         )
         assert env_rows is not None
         values = (env_rows @ weights).reshape(-1)
+        if self.projection is not None:
+            return np.linalg.lstsq(self.rows, values, rcond=None)[0]
         live = np.repeat(~self.model.terminal, values.size // self.model.n_states)
         return values[live]
 
@@ -158,13 +164,26 @@ def _compose(
 
 
 def build_problem(
-    model: ExactModel, features: str, off_policy: bool, control: bool
+    model: ExactModel,
+    features: str,
+    off_policy: bool,
+    control: bool,
+    feature_width: int | None = None,
+    feature_seed: int = 0,
 ) -> LinearProblem:
     """Apply the function-approximation and off-policy knobs to ``model``."""
     if control and model.action_features is None:
         raise ValueError("this env has no action-value features (a control form)")
     live = ~model.terminal
-    if features == "tabular":
+    projection = None
+    if features == "projected":
+        assert feature_width is not None
+        env_rows = model.action_features if control else model.features
+        assert env_rows is not None
+        projection = random_projection(feature_width, env_rows.shape[-1], feature_seed)
+        state_features = model.features @ projection.T if not control else model.features
+        action_features = env_rows @ projection.T if control else None
+    elif features == "tabular":
         state_features = _one_hot(live)
         action_features = None
         if control:
@@ -183,7 +202,24 @@ def build_problem(
         behaviour_policy=behaviour,
         target_policy=target,
         weighting=weighting,
+        projection=projection,
     )
+
+
+def random_projection(width: int, dimension: int, seed: int) -> FloatArray:
+    """G (width x dimension) with independent N(0, 1 / width) entries, a function of ``seed``.
+
+    The width knob of Che et al. (ICML 2024, "Target Networks and Over-parameterization
+    Stabilize Off-policy Bootstrapping with Function Approximation"): the learner's
+    features x'(s) = G x(s) are linear in the env's, so rank X G^T = min(width, rank X)
+    almost surely: over-parameterised (full row rank, their condition) once width >=
+    rank X, where the env's features have full row rank (Baird's: 8 features, rank 7 for
+    7 states), and under-parameterised below. Terminal rows stay zero. The 1 / sqrt(width)
+    scale keeps E[G^T G] = I, so the value-space kernel X G^T G X^T stays near X X^T and
+    the env's counterexample survives at every width.
+    """
+    generator = np.random.default_rng(seed)
+    return generator.standard_normal((width, dimension)) / np.sqrt(width)
 
 
 def _one_hot(live: np.ndarray) -> FloatArray:

@@ -54,7 +54,11 @@ def semi_gradient_td(
             _one_step_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, period,
             h.target_update_tau, h.ridge, h.projection_radius,
         )  # fmt: skip
-    return run_sampled(_n_step_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, n, period)
+    h = hyperparameters
+    return run_sampled(
+        _n_step_td_kernel, problem, w0, seeds, marks, hard_limits, alpha, n, period,
+        h.target_update_tau, h.ridge, h.projection_radius,
+    )  # fmt: skip
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -100,7 +104,7 @@ def _one_step_td_kernel(
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _n_step_td_kernel(
     keys, w0, model, marks, hard_limits, out_weights, out_td_mean, out_td_rms, out_hard_step,
-    alpha, n, target_update_period,
+    alpha, n, target_update_period, polyak_rate, ridge, radius,
 ):  # fmt: skip
     """Off-policy n-step semi-gradient TD: Sutton & Barto (2nd ed.) eq. 7.9 with linear v-hat.
 
@@ -118,16 +122,18 @@ def _n_step_td_kernel(
       (eq. 7.1 with v-hat = x^T w-) and multiplies rho_{tau:h-1} = prod_j rho_j
       (eq. 7.10, h = min(tau + n, T)).
     - *update*: w <- w + alpha rho_{tau:h-1} [G_{tau:h} - x(S_tau)^T w] x(S_tau),
-      eq. 7.9 with the gradient x(S_tau) of linear v-hat (sections 9.4, 11.1);
-      w- is refreshed every ``target_update_period`` updates.
+      eq. 7.9 with the gradient x(S_tau) of linear v-hat (sections 9.4, 11.1),
+      less alpha eta w with Zhang, Yao & Whiteson (2021)'s ridge eta; every
+      ``target_update_period`` updates w- moves by `move_target`.
     """
     X, gamma = model.features, model.gamma
     capacity = min(n, marks[-1])
+    has_target = target_update_period > 1 or polyak_rate < 1.0
     for i in numba.prange(w0.shape[0]):
         rng = new_stream(keys[i])
         w = w0[i].copy()
         w_target = w0[i].copy()
-        w_bootstrap = w if target_update_period == 1 else w_target
+        w_bootstrap = w_target if has_target else w
         states = np.empty(capacity, dtype=np.int64)
         rewards = np.empty(capacity)
         ratios = np.empty(capacity)
@@ -160,11 +166,13 @@ def _n_step_td_kernel(
                 # update
                 x = X[states[_ring_index(slot, k - tau, capacity)]]
                 td_error = target - dot(x, w)
+                if ridge != 0.0:
+                    w *= 1.0 - alpha * ridge
                 axpy(w, alpha * rho * td_error, x)
                 statistics = add_td_error(statistics, td_error)
                 updates += 1
-                if target_update_period > 1 and updates % target_update_period == 0:
-                    w_target[:] = w
+                if has_target and updates % target_update_period == 0:
+                    move_target(w_target, w, polyak_rate, radius)
             if model.terminal[s_next]:
                 s, k = draw(model.start_cum, rng), 0
             else:

@@ -58,7 +58,15 @@ def resolve_linear(spec: ExperimentSpec) -> ResolvedLinearTrial:
         raise SpecError(where, problems)
     control = RULES[agent.name].control
     try:
-        problem = build_problem(model, spec.triad.features, spec.triad.off_policy, control)
+        triad = spec.triad
+        problem = build_problem(
+            model,
+            triad.features,
+            triad.off_policy,
+            control,
+            triad.feature_width,
+            triad.feature_seed,
+        )
         criterion = divergence_criterion(model, spec.diagnostics, control)
     except np.linalg.LinAlgError as error:
         # the env's arguments made a model without a solution (e.g. an episode that never ends)

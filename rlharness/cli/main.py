@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rlharness.cli import analysis, run, sweep
+from rlharness.cli import analysis, run, stability, sweep
 
 app = typer.Typer(
     name="rlharness",
@@ -18,6 +18,7 @@ for command in (
     sweep.sweep,
     sweep.status,
     run.validate,
+    stability.stability,
     run.envs,
     run.agents,
     analysis.catalog,

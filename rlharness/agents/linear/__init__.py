@@ -205,18 +205,7 @@ def run_linear(
     """
     rule = RULES[agent.name]
     kind = update_kind(agent)
-    hyperparameters = Hyperparameters(
-        alpha=agent.alpha or 0.0,
-        beta=agent.beta or 0.0,
-        n_step=None if triad.n_step == "inf" else int(triad.n_step),
-        target_update_period=triad.target_update_period,
-        correction_regularisation=_correction_regularisation(agent, rule),
-        target_update_tau=triad.target_update_tau,
-        ridge=agent.ridge,
-        projection_radius=(
-            float("inf") if agent.projection_radius is None else agent.projection_radius
-        ),
-    )
+    hyperparameters = hyperparameters_of(agent, triad)
     if kind == "sampled" and rule.sampled is not None:
         return rule.sampled(problem, w0, seeds, hyperparameters, marks, hard_limits)
     if kind == "expected" and rule.expected is not None:
@@ -239,6 +228,22 @@ def run_linear(
     raise ValueError(f"no {kind} form of {agent.name}")
 
 
+def hyperparameters_of(agent: LinearAgentSpec, triad: TriadSpec) -> Hyperparameters:
+    """The settings ``agent``'s rule runs with under the ``triad`` knobs."""
+    return Hyperparameters(
+        alpha=agent.alpha or 0.0,
+        beta=agent.beta or 0.0,
+        n_step=None if triad.n_step == "inf" else int(triad.n_step),
+        target_update_period=triad.target_update_period,
+        correction_regularisation=_correction_regularisation(agent, RULES[agent.name]),
+        target_update_tau=triad.target_update_tau,
+        ridge=agent.ridge,
+        projection_radius=(
+            float("inf") if agent.projection_radius is None else agent.projection_radius
+        ),
+    )
+
+
 def _correction_regularisation(agent: LinearAgentSpec, rule: Rule) -> float:
     if not rule.regularised_correction:
         return 0.0
@@ -255,6 +260,7 @@ __all__ = [
     "Rule",
     "build_problem",
     "check_rule",
+    "hyperparameters_of",
     "logged_steps",
     "run_linear",
     "update_kind",

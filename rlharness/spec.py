@@ -99,7 +99,8 @@ class LinearAgentSpec(StrictModel):
         gt=0,
         description="Radius R of the ball the target weights are kept in: each target update "
         "moves w- towards w projected onto ||w|| <= R (Zhang, Yao & Whiteson 2021); None: no "
-        "projection. The rules that take ridge.",
+        "projection. The rules that take ridge; it acts only through a target network "
+        "(target_update_period > 1 or target_update_tau < 1).",
     )
     correction_regularisation: float | None = Field(
         default=None,

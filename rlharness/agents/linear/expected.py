@@ -33,9 +33,10 @@ def target_update(W_target: FloatArray, W: FloatArray, tau: float, radius: float
     """w- + tau (Proj_R(w) - w-) per row: Zhang, Yao & Whiteson (2021)'s target update.
 
     Proj_R scales w onto the ball ||w|| <= R where it lies outside. The paper
-    projects twice, w before and w- after the Polyak step; with one radius the
-    second projection never acts (a convex combination of two points of the
-    ball stays in it). tau = 1 without a radius is DQN's copy.
+    projects twice, w before and w- after the Polyak step; with one radius and
+    w0 inside the ball the second projection never acts (w- stays a convex
+    combination of points of the ball), so it is left out: a w0 outside the
+    ball enters it only as tau pulls w- in. tau = 1 without a radius is DQN's copy.
     """
     if radius != float("inf"):
         norms = np.linalg.norm(W, axis=1, keepdims=True)

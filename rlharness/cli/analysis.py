@@ -35,7 +35,10 @@ from rlharness.cli.options import (
 from rlharness.cli.tables import Format, print_comparison, print_frame, print_hypotheses
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
+    from matplotlib.figure import Figure
 
     from rlharness.analysis.remedies import RemedyStudy
     from rlharness.analysis.study import Study
@@ -252,9 +255,18 @@ def hypotheses(
 def _write_study(
     study: Study, tables: dict[str, pd.DataFrame], out: Path, reps: int, seed: int
 ) -> None:
-    """The study's tables as CSV and its figures as PNG and SVG under ``out``, each file named
-    on stderr; a directory that cannot be written is bad input."""
-    from rlharness.analysis.study_figures import PAPER_DPI, study_figures
+    """The study's tables as CSV and its figures as PNG and SVG under ``out``."""
+    from rlharness.analysis.study_figures import study_figures
+
+    _write_outputs(out, tables, lambda: study_figures(study, reps, seed))
+
+
+def _write_outputs(
+    out: Path, tables: dict[str, pd.DataFrame], figures: Callable[[], dict[str, Figure]]
+) -> None:
+    """``tables`` as CSV and the ``figures`` as PNG (at the paper's dpi) and SVG under ``out``,
+    each file named on stderr; a directory that cannot be written is bad input."""
+    from rlharness.analysis.study_figures import PAPER_DPI
     from rlharness.analysis.style import save_figures
     from rlharness.errors import ResultsError
     from rlharness.results import free_space
@@ -265,7 +277,7 @@ def _write_study(
             path = out / f"{name}.csv"
             table.to_csv(path, index=False)
             plain(f"table: {path}", stderr=True)
-        saved = save_figures(study_figures(study, reps, seed), out, dpi=PAPER_DPI)
+        saved = save_figures(figures(), out, dpi=PAPER_DPI)
     except OSError as error:
         fail(ResultsError(f"cannot write to {out}: {error.strerror or error} ({free_space(out)})"))
     for files in saved.values():
@@ -355,27 +367,15 @@ def _write_remedies(
 ) -> None:
     """The remedies' tables as CSV and figures as PNG and SVG under ``out``."""
     from rlharness.analysis.remedy_figures import remedy_intervals, warning_traces
-    from rlharness.analysis.study_figures import PAPER_DPI
-    from rlharness.analysis.style import save_figures
-    from rlharness.errors import ResultsError
-    from rlharness.results import free_space
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, table in tables.items():
-            path = out / f"{name}.csv"
-            table.to_csv(path, index=False)
-            plain(f"table: {path}", stderr=True)
-        figures = {
+    _write_outputs(
+        out,
+        tables,
+        lambda: {
             "remedies": remedy_intervals(study.outcomes, "", reps, seed),
             "warnings": warning_traces(study.traces),
-        }
-        saved = save_figures(figures, out, dpi=PAPER_DPI)
-    except OSError as error:
-        fail(ResultsError(f"cannot write to {out}: {error.strerror or error} ({free_space(out)})"))
-    for files in saved.values():
-        for path in files:
-            plain(f"figure: {path}", stderr=True)
+        },
+    )
 
 
 def verify(

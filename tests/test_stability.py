@@ -110,6 +110,24 @@ def test_baird_triad_cube_only_the_all_on_corner_diverges() -> None:
     }
 
 
+@pytest.mark.parametrize("ridge", [0.0, 0.2, 0.2393, 0.3, 1.0])
+def test_baird_ridge_radius_is_that_of_the_regularised_td_matrix(ridge: float) -> None:
+    """Expected TD with a ridge eta (Zhang, Yao & Whiteson 2021) is w <- w - alpha (A + eta I) w
+    with A = X^T D (X - gamma P_pi X): rho = max |1 - alpha (lambda + eta)| over A's eigenvalues;
+    -min Re lambda = 0.2393 is the ridge bound of experiments/what_stops_it_baird.yaml."""
+    spec = at(
+        CUBE, agent__ridge=ridge, triad__features="env", triad__n_step=1, triad__off_policy=True
+    )
+    problem = resolve_linear(spec).problem
+    X, D = problem.state_features, np.diag(problem.weighting)
+    gamma = problem.model.gamma
+    eigenvalues = np.linalg.eigvals(X.T @ D @ (X - gamma * problem.policy_transition @ X))
+    assert -eigenvalues.real.min() == pytest.approx(0.2393, abs=1e-4)
+    alpha = 0.01
+    expected = np.abs(1 - alpha * (eigenvalues + ridge)).max()
+    assert predict(spec).radius == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.mark.parametrize(
     ("name", "period", "tau"),
     [

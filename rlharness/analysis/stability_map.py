@@ -223,6 +223,12 @@ def stability_figure(result: StabilityMap, title: str) -> Figure:
                 s=40,
                 label=f"measured {outcome}",
             )
+        disagreeing = measured[~measured["agree"].astype(bool)]
+        if len(disagreeing):
+            axes.scatter(
+                disagreeing[x.field], disagreeing[y.field], s=160, facecolors="none",
+                edgecolors="red", linewidths=1.5, label="disagrees",
+            )  # fmt: skip
         for ruler, knob in ((axes.set_xscale, x), (axes.set_yscale, y)):
             ruler("log" if knob.logarithmic else "linear")
         axes.set_xlabel(plain(x.field))

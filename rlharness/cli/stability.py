@@ -14,11 +14,6 @@ from rlharness.errors import SpecError
 
 DEFAULT_STABILITY_ROOT = Path("results/stability")
 
-ValuesOption = Annotated[
-    str | None,
-    typer.Option(help="Comma-separated values of the knob (default: the spec's grid values)."),
-]
-
 
 def stability(
     spec_path: SpecArgument,
@@ -73,6 +68,11 @@ def stability(
     others = [field for field in spec.grid if field not in (x, y)]
     if predicted_rule(agent) != agent.name:
         plain(f"predicted by the expected form of {agent.name}: {predicted_rule(agent)}")
+    if agent.projection_radius is not None or x.endswith("projection_radius"):
+        plain(
+            "the predicted map is the unprojected one: agent.projection_radius clips the target "
+            "nonlinearly, so runs may stay bounded where rho > 1"
+        )
     if others:
         fixed = ", ".join(f"{field}={spec.grid[field][0]}" for field in others)
         plain(f"other grid fields at their first value: {fixed}")

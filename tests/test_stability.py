@@ -12,7 +12,7 @@ import pytest
 
 from rlharness.agents.linear import RULES, hyperparameters_of
 from rlharness.agents.linear.expected import run_expected
-from rlharness.agents.linear.stability import period_map, stationary_emphasis
+from rlharness.agents.linear.stability import period_map, seen_subspace, stationary_emphasis
 from rlharness.agents.linear.trial import resolve_linear
 from rlharness.analysis.stability_map import point_spec, predict
 from rlharness.errors import SpecError
@@ -90,9 +90,9 @@ def test_tsitsiklis_van_roy_factor(epsilon: float, gamma: float) -> None:
 
 def test_baird_triad_cube_only_the_all_on_corner_diverges() -> None:
     """Expected semi-gradient DP on Baird's counterexample: only features=env, n_step=1,
-    off_policy=true has rho > 1. The others are stable or marginal (rho = 1): a direction no
-    update moves, either the null space of Baird's 8 features over 7 states or the weights of
-    states that the on-policy weighting d_pi never visits (it sits in the seventh state)."""
+    off_policy=true has rho > 1; the off-policy corners converge. The on-policy ones are
+    marginal (rho = 1): the target policy always moves to the seventh state, so d_pi sits
+    there and the values of the other states are never updated."""
     spec = load_spec(CUBE)
     verdicts = {
         corner: predict(point_spec(spec, dict(zip(spec.grid, corner, strict=True)), "t")).verdict
@@ -104,7 +104,7 @@ def test_baird_triad_cube_only_the_all_on_corner_diverges() -> None:
         ("tabular", 1, False): "marginal",
         ("tabular", 1, True): "stable",
         ("env", "inf", False): "marginal",
-        ("env", "inf", True): "marginal",
+        ("env", "inf", True): "stable",
         ("env", 1, False): "marginal",
         ("env", 1, True): "divergent",
     }
@@ -180,6 +180,19 @@ def test_period_map_equals_run_expected(name: AgentName, period: int, tau: float
     np.testing.assert_allclose(
         z[: problem.n_features], trace.weights[-1, 0], rtol=1e-12, atol=1e-12
     )
+
+
+def test_feature_null_space_is_left_out() -> None:
+    """Baird's 8 features over 7 states leave one direction of w that no update moves; with it the
+    Monte Carlo off-policy corner would look marginal (eigenvalue 1), without it it converges."""
+    spec = at(CUBE, triad__features="env", triad__n_step="inf", triad__off_policy=True)
+    problem = resolve_linear(spec).problem
+    agent = spec.agent
+    assert isinstance(agent, LinearAgentSpec)
+    matrix = period_map(problem, agent.name, hyperparameters_of(agent, spec.triad)).matrix
+    assert np.abs(np.linalg.eigvals(matrix)).max() == pytest.approx(1.0, abs=1e-12)
+    assert seen_subspace(problem, matrix.shape[0]).shape == (16, 14)
+    assert predict(spec).radius < 1 - 1e-3
 
 
 def test_q_learning_is_refused() -> None:

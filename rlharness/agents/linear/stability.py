@@ -9,7 +9,8 @@ U: w- <- w- + tau (w - w-), composed by repeated squaring. The iteration is
 stable iff the spectral radius rho(U S^P) < 1 (Sutton & Barto, 2nd ed.,
 section 11.2's w -> 2w factor; Tsitsiklis & Van Roy 1996's (6 - 4 eps) gamma / 5).
 With a copy (tau = 1) U overwrites w-, so the nonzero eigenvalues are those of
-the period map of w alone with w- = w. The map is the unprojected one: a
+the period map of w alone with w- = w. Directions of w that no feature sees
+are left out (`seen_subspace`). The map is the unprojected one: a
 projection radius R clips the target nonlinearly and is left out.
 
 A sampled rule is predicted by the mean of its update, its expected
@@ -210,11 +211,32 @@ def spectral_radius(matrix: FloatArray) -> float:
     return float(np.abs(np.linalg.eigvals(matrix)).max())
 
 
+def seen_subspace(problem: LinearProblem, size: int) -> FloatArray:
+    """An orthonormal basis (columns) of z's directions that some value or secondary weight sees.
+
+    The rest, w and w- in the null space of the features X (Baird's 8 features over
+    7 states) and v = 0, is invariant under every rule's map: no update sees it, so
+    it stays put (or shrinks, with a ridge or at a target copy), and its eigenvalues
+    1 would make every map look marginal. They are left out.
+    """
+    d = problem.n_features
+    _, singular, right = np.linalg.svd(problem.state_features, full_matrices=False)
+    row_space = right[singular > singular.max() * max(problem.state_features.shape) * 1e-15].T
+    basis = np.zeros((size, 2 * row_space.shape[1] + size - 2 * d))
+    k = row_space.shape[1]
+    basis[:d, :k], basis[d : 2 * d, k : 2 * k] = row_space, row_space
+    basis[2 * d :, 2 * k :] = np.eye(size - 2 * d)
+    return basis
+
+
 def stability(
     problem: LinearProblem, name: AgentName, hyperparameters: Hyperparameters
 ) -> Stability:
-    """The spectral radius of one period of expected ``name`` on ``problem``, and per update."""
+    """The spectral radius of one period of expected ``name`` on ``problem``, and per update,
+    on the `seen_subspace`."""
     period = hyperparameters.target_update_period
     with np.errstate(all="ignore"):
-        radius = spectral_radius(period_map(problem, name, hyperparameters).matrix)
+        matrix = period_map(problem, name, hyperparameters).matrix
+        seen = seen_subspace(problem, matrix.shape[0])
+        radius = spectral_radius(seen.T @ matrix @ seen)
     return Stability(radius, radius ** (1.0 / period), period)

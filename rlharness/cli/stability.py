@@ -76,7 +76,7 @@ def stability(
     if others:
         fixed = ", ".join(f"{field}={spec.grid[field][0]}" for field in others)
         plain(f"other grid fields at their first value: {fixed}")
-    shown = result.table[[x, y, "rho", "predicted", "measured", "agree"]]
+    shown = result.table[[x, y, "rho", "growth", "predicted", "measured", "agree"]]
     print_frame(shown, Format.table, f"{spec.name}: predicted (rho per update) vs runs")
     directory.mkdir(parents=True, exist_ok=True)
     result.table.to_csv(directory / "stability.csv", index=False)

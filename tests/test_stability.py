@@ -204,6 +204,13 @@ def test_q_learning_is_refused() -> None:
         )
 
 
+def test_uncovered_sampled_n_step_is_refused() -> None:
+    """The mean of sampled n-step TD where the behaviour skips the target's action is not
+    derived: refused by name rather than predicted by the wrong (expected DP) map."""
+    with pytest.raises(SpecError, match=r"triad\.n_step: the behaviour never takes"):
+        predict(at(W2W, env__kwargs__gamma=0.9, triad__n_step=2))
+
+
 def test_cli_on_w_to_2w_agrees_with_runs(tmp_path: Path) -> None:
     out = tmp_path / "map"
     result = cli(

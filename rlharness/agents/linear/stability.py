@@ -212,21 +212,19 @@ def spectral_radius(matrix: FloatArray) -> float:
 
 
 def seen_subspace(problem: LinearProblem, size: int) -> FloatArray:
-    """An orthonormal basis (columns) of z's directions that some value or secondary weight sees.
+    """An orthonormal basis (columns) of z's directions that some value sees.
 
-    The rest, w and w- in the null space of the features X (Baird's 8 features over
-    7 states) and v = 0, is invariant under every rule's map: no update sees it, so
-    it stays put (or shrinks, with a ridge or at a target copy), and its eigenvalues
-    1 would make every map look marginal. They are left out.
+    The rest, w, w- and gradient TD's v in the null space of the features X
+    (Baird's 8 features over 7 states), is invariant under every rule's map: no
+    update sees it, so it stays put (or shrinks, with a ridge, TDRC's kappa or
+    at a target copy), and its eigenvalues 1 would make every map look
+    marginal. It is left out.
     """
     d = problem.n_features
     _, singular, right = np.linalg.svd(problem.state_features, full_matrices=False)
     row_space = right[singular > singular.max() * max(problem.state_features.shape) * 1e-15].T
-    basis = np.zeros((size, 2 * row_space.shape[1] + size - 2 * d))
-    k = row_space.shape[1]
-    basis[:d, :k], basis[d : 2 * d, k : 2 * k] = row_space, row_space
-    basis[2 * d :, 2 * k :] = np.eye(size - 2 * d)
-    return basis
+    blocks = size // d  # w, w- and, for gradient TD, v: each of the features' length
+    return np.kron(np.eye(blocks), row_space)
 
 
 def stability(

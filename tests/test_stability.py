@@ -132,6 +132,7 @@ def test_baird_ridge_radius_is_that_of_the_regularised_td_matrix(ridge: float) -
     ("name", "period", "tau"),
     [
         ("semi_gradient_dp", 7, 1.0),
+        ("semi_gradient_dp", 1000, 1.0),
         ("semi_gradient_dp", 3, 0.3),
         ("semi_gradient_dp", 1, 0.5),
         ("tdc", 1, 1.0),

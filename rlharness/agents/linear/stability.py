@@ -147,26 +147,27 @@ def sweep_map(
     step = rule.expected(problem, hyperparameters)
     d = problem.n_features
     if rule.auxiliary == "states":
-        emphasis = stationary_emphasis(problem, hyperparameters)
-        return _affine(lambda W, W_target: step(W, W_target, emphasis[None, :])[0], 2 * d, d)
+        emphasis = stationary_emphasis(problem, hyperparameters)[None, :]
+        return _affine(lambda W, W_target, _: step(W, W_target, emphasis)[0], d, 0)
     width = d if rule.auxiliary == "features" else 0
 
-    def joint(W: FloatArray, W_target: FloatArray, auxiliary: FloatArray) -> FloatArray:
+    def image(W: FloatArray, W_target: FloatArray, auxiliary: FloatArray) -> FloatArray:
         W_next, auxiliary_next, _ = step(W, W_target, auxiliary if width else np.zeros(0))
         return np.hstack([W_next, np.reshape(auxiliary_next, (W.shape[0], width))])
 
-    return _affine(lambda W, W_target: joint(W[:, :d], W_target, W[:, d:]), 2 * d + width, d, width)
+    return _affine(image, d, width)
 
 
 def _affine(
-    image: Callable[[FloatArray, FloatArray], FloatArray], size: int, d: int, width: int = 0
+    image: Callable[[FloatArray, FloatArray, FloatArray], FloatArray], d: int, width: int
 ) -> AffineMap:
-    """The map z -> (image(w, w-) of (w, aux), w-) of z = (w, w-, aux) from its basis images."""
+    """The map z -> (w', w-, aux') of z = (w, w-, aux), ``image`` giving the rows (w', aux'),
+    from the images of the zero state and of each basis vector."""
+    size = 2 * d + width
     rows = np.vstack([np.zeros(size), np.eye(size)])
-    W = np.hstack([rows[:, :d], rows[:, 2 * d :]])
-    W_target = rows[:, d : 2 * d]
-    mapped = image(W, W_target)
-    images = np.hstack([mapped[:, :d], W_target, mapped[:, d : d + width]])
+    W, W_target, auxiliary = rows[:, :d], rows[:, d : 2 * d], rows[:, 2 * d :]
+    mapped = image(W, W_target, auxiliary)
+    images = np.hstack([mapped[:, :d], W_target, mapped[:, d:]])
     offset = images[0]
     return AffineMap((images[1:] - offset).T, offset)
 

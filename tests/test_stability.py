@@ -12,7 +12,7 @@ import pytest
 
 from rlharness.agents.linear import RULES, hyperparameters_of
 from rlharness.agents.linear.expected import run_expected
-from rlharness.agents.linear.stability import period_map, stationary_emphasis
+from rlharness.agents.linear.stability import period_map, seen_subspace, stationary_emphasis
 from rlharness.agents.linear.trial import resolve_linear
 from rlharness.analysis.stability_map import point_spec, predict
 from rlharness.errors import SpecError
@@ -90,9 +90,9 @@ def test_tsitsiklis_van_roy_factor(epsilon: float, gamma: float) -> None:
 
 def test_baird_triad_cube_only_the_all_on_corner_diverges() -> None:
     """Expected semi-gradient DP on Baird's counterexample: only features=env, n_step=1,
-    off_policy=true has rho > 1. The others are stable or marginal (rho = 1): a direction no
-    update moves, either the null space of Baird's 8 features over 7 states or the weights of
-    states that the on-policy weighting d_pi never visits (it sits in the seventh state)."""
+    off_policy=true has rho > 1; the off-policy corners converge. The on-policy ones are
+    marginal (rho = 1): the target policy always moves to the seventh state, so d_pi sits
+    there and the values of the other states are never updated."""
     spec = load_spec(CUBE)
     verdicts = {
         corner: predict(point_spec(spec, dict(zip(spec.grid, corner, strict=True)), "t")).verdict
@@ -104,16 +104,35 @@ def test_baird_triad_cube_only_the_all_on_corner_diverges() -> None:
         ("tabular", 1, False): "marginal",
         ("tabular", 1, True): "stable",
         ("env", "inf", False): "marginal",
-        ("env", "inf", True): "marginal",
+        ("env", "inf", True): "stable",
         ("env", 1, False): "marginal",
         ("env", 1, True): "divergent",
     }
+
+
+@pytest.mark.parametrize("ridge", [0.0, 0.2, 0.2393, 0.3, 1.0])
+def test_baird_ridge_radius_is_that_of_the_regularised_td_matrix(ridge: float) -> None:
+    """Expected TD with a ridge eta (Zhang, Yao & Whiteson 2021) is w <- w - alpha (A + eta I) w
+    with A = X^T D (X - gamma P_pi X): rho = max |1 - alpha (lambda + eta)| over A's eigenvalues;
+    -min Re lambda = 0.2393 is the ridge bound of experiments/what_stops_it_baird.yaml."""
+    spec = at(
+        CUBE, agent__ridge=ridge, triad__features="env", triad__n_step=1, triad__off_policy=True
+    )
+    problem = resolve_linear(spec).problem
+    X, D = problem.state_features, np.diag(problem.weighting)
+    gamma = problem.model.gamma
+    eigenvalues = np.linalg.eigvals(X.T @ D @ (X - gamma * problem.policy_transition @ X))
+    assert -eigenvalues.real.min() == pytest.approx(0.2393, abs=1e-4)
+    alpha = 0.01
+    expected = np.abs(1 - alpha * (eigenvalues + ridge)).max()
+    assert predict(spec).radius == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize(
     ("name", "period", "tau"),
     [
         ("semi_gradient_dp", 7, 1.0),
+        ("semi_gradient_dp", 1000, 1.0),
         ("semi_gradient_dp", 3, 0.3),
         ("semi_gradient_dp", 1, 0.5),
         ("tdc", 1, 1.0),
@@ -164,6 +183,19 @@ def test_period_map_equals_run_expected(name: AgentName, period: int, tau: float
     )
 
 
+def test_feature_null_space_is_left_out() -> None:
+    """Baird's 8 features over 7 states leave one direction of w that no update moves; with it the
+    Monte Carlo off-policy corner would look marginal (eigenvalue 1), without it it converges."""
+    spec = at(CUBE, triad__features="env", triad__n_step="inf", triad__off_policy=True)
+    problem = resolve_linear(spec).problem
+    agent = spec.agent
+    assert isinstance(agent, LinearAgentSpec)
+    matrix = period_map(problem, agent.name, hyperparameters_of(agent, spec.triad)).matrix
+    assert np.abs(np.linalg.eigvals(matrix)).max() == pytest.approx(1.0, abs=1e-12)
+    assert seen_subspace(problem, matrix.shape[0]).shape == (16, 14)
+    assert predict(spec).radius < 1 - 1e-3
+
+
 def test_q_learning_is_refused() -> None:
     with pytest.raises(SpecError, match=r"agent\.name: q_learning's expected update takes a max"):
         predict(
@@ -171,6 +203,13 @@ def test_q_learning_is_refused() -> None:
                 update={"agent": LinearAgentSpec(name="q_learning", alpha=0.1)}
             )
         )
+
+
+def test_uncovered_sampled_n_step_is_refused() -> None:
+    """The mean of sampled n-step TD where the behaviour skips the target's action is not
+    derived: refused by name rather than predicted by the wrong (expected DP) map."""
+    with pytest.raises(SpecError, match=r"triad\.n_step: the behaviour never takes"):
+        predict(at(W2W, env__kwargs__gamma=0.9, triad__n_step=2))
 
 
 def test_cli_on_w_to_2w_agrees_with_runs(tmp_path: Path) -> None:

@@ -5,7 +5,10 @@ The prediction at each point is the spectral radius of the exact expected map
 written (its agent, update kind, steps and seeds) at a coarse grid of points,
 and a point is measured diverged when most of its seeds end soft- or
 hard-diverged under the run's own criterion. Predicted divergent means
-rho > 1; marginal (rho = 1) counts as not divergent.
+rho > 1; marginal (rho = 1) counts as not divergent. The prediction is
+asymptotic: ``growth`` = rho^steps says how far the dominant mode moves within
+the run, so a run with growth below the criterion's factor may not show it yet
+(and a non-normal map can grow for a while before it shrinks).
 """
 
 from __future__ import annotations
@@ -188,6 +191,7 @@ def stability_map(spec: ExperimentSpec, x: Axis, y: Axis, runs: bool, where: str
                     y.field: yv,
                     "rho": predicted.radius,
                     "rho_period": predicted.period_radius,
+                    "growth": _growth(predicted.radius, point.run.steps),
                     "predicted": predicted.verdict,
                     "diverged_fraction": fraction,
                     "measured": None
@@ -197,6 +201,12 @@ def stability_map(spec: ExperimentSpec, x: Axis, y: Axis, runs: bool, where: str
                 }
             )
     return StabilityMap(x, y, radius, pd.DataFrame(rows))
+
+
+def _growth(radius: float, steps: int) -> float:
+    """rho^steps: how far the slowest-decaying (or fastest-growing) mode moves in one run."""
+    with np.errstate(over="ignore"):
+        return float(np.power(radius, float(steps)))
 
 
 def stability_figure(result: StabilityMap, title: str) -> Figure:
@@ -223,6 +233,12 @@ def stability_figure(result: StabilityMap, title: str) -> Figure:
                 s=40,
                 label=f"measured {outcome}",
             )
+        disagreeing = measured[~measured["agree"].astype(bool)]
+        if len(disagreeing):
+            axes.scatter(
+                disagreeing[x.field], disagreeing[y.field], s=160, facecolors="none",
+                edgecolors="red", linewidths=1.5, label="disagrees",
+            )  # fmt: skip
         for ruler, knob in ((axes.set_xscale, x), (axes.set_yscale, y)):
             ruler("log" if knob.logarithmic else "linear")
         axes.set_xlabel(plain(x.field))

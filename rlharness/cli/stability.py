@@ -14,11 +14,6 @@ from rlharness.errors import SpecError
 
 DEFAULT_STABILITY_ROOT = Path("results/stability")
 
-ValuesOption = Annotated[
-    str | None,
-    typer.Option(help="Comma-separated values of the knob (default: the spec's grid values)."),
-]
-
 
 def stability(
     spec_path: SpecArgument,
@@ -51,8 +46,14 @@ def stability(
 ) -> None:
     """Predict divergence from the spectral radius of the exact expected map over two knobs, and
     count its agreement with runs of the spec at the given values."""
+    from rlharness.agents.linear import update_kind
     from rlharness.agents.linear.stability import predicted_rule
-    from rlharness.analysis.stability_map import axis, stability_figure, stability_map
+    from rlharness.analysis.stability_map import (
+        axis,
+        point_spec,
+        stability_figure,
+        stability_map,
+    )
     from rlharness.analysis.style import save_figure
     from rlharness.spec import LinearAgentSpec
 
@@ -66,17 +67,25 @@ def stability(
         x_axis = axis(spec, x, "--x", _parse(x_values, "--x-values"), resolution)
         y_axis = axis(spec, y, "--y", _parse(y_values, "--y-values"), resolution)
         result = stability_map(spec, x_axis, y_axis, not no_runs, where)
+        agent = point_spec(spec, {}, where).agent
     except SpecError as error:
         fail(error)
-    agent = spec.agent
     assert isinstance(agent, LinearAgentSpec)
     others = [field for field in spec.grid if field not in (x, y)]
-    if predicted_rule(agent) != agent.name:
-        plain(f"predicted by the expected form of {agent.name}: {predicted_rule(agent)}")
+    if update_kind(agent) == "sampled":
+        plain(
+            f"sampled {agent.name} is predicted by its mean update, the expected form of "
+            f"{predicted_rule(agent)}; the map leaves out the sampling noise"
+        )
+    if agent.projection_radius is not None or "agent.projection_radius" in (x, y):
+        plain(
+            "the predicted map is the unprojected one: agent.projection_radius clips the target "
+            "nonlinearly, so runs may stay bounded where rho > 1"
+        )
     if others:
         fixed = ", ".join(f"{field}={spec.grid[field][0]}" for field in others)
         plain(f"other grid fields at their first value: {fixed}")
-    shown = result.table[[x, y, "rho", "predicted", "measured", "agree"]]
+    shown = result.table[[x, y, "rho", "growth", "predicted", "measured", "agree"]]
     print_frame(shown, Format.table, f"{spec.name}: predicted (rho per update) vs runs")
     directory.mkdir(parents=True, exist_ok=True)
     result.table.to_csv(directory / "stability.csv", index=False)

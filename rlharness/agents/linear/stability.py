@@ -9,7 +9,8 @@ U: w- <- w- + tau (w - w-), composed by repeated squaring. The iteration is
 stable iff the spectral radius rho(U S^P) < 1 (Sutton & Barto, 2nd ed.,
 section 11.2's w -> 2w factor; Tsitsiklis & Van Roy 1996's (6 - 4 eps) gamma / 5).
 With a copy (tau = 1) U overwrites w-, so the nonzero eigenvalues are those of
-the period map of w alone with w- = w. The map is the unprojected one: a
+the period map of w alone with w- = w. Directions of w that no feature sees
+are left out (`seen_subspace`). The map is the unprojected one: a
 projection radius R clips the target nonlinearly and is left out.
 
 A sampled rule is predicted by the mean of its update, its expected
@@ -146,26 +147,27 @@ def sweep_map(
     step = rule.expected(problem, hyperparameters)
     d = problem.n_features
     if rule.auxiliary == "states":
-        emphasis = stationary_emphasis(problem, hyperparameters)
-        return _affine(lambda W, W_target: step(W, W_target, emphasis[None, :])[0], 2 * d, d)
+        emphasis = stationary_emphasis(problem, hyperparameters)[None, :]
+        return _affine(lambda W, W_target, _: step(W, W_target, emphasis)[0], d, 0)
     width = d if rule.auxiliary == "features" else 0
 
-    def joint(W: FloatArray, W_target: FloatArray, auxiliary: FloatArray) -> FloatArray:
+    def image(W: FloatArray, W_target: FloatArray, auxiliary: FloatArray) -> FloatArray:
         W_next, auxiliary_next, _ = step(W, W_target, auxiliary if width else np.zeros(0))
         return np.hstack([W_next, np.reshape(auxiliary_next, (W.shape[0], width))])
 
-    return _affine(lambda W, W_target: joint(W[:, :d], W_target, W[:, d:]), 2 * d + width, d, width)
+    return _affine(image, d, width)
 
 
 def _affine(
-    image: Callable[[FloatArray, FloatArray], FloatArray], size: int, d: int, width: int = 0
+    image: Callable[[FloatArray, FloatArray, FloatArray], FloatArray], d: int, width: int
 ) -> AffineMap:
-    """The map z -> (image(w, w-) of (w, aux), w-) of z = (w, w-, aux) from its basis images."""
+    """The map z -> (w', w-, aux') of z = (w, w-, aux), ``image`` giving the rows (w', aux'),
+    from the images of the zero state and of each basis vector."""
+    size = 2 * d + width
     rows = np.vstack([np.zeros(size), np.eye(size)])
-    W = np.hstack([rows[:, :d], rows[:, 2 * d :]])
-    W_target = rows[:, d : 2 * d]
-    mapped = image(W, W_target)
-    images = np.hstack([mapped[:, :d], W_target, mapped[:, d : d + width]])
+    W, W_target, auxiliary = rows[:, :d], rows[:, d : 2 * d], rows[:, 2 * d :]
+    mapped = image(W, W_target, auxiliary)
+    images = np.hstack([mapped[:, :d], W_target, mapped[:, d:]])
     offset = images[0]
     return AffineMap((images[1:] - offset).T, offset)
 
@@ -210,11 +212,30 @@ def spectral_radius(matrix: FloatArray) -> float:
     return float(np.abs(np.linalg.eigvals(matrix)).max())
 
 
+def seen_subspace(problem: LinearProblem, size: int) -> FloatArray:
+    """An orthonormal basis (columns) of z's directions that some value sees.
+
+    The rest, w, w- and gradient TD's v in the null space of the features X
+    (Baird's 8 features over 7 states), is invariant under every rule's map: no
+    update sees it, so it stays put (or shrinks, with a ridge, TDRC's kappa or
+    at a target copy), and its eigenvalues 1 would make every map look
+    marginal. It is left out.
+    """
+    d = problem.n_features
+    _, singular, right = np.linalg.svd(problem.state_features, full_matrices=False)
+    row_space = right[singular > singular.max() * max(problem.state_features.shape) * 1e-15].T
+    blocks = size // d  # w, w- and, for gradient TD, v: each of the features' length
+    return np.kron(np.eye(blocks), row_space)
+
+
 def stability(
     problem: LinearProblem, name: AgentName, hyperparameters: Hyperparameters
 ) -> Stability:
-    """The spectral radius of one period of expected ``name`` on ``problem``, and per update."""
+    """The spectral radius of one period of expected ``name`` on ``problem``, and per update,
+    on the `seen_subspace`."""
     period = hyperparameters.target_update_period
     with np.errstate(all="ignore"):
-        radius = spectral_radius(period_map(problem, name, hyperparameters).matrix)
+        matrix = period_map(problem, name, hyperparameters).matrix
+        seen = seen_subspace(problem, matrix.shape[0])
+        radius = spectral_radius(seen.T @ matrix @ seen)
     return Stability(radius, radius ** (1.0 / period), period)

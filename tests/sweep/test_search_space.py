@@ -101,8 +101,8 @@ def test_other_samplers_get_distributions_and_a_budget():
         ),
         (
             {"space": {"triad.nstep": {"type": "int", "low": 1, "high": 2}}},
-            "sweep.space.triad.nstep: 'triad.nstep' is not a field; allowed: features, n_step, "
-            "off_policy, target_update_period",
+            "sweep.space.triad.nstep: 'triad.nstep' is not a field; allowed: feature_seed, "
+            "feature_width, features, n_step, off_policy, target_update_period, target_update_tau",
         ),
         (
             {"space": {"name": {"type": "categorical", "choices": ["a"]}}},

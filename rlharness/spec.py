@@ -466,8 +466,9 @@ def diagnostics_problems(spec: ExperimentSpec) -> list[str]:
     diagnostics, defaults = spec.diagnostics, DiagnosticsSpec()
     if isinstance(spec.agent, DeepAgentSpec):
         return [
-            f"diagnostics.{name}: only linear learners use it; dqn agents soft-diverge beyond "
-            "soft_divergence_threshold (default R_max / (1 - gamma)); remove it"
+            f"diagnostics.{name}: only linear learners use it; {spec.agent.name} agents "
+            "soft-diverge beyond soft_divergence_threshold (default R_max / (1 - gamma)); "
+            "remove it"
             for name in LINEAR_DIAGNOSTICS
             if getattr(diagnostics, name) != getattr(defaults, name)
         ]

@@ -194,3 +194,16 @@ def test_pqn_learns_cart_pole() -> None:
         last = [record["eval_return"] for record in trace.records[-3:]]
         assert math.fsum(last) / 3 > 150.0
         assert trace.hard_divergence_step is None
+
+
+def test_a_hard_diverged_member_is_frozen_and_the_others_carry_on() -> None:
+    """A hard threshold of 1.0 is passed once a weight grows beyond 1 (LayerNorm gains start at
+    1): that member's log ends there with NaN evaluations; its neighbour is as if alone."""
+    limited = PQNMember(agent(learning_rate=1e-1), 5, 1.0)
+    free = PQNMember(agent(), 3, 1e10)
+    limited_trace, free_trace = run_pqn_fleet(CARTPOLE, [limited, free], 192, 32)
+    assert limited_trace.hard_divergence_reason == "a parameter beyond the hard threshold"
+    assert limited_trace.records[-1]["step"] == limited_trace.hard_divergence_step > 0
+    assert math.isnan(limited_trace.records[-1]["eval_return"])
+    alone = run_pqn_fleet(CARTPOLE, [free], 192, 32)
+    assert same_bits(alone[0], free_trace)

@@ -338,7 +338,7 @@ class PQNFleet:
         targets = returns.reshape(members, size)
         fraction = 1.0 - iteration / self.iterations
         learning_rate = self.learning_rate * (1.0 - self.anneal * (1.0 - fraction))
-        rows = torch.arange(members)[:, None]
+        rows = torch.arange(members, device=self.device)[:, None]
         everyone = torch.ones(members, dtype=torch.bool, device=self.device)
         for epoch in range(self.update_epochs):
             first = (iteration * self.update_epochs + epoch) * size

@@ -3,8 +3,9 @@
 `plan_trials` expands an experiment into `TrialConfig`s (grid points x seeds);
 `check_experiment` resolves every point against its env and agent before
 anything runs, so bad input fails early with field-named messages. Linear
-learners run in `rlharness.agents.linear.trial`, DQN agents in `rlharness.agents.deep.trial`;
-`run_trials` runs several, training same-shaped fleet trials as one fleet.
+learners run in `rlharness.agents.linear.trial`, DQN and PQN agents in
+`rlharness.agents.deep.trial`; `run_trials` runs several, training same-shaped fleet
+trials as one fleet.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from rlharness.errors import SpecError, short, short_text
-from rlharness.spec import DQNAgentSpec, ExperimentSpec, diagnostics_problems, grid_points
+from rlharness.spec import DeepAgentSpec, ExperimentSpec, diagnostics_problems, grid_points
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def resolve(spec: ExperimentSpec) -> None:
     problems = diagnostics_problems(spec)
     if problems:
         raise SpecError(f"experiment {spec.name}", problems)
-    if isinstance(spec.agent, DQNAgentSpec):
+    if isinstance(spec.agent, DeepAgentSpec):
         from rlharness.agents.deep.trial import resolve_deep
 
         resolve_deep(spec)
@@ -104,7 +105,7 @@ def run_trial(config: TrialConfig, progress: Callable[[int], None] | None = None
     ``progress`` is called with the number of seeds finished as they finish.
     """
     seeds = list(config.seeds)
-    if isinstance(config.spec.agent, DQNAgentSpec):
+    if isinstance(config.spec.agent, DeepAgentSpec):
         from rlharness.agents.deep.trial import run_deep_trial
 
         metrics, outcomes, threshold = run_deep_trial(config.spec, seeds, progress)

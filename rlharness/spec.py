@@ -42,7 +42,7 @@ AgentName = Literal[
     "least_squares_dp",
 ]
 UpdateKind = Literal["sampled", "expected"]
-AGENT_NAMES = frozenset((*typing.get_args(AgentName), "dqn"))
+AGENT_NAMES = frozenset((*typing.get_args(AgentName), "dqn", "pqn"))
 
 MAX_COUNT = 2**62
 """The largest step count, period, size or n a spec takes: the compiled learners and NumPy
@@ -222,7 +222,92 @@ class DQNAgentSpec(StrictModel):
         return value
 
 
-AgentSpec = Annotated[LinearAgentSpec | DQNAgentSpec, Field(discriminator="name")]
+class PQNAgentSpec(StrictModel):
+    """PQN (Gallici et al., ICLR 2025, "Simplifying Deep Temporal Difference Learning").
+
+    Q-learning with neither a target network nor replay: each member acts
+    epsilon-greedily in ``num_envs`` parallel envs for ``num_steps`` steps, computes
+    Peng's Q(lambda) returns over that rollout backwards, and fits Q to them for
+    ``update_epochs`` passes of ``num_minibatches`` minibatches with RAdam; LayerNorm
+    in the hidden layers keeps the online bootstrapping stable. Defaults are
+    CleanRL's pqn.py (CartPole-v1). Steps (``run.steps``, ``run.log_every``) count env
+    steps of one member summed over its envs, CleanRL's ``global_step``.
+    """
+
+    name: Literal["pqn"]
+    backend: Literal["fleet"] = Field(
+        default="fleet",
+        description="fleet: every seed and same-shaped grid point as members of one "
+        "vectorised computation (the only backend).",
+    )
+    num_envs: StrictInt = Field(
+        default=4, ge=1, le=MAX_COUNT, description="Parallel envs of each member."
+    )
+    num_steps: StrictInt = Field(
+        default=128, ge=1, le=MAX_COUNT, description="Rollout length per env between updates."
+    )
+    gamma: float = Field(default=0.99, ge=0, lt=1)
+    q_lambda: float = Field(
+        default=0.65,
+        ge=0,
+        le=1,
+        description="lambda of the Q(lambda) returns: 0 one-step Q-learning targets, 1 Monte "
+        "Carlo returns bootstrapped at the rollout's end.",
+    )
+    learning_rate: float = Field(default=2.5e-4, gt=0, description="RAdam's step size.")
+    anneal_lr: bool = Field(
+        default=True, description="Decay the step size linearly to 0 over the run's updates."
+    )
+    num_minibatches: StrictInt = Field(
+        default=4,
+        ge=1,
+        le=MAX_COUNT,
+        description="Minibatches per epoch; must divide num_envs * num_steps.",
+    )
+    update_epochs: StrictInt = Field(
+        default=4, ge=1, le=MAX_COUNT, description="Passes over each rollout."
+    )
+    max_grad_norm: float = Field(
+        default=10.0, gt=0, description="Each member's gradient is scaled to this norm at most."
+    )
+    exploration: ExplorationSpec = Field(
+        default_factory=lambda: ExplorationSpec(fraction=0.5),
+        description="Epsilon decayed linearly from initial to final over fraction of run.steps.",
+    )
+    network: NetworkSpec = Field(
+        default_factory=lambda: NetworkSpec(width=120, depth=2, layer_norm=True),
+        description="The Q-network; LayerNorm on, as in PQN.",
+    )
+    reward_clip: float | None = Field(
+        default=1.0, gt=0, description="Clip rewards to [-c, c] (None: no clipping)."
+    )
+    eval_episodes: StrictInt = Field(
+        default=5, ge=1, le=MAX_COUNT, description="Greedy episodes per log."
+    )
+    probe_states: StrictInt = Field(
+        default=256,
+        ge=1,
+        le=MAX_COUNT,
+        description="Fixed states (from a random policy) for max |Q|.",
+    )
+
+    @field_validator("num_minibatches")
+    @classmethod
+    def _divides_rollout(cls, value: int, info: ValidationInfo) -> int:
+        envs, steps = info.data.get("num_envs"), info.data.get("num_steps")
+        if envs is not None and steps is not None and (envs * steps) % value:
+            divisors = [d for d in range(1, min(envs * steps, 64) + 1) if (envs * steps) % d == 0]
+            raise ValueError(
+                f"must divide num_envs * num_steps = {envs * steps}; allowed: a divisor such as "
+                + ", ".join(map(str, divisors))
+            )
+        return value
+
+
+DeepAgentSpec = DQNAgentSpec | PQNAgentSpec
+"""The deep agents: both log the same metrics and are judged by the same outcomes."""
+
+AgentSpec = Annotated[LinearAgentSpec | DQNAgentSpec | PQNAgentSpec, Field(discriminator="name")]
 
 
 class TriadSpec(StrictModel):
@@ -379,10 +464,11 @@ def diagnostics_problems(spec: ExperimentSpec) -> list[str]:
     """Field-named messages for diagnostics fields set away from their default that the agent
     family does not use (empty if none)."""
     diagnostics, defaults = spec.diagnostics, DiagnosticsSpec()
-    if isinstance(spec.agent, DQNAgentSpec):
+    if isinstance(spec.agent, DeepAgentSpec):
         return [
-            f"diagnostics.{name}: only linear learners use it; dqn agents soft-diverge beyond "
-            "soft_divergence_threshold (default R_max / (1 - gamma)); remove it"
+            f"diagnostics.{name}: only linear learners use it; {spec.agent.name} agents "
+            "soft-diverge beyond soft_divergence_threshold (default R_max / (1 - gamma)); "
+            "remove it"
             for name in LINEAR_DIAGNOSTICS
             if getattr(diagnostics, name) != getattr(defaults, name)
         ]

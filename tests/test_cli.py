@@ -382,7 +382,7 @@ def test_envs_lists_triad_ids():
 def test_agents_lists_rule_names():
     completed = cli("agents")
     assert completed.returncode == 0, completed.stderr
-    for name in RULES:
+    for name in (*RULES, "dqn", "pqn"):
         assert name in completed.stdout, "names are listed whole"
 
 

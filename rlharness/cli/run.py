@@ -123,8 +123,11 @@ def envs() -> None:
 
 
 def agents() -> None:
-    """List the linear learning rules and what each supports."""
+    """List the linear learning rules and what each supports, then the deep agents."""
+    import typing
+
     from rlharness.agents.linear import RULES
+    from rlharness.spec import DQNAgentSpec, PQNAgentSpec
 
     table = Table(
         Column("agent.name", no_wrap=True),
@@ -144,6 +147,12 @@ def agents() -> None:
             "required" if rule.uses_beta else "-",
         )
     console.print(table)
+    deep = Table(Column("agent.name", no_wrap=True), "agent.backend", "description")
+    for model in (DQNAgentSpec, PQNAgentSpec):
+        name = typing.get_args(model.model_fields["name"].annotation)[0]
+        backends = typing.get_args(model.model_fields["backend"].annotation)
+        deep.add_row(name, ", ".join(backends), (model.__doc__ or "").strip().splitlines()[0])
+    console.print(deep)
 
 
 def _with_seeds(spec: ExperimentSpec, seeds: int) -> ExperimentSpec:

@@ -27,7 +27,7 @@ from rlharness.analysis.statistics import IQM_TRIM, curve_area
 from rlharness.errors import SpecError
 from rlharness.outcomes import DIVERGED
 from rlharness.runner import TrialResult
-from rlharness.spec import DQNAgentSpec, ExperimentSpec
+from rlharness.spec import DeepAgentSpec, ExperimentSpec
 
 _OUTCOME_COLUMNS: dict[str, dict[str, str]] = {
     "final_max_abs_value": {"linear": "final_max_abs_value", "dqn": "final_probe_max_abs_q"},
@@ -42,8 +42,9 @@ _DERIVED_KINDS: dict[str, tuple[str, ...]] = {
 
 
 def agent_kind(spec: ExperimentSpec) -> str:
-    """``dqn`` or ``linear``: which results a spec's trials produce."""
-    return "dqn" if isinstance(spec.agent, DQNAgentSpec) else "linear"
+    """``dqn`` (DQN and PQN: the same columns) or ``linear``: which results a spec's trials
+    produce."""
+    return "dqn" if isinstance(spec.agent, DeepAgentSpec) else "linear"
 
 
 def kinds(objective: str) -> tuple[str, ...]:

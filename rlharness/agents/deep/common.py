@@ -23,7 +23,7 @@ from rlharness.agents.deep.diagnostics import FEATURE_METRICS
 from rlharness.agents.deep.overestimation import GREEDY_METRICS
 from rlharness.environments import register_optional_envs
 from rlharness.outcomes import Outcome
-from rlharness.spec import DQNAgentSpec, EnvSpec
+from rlharness.spec import DeepAgentSpec, EnvSpec
 
 METRICS = (
     "eval_return",
@@ -88,7 +88,7 @@ def probe_observations(env: EnvSpec, count: int, seed: int) -> np.ndarray:
     return np.stack(observations)
 
 
-def soft_bound(agent: DQNAgentSpec, threshold: float | None) -> float:
+def soft_bound(agent: DeepAgentSpec, threshold: float | None) -> float:
     """The soft bound: the spec's threshold, else R_max / (1 - gamma) with R_max = the clip."""
     if threshold is not None:
         return threshold

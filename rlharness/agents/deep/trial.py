@@ -1,8 +1,9 @@
-"""DQN agents as trials: check a grid point's env and backend, then train its seeds.
+"""Deep agents (DQN, PQN) as trials: check a grid point's env and backend, then train its seeds.
 
 The sb3 and rllib backends train seeds one by one; the fleet backend trains
 all of a grid point's seeds, and those of other grid points with the same
-shapes (`fleet_groups`), as members of one fleet (`run_fleet_trials`).
+shapes (`fleet_groups`), as members of one fleet (`run_fleet_trials`). PQN
+runs on the fleet backend only (`fleet.pqn`).
 """
 
 from __future__ import annotations
@@ -29,31 +30,43 @@ from rlharness.memory import (
     sb3_replay_bytes,
 )
 from rlharness.runner import TrialConfig, TrialResult
-from rlharness.spec import DQNAgentSpec, ExperimentSpec, RunSpec, TriadSpec
+from rlharness.spec import (
+    DeepAgentSpec,
+    DQNAgentSpec,
+    ExperimentSpec,
+    PQNAgentSpec,
+    RunSpec,
+    TriadSpec,
+)
 
 
 def resolve_deep(spec: ExperimentSpec) -> float:
-    """Check env, backend and knobs of a DQN grid point; return its soft-divergence bound."""
+    """Check env, backend and knobs of a DQN or PQN grid point; return its soft-divergence
+    bound."""
     where = f"experiment {spec.name}"
     agent = spec.agent
-    assert isinstance(agent, DQNAgentSpec)
+    assert isinstance(agent, DeepAgentSpec)
     problems = []
     if spec.triad != TriadSpec():
         problems.append(
-            "triad: the triad section configures linear learners; a dqn agent sets "
-            "bootstrap_target, n_step, target_update_period and replay in agent"
+            f"triad: the triad section configures linear learners; a {agent.name} agent sets "
+            "its bootstrapping and off-policy knobs in agent"
         )
     env = instantiate_env(spec.env, where)
     actions, observations = env.action_space, env.observation_space
     max_episode_steps = env.spec.max_episode_steps if env.spec is not None else None
     env.close()
     if not isinstance(actions, spaces.Discrete):
-        problems.append(f"env.id: dqn needs discrete actions; {spec.env.id} has {short(actions)}")
+        problems.append(
+            f"env.id: {agent.name} needs discrete actions; {spec.env.id} has {short(actions)}"
+        )
     if not isinstance(observations, spaces.Box):
         problems.append(
-            f"env.id: dqn needs Box observations; {spec.env.id} has {short(observations)}"
+            f"env.id: {agent.name} needs Box observations; {spec.env.id} has {short(observations)}"
         )
-    if not problems:
+    if isinstance(agent, PQNAgentSpec):
+        problems.extend(_pqn_problems(agent, spec.run))
+    elif not problems:
         assert isinstance(actions, spaces.Discrete) and isinstance(observations, spaces.Box)
         memory = _memory_problem(agent, spec.run, observations, int(actions.n), max_episode_steps)
         if memory is not None:
@@ -61,9 +74,11 @@ def resolve_deep(spec: ExperimentSpec) -> float:
     if agent.backend == "rllib":
         from rlharness.agents.deep.rllib_dqn import rllib_unsupported
 
+        assert isinstance(agent, DQNAgentSpec)
         problems.extend(rllib_unsupported(agent))
     problems.extend(_device_problems(agent, spec.run))
-    problems.extend(_fleet_only_problems(agent))
+    if isinstance(agent, DQNAgentSpec):
+        problems.extend(_fleet_only_problems(agent))
     try:
         bound = soft_bound(agent, spec.diagnostics.soft_divergence_threshold)
     except ValueError as error:
@@ -72,6 +87,17 @@ def resolve_deep(spec: ExperimentSpec) -> float:
     if problems:
         raise SpecError(where, problems)
     return bound
+
+
+def _pqn_problems(agent: PQNAgentSpec, run: RunSpec) -> list[str]:
+    """A PQN run needs at least one rollout of num_envs * num_steps env steps."""
+    rollout = agent.num_envs * agent.num_steps
+    if run.steps < rollout:
+        return [
+            f"run.steps: pqn counts env steps summed over a member's envs and needs at least "
+            f"one rollout, num_envs * num_steps = {rollout}; got {run.steps}"
+        ]
+    return []
 
 
 def _fleet_only_problems(agent: DQNAgentSpec) -> list[str]:
@@ -92,7 +118,7 @@ def _fleet_only_problems(agent: DQNAgentSpec) -> list[str]:
     return problems
 
 
-def _device_problems(agent: DQNAgentSpec, run: RunSpec) -> list[str]:
+def _device_problems(agent: DeepAgentSpec, run: RunSpec) -> list[str]:
     """``run.device: cuda`` needs the fleet backend and a CUDA device torch can see."""
     if run.device == "cpu":
         return []
@@ -161,12 +187,13 @@ def run_deep_trial(
     """Train each seed in turn; metrics, outcomes and the soft-divergence bound."""
     bound = resolve_deep(spec)
     agent = spec.agent
-    assert isinstance(agent, DQNAgentSpec)
+    assert isinstance(agent, DeepAgentSpec)
     if agent.backend == "fleet":
         ((metrics, outcomes),) = _run_fleet([(spec, seeds, bound)])
         if progress is not None:
             progress(len(seeds))
         return metrics, outcomes, bound
+    assert isinstance(agent, DQNAgentSpec)
     if agent.backend == "rllib":
         from rlharness.agents.deep.rllib_dqn import run_rllib_dqn as run_seed
     else:
@@ -191,7 +218,7 @@ def run_deep_trial(
 def is_fleet(config: TrialConfig) -> bool:
     """Whether a trial runs on the fleet backend."""
     agent = config.spec.agent
-    return isinstance(agent, DQNAgentSpec) and agent.backend == "fleet"
+    return isinstance(agent, DeepAgentSpec) and agent.backend == "fleet"
 
 
 def fleet_groups(configs: list[TrialConfig]) -> list[list[int]]:
@@ -200,6 +227,7 @@ def fleet_groups(configs: list[TrialConfig]) -> list[list[int]]:
     A group is split where its members' memory (`resolve_deep`'s estimate per
     grid point, summed) would pass what this machine has available.
     """
+    from rlharness.agents.deep.fleet import pqn
     from rlharness.agents.deep.fleet.run import fleet_key
 
     groups: dict[object, list[list[int]]] = {}
@@ -210,8 +238,13 @@ def fleet_groups(configs: list[TrialConfig]) -> list[list[int]]:
             continue
         spec = config.spec
         agent = spec.agent
-        assert isinstance(agent, DQNAgentSpec)
-        key = fleet_key(spec.env, agent, spec.run.steps, spec.run.log_every, spec.run.device)
+        run = spec.run
+        key: tuple[str, tuple[object, ...]]  # the agent's name first: PQN and DQN never share
+        if isinstance(agent, PQNAgentSpec):
+            key = (agent.name, pqn.fleet_key(spec.env, agent, run.steps, run.log_every, run.device))
+        else:
+            assert isinstance(agent, DQNAgentSpec)
+            key = (agent.name, fleet_key(spec.env, agent, run.steps, run.log_every, run.device))
         chunks = groups.setdefault(key, [[]])
         need = _fleet_bytes(spec, len(config.seeds))
         if chunks[-1] and budget is not None and used[key] + need > budget:
@@ -240,18 +273,27 @@ def _run_fleet(
     points: list[tuple[ExperimentSpec, list[int], float]],
 ) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
     """One fleet of every seed of every point; metrics and outcomes per point."""
+    from rlharness.agents.deep.fleet.pqn import PQNMember, run_pqn_fleet
     from rlharness.agents.deep.fleet.run import Member, run_fleet
 
-    members: list[Member] = []
-    for spec, seeds, _ in points:
-        assert isinstance(spec.agent, DQNAgentSpec)
-        members.extend(
-            Member(spec.agent, seed, spec.diagnostics.hard_divergence_threshold) for seed in seeds
-        )
     first = points[0][0]
-    traces = iter(
-        run_fleet(first.env, members, first.run.steps, first.run.log_every, first.run.device)
-    )
+    env, run = first.env, first.run
+    if isinstance(first.agent, PQNAgentSpec):
+        pqn_members = [
+            PQNMember(spec.agent, seed, spec.diagnostics.hard_divergence_threshold)
+            for spec, seeds, _ in points
+            if isinstance(spec.agent, PQNAgentSpec)
+            for seed in seeds
+        ]
+        traces = iter(run_pqn_fleet(env, pqn_members, run.steps, run.log_every, run.device))
+    else:
+        members = [
+            Member(spec.agent, seed, spec.diagnostics.hard_divergence_threshold)
+            for spec, seeds, _ in points
+            if isinstance(spec.agent, DQNAgentSpec)
+            for seed in seeds
+        ]
+        traces = iter(run_fleet(env, members, run.steps, run.log_every, run.device))
     frames = []
     for _, seeds, bound in points:
         metrics, outcomes = [], []
@@ -264,11 +306,13 @@ def _run_fleet(
 
 
 def _fleet_bytes(spec: ExperimentSpec, members: int) -> int:
-    """A lower bound of a fleet point's memory: its members' replay rings."""
+    """A lower bound of a fleet point's memory: its members' replay rings (PQN has none)."""
     from rlharness.agents.deep.fleet.envs import describe
     from rlharness.agents.deep.fleet.run import fleet_replay_bytes
 
     agent = spec.agent
+    if isinstance(agent, PQNAgentSpec):
+        return 0
     assert isinstance(agent, DQNAgentSpec)
     facts = describe(spec.env)
     return fleet_replay_bytes(

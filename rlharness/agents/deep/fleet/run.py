@@ -438,37 +438,11 @@ class Fleet:
                 self.alive[k] = False
 
     def evaluate(self, members: np.ndarray) -> tuple[np.ndarray, list[dict[str, float]]]:
-        """Each member's greedy episodes on its unclipped evaluation env: the mean return
-        (NaN for members not in the mask) and the `GREEDY_METRICS` of the states visited."""
-        envs: BatchedEnv = self.eval_envs
-        observations = envs.reset(members)
-        running = members.copy()
-        totals = np.zeros(self.count)
-        current = np.zeros(self.count)
-        finished = np.zeros(self.count, dtype=np.int64)
-        episodes = [
-            GreedyEpisodes(member.agent.gamma, member.agent.reward_clip) for member in self.members
-        ]
-        while running.any():
-            with torch.no_grad():
-                inputs = torch.from_numpy(observations).to(self.device)[:, None]
-                greedy = q_values(self.state.online, self.shape, inputs)[:, 0].max(dim=1)
-            result = envs.step(greedy.indices.cpu().numpy(), running)
-            predicted = greedy.values.cpu().numpy()
-            current += np.where(running, result.rewards, 0.0)
-            ended = running & (result.terminated | result.truncated)
-            for k in np.flatnonzero(running):
-                episodes[k].step(float(predicted[k]), float(result.rewards[k]))
-                if ended[k]:
-                    episodes[k].end_episode(bool(result.terminated[k]))
-            totals += np.where(ended, current, 0.0)
-            current[ended] = 0.0
-            finished += ended
-            running &= finished < self.eval_episodes
-            observations = result.observations
-        with np.errstate(invalid="ignore"):
-            returns = np.where(members, totals / self.eval_episodes, math.nan)
-        return returns, [episode.metrics() for episode in episodes]
+        """`greedy_evaluation` of the members in the mask."""
+        episodes = [GreedyEpisodes(m.agent.gamma, m.agent.reward_clip) for m in self.members]
+        return greedy_evaluation(
+            self.eval_envs, self.state.online, self.shape, members, self.eval_episodes, episodes
+        )
 
     def run(self) -> list[DeepTrace]:
         """Train every member for ``steps`` env steps; one trace per member."""
@@ -507,6 +481,44 @@ class Fleet:
         self.envs.close()
         self.eval_envs.close()
         return self.traces
+
+
+def greedy_evaluation(
+    envs: BatchedEnv,
+    parameters: torch.Tensor,
+    shape: NetworkShape,
+    members: np.ndarray,
+    eval_episodes: np.ndarray,
+    episodes: list[GreedyEpisodes],
+) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """Each member's ``eval_episodes`` greedy episodes on its unclipped evaluation env: the mean
+    return (NaN for members not in the mask) and the `GREEDY_METRICS` of the states visited."""
+    count = len(members)
+    observations = envs.reset(members)
+    running = members.copy()
+    totals = np.zeros(count)
+    current = np.zeros(count)
+    finished = np.zeros(count, dtype=np.int64)
+    while running.any():
+        with torch.no_grad():
+            inputs = torch.from_numpy(observations).to(parameters.device)[:, None]
+            greedy = q_values(parameters, shape, inputs)[:, 0].max(dim=1)
+        result = envs.step(greedy.indices.cpu().numpy(), running)
+        predicted = greedy.values.cpu().numpy()
+        current += np.where(running, result.rewards, 0.0)
+        ended = running & (result.terminated | result.truncated)
+        for k in np.flatnonzero(running):
+            episodes[k].step(float(predicted[k]), float(result.rewards[k]))
+            if ended[k]:
+                episodes[k].end_episode(bool(result.terminated[k]))
+        totals += np.where(ended, current, 0.0)
+        current[ended] = 0.0
+        finished += ended
+        running &= finished < eval_episodes
+        observations = result.observations
+    with np.errstate(invalid="ignore"):
+        returns = np.where(members, totals / eval_episodes, math.nan)
+    return returns, [episode.metrics() for episode in episodes]
 
 
 def run_fleet(

@@ -37,6 +37,7 @@ class Stream(IntEnum):
     REPLAY = 3
     ENV_RESET = 4
     EVAL_RESET = 5
+    MINIBATCH = 6
 
 
 def _signed(value: int) -> int:

@@ -235,7 +235,8 @@ def _linear_fleet(
     gamma = torch.tensor(GAMMAS)
     knobs = Knobs(
         gamma=gamma, learning_rate=torch.full((2,), 1e-3), max_grad_norm=torch.full((2,), 10.0),
-        target_update_tau=torch.ones(2), priority_alpha=torch.zeros(2, dtype=torch.float64),
+        target_update_tau=torch.ones(2), l2=torch.zeros(2),
+        priority_alpha=torch.zeros(2, dtype=torch.float64),
         priority_beta=torch.zeros(2, dtype=torch.float64),
         priority_epsilon=torch.zeros(2, dtype=torch.float64),
         targets={bootstrap_target: torch.ones(2, dtype=torch.bool)},

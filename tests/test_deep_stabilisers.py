@@ -150,7 +150,9 @@ def test_layer_norm_members_train_alike_alone_and_together() -> None:
     last = fleet[0].records[-1]
     assert 1 <= last["feature_srank"] <= 64
     assert -1.0 <= last["feature_cosine"] <= 1.0
-    assert math.isnan(fleet[0].records[0]["feature_cosine"]), "no update before the first log"
+    assert -1.0 <= last["seem"] <= 1.0
+    first = fleet[0].records[0]
+    assert math.isnan(first["feature_cosine"]) and math.isnan(first["seem"]), "no update yet"
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,10 @@ import torch
 
 SRANK_DELTA = 0.01
 FEATURE_METRICS = ("feature_srank", "feature_cosine", "seem")
-"""The columns the fleet logs from these (the sb3 and rllib backends log NaN)."""
+"""The columns the fleet and sb3 backends log from these (the rllib backend logs NaN)."""
+SEEM_TRANSITIONS = 32
+"""Transitions of a member's last batch that SEEM's kernel matrix spans (SB3's default batch
+size): its per-sample gradients take [K, 2 x 32, P] floats."""
 
 
 def effective_rank(features: torch.Tensor, delta: float = SRANK_DELTA) -> torch.Tensor:

@@ -33,7 +33,12 @@ from rlharness.agents.deep.common import (
     hard_divergence,
     probe_observations,
 )
-from rlharness.agents.deep.diagnostics import effective_rank, feature_cosine, self_excitation
+from rlharness.agents.deep.diagnostics import (
+    SEEM_TRANSITIONS,
+    effective_rank,
+    feature_cosine,
+    self_excitation,
+)
 from rlharness.agents.deep.fleet import streams
 from rlharness.agents.deep.fleet.envs import BatchedEnv, make_batched_env
 from rlharness.agents.deep.fleet.learner import (
@@ -58,9 +63,6 @@ from rlharness.spec import DQNAgentSpec, EnvSpec
 
 EXPLORATION_BLOCK = 1024
 """Env steps whose exploration draws are computed at once."""
-SEEM_TRANSITIONS = 32
-"""Transitions of the last batch that SEEM's kernel matrix spans (SB3's default batch size):
-its per-sample gradients take [K, 2 x 32, P] floats."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rlharness.agents.deep.diagnostics import self_excitation
+from rlharness.agents.deep.fleet import run
 from rlharness.agents.deep.fleet.networks import (
     NetworkShape,
     initial_parameters,
@@ -124,3 +125,27 @@ def test_fleet_seem_of_one_transition_by_hand(gamma: float, sign: float) -> None
     transitions.keep(batch, torch.tensor([True, False]))
     seem = transitions.self_excitation(parameters, shape)
     assert seem[0] == pytest.approx(sign, abs=1e-12) and math.isnan(seem[1])
+
+
+def test_fleet_seem_in_chunks_of_members_equals_all_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shape = NetworkShape(inputs=4, actions=3, width=8, depth=2, layer_norm=True)
+    parameters = initial_parameters(shape, torch.arange(5), torch.device("cpu"))
+    generator = torch.Generator().manual_seed(1)
+    batch = Batch(
+        observations=torch.randn(5, 40, 4, generator=generator),
+        actions=torch.randint(0, 3, (5, 40), generator=generator),
+        returns=torch.zeros(5, 40),
+        next_observations=torch.randn(5, 40, 4, generator=generator),
+        bootstrap_discounts=torch.full((5, 40), GAMMA),
+        weights=None,
+        slots=torch.zeros(5, 40, dtype=torch.int64),
+    )
+    transitions = LastTransitions(5, torch.device("cpu"))
+    transitions.keep(batch, torch.ones(5, dtype=torch.bool))
+    at_once = transitions.self_excitation(parameters, shape)
+    monkeypatch.setattr(run, "SEEM_BYTES", 1)
+    one_by_one = transitions.self_excitation(parameters, shape)
+    assert at_once.tobytes() == one_by_one.tobytes()
+    assert all(-1.0 <= value <= 1.0 for value in at_once)

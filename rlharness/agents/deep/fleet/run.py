@@ -63,6 +63,9 @@ from rlharness.spec import DQNAgentSpec, EnvSpec
 
 EXPLORATION_BLOCK = 1024
 """Env steps whose exploration draws are computed at once."""
+SEEM_BYTES = 2**27
+"""Memory for SEEM's per-sample gradients of the members computed at once (each member's
+2 x 32 gradients of its row, and as much again for the copies of its row they come from)."""
 
 
 @dataclass(frozen=True)
@@ -278,19 +281,29 @@ class LastTransitions:
 
     def self_excitation(self, parameters: torch.Tensor, shape: NetworkShape) -> np.ndarray:
         """`diagnostics.self_excitation` per member on the first `SEEM_TRANSITIONS` of its
-        batch, a*_i greedy for the online network (NaN before its first update)."""
+        batch, a*_i greedy for the online network (NaN before its first update).
+
+        Members go a few at a time, so the per-sample gradients stay within `SEEM_BYTES`.
+        """
         if self.batch is None:
             return np.full(self.members, math.nan)
         head = slice(0, SEEM_TRANSITIONS)
         observations = self.batch.observations[:, head]
         next_observations = self.batch.next_observations[:, head]
+        actions, discounts = self.batch.actions[:, head], self.batch.bootstrap_discounts[:, head]
         with torch.no_grad():
             greedy = q_values(parameters, shape, next_observations).argmax(dim=2)
-        gradients = value_gradients(parameters, shape, observations, self.batch.actions[:, head])
-        next_gradients = value_gradients(parameters, shape, next_observations, greedy)
-        discounts = self.batch.bootstrap_discounts[:, head]
-        seem = self_excitation(gradients, next_gradients, discounts)
-        return torch.where(self.seen, seem, torch.nan).cpu().numpy()
+        gradient_bytes = 2 * observations.shape[1] * shape.row_length() * 4
+        chunk = max(1, SEEM_BYTES // gradient_bytes)
+        seem = []
+        for start in range(0, self.members, chunk):
+            rows = slice(start, start + chunk)
+            gradients = value_gradients(parameters[rows], shape, observations[rows], actions[rows])
+            next_gradients = value_gradients(
+                parameters[rows], shape, next_observations[rows], greedy[rows]
+            )
+            seem.append(self_excitation(gradients, next_gradients, discounts[rows]))
+        return torch.where(self.seen, torch.cat(seem), torch.nan).cpu().numpy()
 
 
 class Fleet:

@@ -74,16 +74,18 @@ def self_excitation(
     transitions' bootstrap discounts gamma^m (1 - terminated) (D = diag(discounts); gamma for
     every transition in the paper). The 1 / sqrt(P) scaling of each gradient and the Frobenius
     normalisation follow the authors' code, which logs this normalised eigenvalue beside the
-    raw one. 0 where A = 0; NaN where a gradient is not finite.
+    raw one. The kernels G G^T and G' G^T are products in the gradients' precision, the rest
+    in float64. 0 where A = 0; NaN where a kernel is not finite (a gradient is not, or
+    overflows their precision).
     """
-    grad, grad_next = gradients.to(torch.float64), next_gradients.to(torch.float64)
-    finite = torch.isfinite(grad).flatten(1).all(dim=1) & torch.isfinite(grad_next).flatten(1).all(
+    transposed = gradients.transpose(1, 2)
+    kernel = (gradients @ transposed).to(torch.float64)
+    cross = (next_gradients @ transposed).to(torch.float64)
+    finite = torch.isfinite(kernel).flatten(1).all(dim=1) & torch.isfinite(cross).flatten(1).all(
         dim=1
     )
-    grad = torch.where(finite[:, None, None], grad, 0.0)
-    grad_next = torch.where(finite[:, None, None], grad_next, 0.0)
-    excitation = discounts.to(torch.float64)[:, :, None] * grad_next - grad
-    matrix = excitation @ grad.transpose(1, 2) / grad.shape[2]
+    excitation = discounts.to(torch.float64)[:, :, None] * cross - kernel
+    matrix = torch.where(finite[:, None, None], excitation, 0.0) / gradients.shape[2]
     largest = torch.linalg.eigvals(matrix).real.amax(dim=1)
     norm = torch.linalg.matrix_norm(matrix)
     normalised = torch.where(norm > 0, largest / torch.where(norm > 0, norm, 1.0), 0.0)

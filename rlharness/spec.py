@@ -126,7 +126,8 @@ class NetworkSpec(StrictModel):
     layer_norm: bool = Field(
         default=False,
         description="LayerNorm in each hidden layer, Linear -> LayerNorm -> ReLU with a learned "
-        "gain and bias per unit, as in PQN (Gallici et al. 2025); the fleet backend only.",
+        "gain and bias per unit (gain 1, bias 0 at the start; eps 1e-5), as in PQN (Gallici et al. "
+        "2025) and CleanRL's pqn.py; the fleet and sb3 backends.",
     )
 
 
@@ -189,8 +190,10 @@ class DQNAgentSpec(StrictModel):
     l2: float = Field(
         default=0.0,
         ge=0,
-        description="L2 penalty: l2 / 2 times the squared norm of every network parameter is "
-        "added to the loss (PQN, Gallici et al. 2025); the fleet backend only.",
+        description="L2 penalty: l2 / 2 times the squared norm of every network parameter "
+        "(weights, biases, LayerNorm gains and biases) is added to the loss before the gradient "
+        "is clipped, so the gradient gains l2 theta; the logged loss is the TD loss (PQN, "
+        "Gallici et al. 2025); the fleet and sb3 backends.",
     )
     batch_size: StrictInt = Field(default=64, ge=1, le=MAX_COUNT)
     train_frequency: StrictInt = Field(

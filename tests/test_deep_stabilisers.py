@@ -1,4 +1,4 @@
-"""LayerNorm and the L2 penalty as fleet knobs, and the early-warning diagnostics."""
+"""LayerNorm and the L2 penalty as fleet and SB3 knobs, and the early-warning diagnostics."""
 
 from __future__ import annotations
 
@@ -17,9 +17,17 @@ from rlharness.agents.deep.fleet.networks import (
     initial_parameters,
     layers,
     q_values,
+    value_gradients,
 )
 from rlharness.agents.deep.fleet.replay import Batch
 from rlharness.agents.deep.fleet.run import Member, run_fleet
+from rlharness.agents.deep.sb3_dqn import (
+    TriadDQN,
+    build_sb3_dqn,
+    l2_penalty,
+    run_sb3_dqn,
+)
+from rlharness.agents.deep.sb3_dqn import value_gradients as sb3_value_gradients
 from tests.test_cli import assert_bad_input, cli, write_spec
 from tests.test_deep_fleet import BASE, CARTPOLE, agent, same_bits
 
@@ -150,19 +158,91 @@ def test_layer_norm_members_train_alike_alone_and_together() -> None:
     last = fleet[0].records[-1]
     assert 1 <= last["feature_srank"] <= 64
     assert -1.0 <= last["feature_cosine"] <= 1.0
-    assert math.isnan(fleet[0].records[0]["feature_cosine"]), "no update before the first log"
+    assert -1.0 <= last["seem"] <= 1.0
+    first = fleet[0].records[0]
+    assert math.isnan(first["feature_cosine"]) and math.isnan(first["seem"]), "no update yet"
 
 
 @pytest.mark.parametrize(
     ("knob", "field"),
     [({"network": {"layer_norm": True}}, "agent.network.layer_norm"), ({"l2": 0.1}, "agent.l2")],
 )
-def test_sb3_refuses_the_fleet_only_knobs(tmp_path: Path, knob: dict[str, Any], field: str) -> None:
+def test_rllib_refuses_the_stabilisers(tmp_path: Path, knob: dict[str, Any], field: str) -> None:
     spec = {
-        "name": "sb3_stabiliser",
+        "name": "rllib_stabiliser",
         "env": {"id": "CartPole-v1"},
-        "agent": {**BASE, "backend": "sb3", **knob},
+        "agent": {**BASE, "backend": "rllib", **knob},
         "run": {"steps": 200},
     }
     shown = cli("validate", write_spec(tmp_path, spec))
-    assert_bad_input(shown, field, "only the fleet backend")
+    assert_bad_input(shown, field, "only the fleet and sb3 backends")
+
+
+def _sb3(layer_norm: bool, l2: float = 0.0) -> TriadDQN:
+    spec = agent(network={"width": 4, "depth": 2, "layer_norm": layer_norm}, l2=l2)
+    return build_sb3_dqn(spec, CARTPOLE, seed=3)
+
+
+def test_sb3_layer_norm_network_equals_the_fleets() -> None:
+    """SB3's Q-network gains a LayerNorm after each hidden Linear, its linear layers initialised
+    as without it; with the fleet member's parameters copied in, both give the same Q."""
+    plain, normed = _sb3(False), _sb3(True)
+    kinds = [type(m).__name__ for m in normed.q_net.q_net]
+    assert kinds == ["Linear", "LayerNorm", "ReLU"] * 2 + ["Linear"]
+    plain_linears = [m for m in plain.q_net.q_net if isinstance(m, torch.nn.Linear)]
+    normed_linears = [m for m in normed.q_net.q_net if isinstance(m, torch.nn.Linear)]
+    for a, b in zip(plain_linears, normed_linears, strict=True):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+    optimised = {id(p) for group in normed.policy.optimizer.param_groups for p in group["params"]}
+    assert {id(p) for p in normed.q_net.parameters()} <= optimised
+    shape = NetworkShape(inputs=4, actions=2, width=4, depth=2, layer_norm=True)
+    parameters = initial_parameters(shape, torch.tensor([7]), torch.device("cpu"))
+    network = layers(parameters, shape)
+    modules = [m for m in normed.q_net.q_net if not isinstance(m, torch.nn.ReLU)]
+    with torch.no_grad():
+        for linear, norm, (weight, bias, gain, shift) in zip(
+            modules[0:4:2], modules[1:4:2], network[:2], strict=True
+        ):
+            linear.weight.copy_(weight[0].T)
+            linear.bias.copy_(bias[0, 0])
+            norm.weight.copy_(gain[0, 0] + 0.25)
+            norm.bias.copy_(shift[0, 0] - 0.5)
+            gain.add_(0.25)
+            shift.sub_(0.5)
+        head_weight, head_bias = network[2]
+        modules[-1].weight.copy_(head_weight[0].T)
+        modules[-1].bias.copy_(head_bias[0, 0])
+        observations = torch.tensor([[0.1, -0.4, 0.03, 1.2], [-1.0, 0.5, 0.2, 0.0]])
+        expected = q_values(parameters, shape, observations[None])[0]
+        assert torch.allclose(normed.q_net(observations), expected, atol=1e-6)
+    actions = torch.tensor([1, 0])
+    sb3_gradients = sb3_value_gradients(normed.q_net, observations, actions)
+    fleet_gradients = value_gradients(parameters, shape, observations[None], actions[None])[0]
+    # the two order the parameters differently; the tangent kernel G G^T does not see order
+    kernel = fleet_gradients @ fleet_gradients.T
+    assert torch.allclose(sb3_gradients @ sb3_gradients.T, kernel, atol=1e-5)
+
+
+def test_sb3_l2_penalty_by_hand() -> None:
+    """l2 / 2 ||theta||^2 over every weight and bias (LayerNorm's too); gradient l2 theta."""
+    model = _sb3(True, l2=0.3)
+    assert model.l2 == 0.3
+    parameters = list(model.q_net.parameters())
+    assert len(parameters) == 3 * 2 + 2 * 2  # three Linear, two LayerNorm: weight and bias each
+    squares = sum(float(p.detach().double().square().sum()) for p in parameters)
+    penalty = l2_penalty(model.q_net, 0.3)
+    assert penalty.item() == pytest.approx(0.15 * squares, rel=1e-6)
+    gradients = torch.autograd.grad(penalty, parameters)
+    for parameter, gradient in zip(parameters, gradients, strict=True):
+        assert torch.allclose(gradient, 0.3 * parameter, atol=1e-7)
+
+
+def test_sb3_trains_with_the_stabilisers() -> None:
+    stabilised = agent(network={"layer_norm": True}, l2=0.01, backend="sb3")
+    trace = run_sb3_dqn(stabilised, CARTPOLE, seed=0, steps=400, log_every=200, hard_limit=1e10)
+    assert [r["step"] for r in trace.records] == [0, 200, 400]
+    first, last = trace.records[0], trace.records[-1]
+    assert math.isfinite(last["loss"]) and math.isfinite(last["param_norm"])
+    assert math.isnan(first["feature_cosine"]) and math.isnan(first["seem"]), "no update yet"
+    assert 1 <= first["feature_srank"] <= 64 and 1 <= last["feature_srank"] <= 64
+    assert -1.0 <= last["feature_cosine"] <= 1.0 and -1.0 <= last["seem"] <= 1.0

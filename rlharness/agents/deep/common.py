@@ -42,7 +42,7 @@ METRICS = (
 
 The `GREEDY_METRICS` come from the evaluation episodes (`overestimation`); the
 rllib backend does not measure them and logs NaN. The `FEATURE_METRICS` (early warnings,
-`diagnostics`) are the fleet's; the sb3 and rllib backends log NaN."""
+`diagnostics`) are the fleet's and sb3's; the rllib backend logs NaN."""
 
 EVAL_SEED_OFFSET = 1_000_003
 """The evaluation env's seed is the training seed plus this, so the two streams differ."""

@@ -1,11 +1,13 @@
 """The stable-baselines3 backend: SB3's DQN with the four bootstrap targets and diagnostics.
 
 `TriadDQN` changes only the target computation of SB3's training step (and
-weights the loss for prioritised replay); exploration, replay, n-step returns
-(SB3's NStepReplayBuffer), target updates and optimisation are SB3's own.
+weights the loss for prioritised replay, and adds the L2 penalty); exploration, replay,
+n-step returns (SB3's NStepReplayBuffer), target updates and optimisation are SB3's own.
+`LayerNormDQNPolicy` is SB3's MlpPolicy with a LayerNorm in each hidden layer, as the
+fleet's networks have it.
 `DiagnosticsCallback` logs max |Q| on fixed probe states, batch statistics,
-parameter norm and greedy evaluation returns, and stops a seed that
-hard-diverges.
+parameter norm, greedy evaluation returns and the fleet's early warnings (`feature_warnings`),
+and stops a seed that hard-diverges.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
+from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
+from torch import nn
 from torch.nn import functional
 
 from rlharness.agents.deep.common import (
@@ -34,10 +38,43 @@ from rlharness.agents.deep.common import (
     make_env,
     probe_observations,
 )
-from rlharness.agents.deep.diagnostics import FEATURE_METRICS
+from rlharness.agents.deep.diagnostics import (
+    SEEM_TRANSITIONS,
+    effective_rank,
+    feature_cosine,
+    self_excitation,
+)
 from rlharness.agents.deep.overestimation import GREEDY_METRICS, GreedyEpisodes
 from rlharness.agents.deep.replay import PrioritizedNStepReplayBuffer, PrioritizedSamples
 from rlharness.spec import DQNAgentSpec, EnvSpec
+
+
+class LayerNormDQNPolicy(DQNPolicy):
+    """SB3's DQN MlpPolicy with hidden layers Linear -> LayerNorm -> ReLU (PQN, Gallici et al.
+    2025; CleanRL's pqn.py), as SB3's ``create_mlp`` places ``post_linear_modules``.
+
+    The LayerNorms are inserted into the Q-network SB3 built, before the optimiser is made,
+    so the linear layers are initialised exactly as without them (LayerNorm's gain starts at
+    1 and its bias at 0, drawing nothing; eps 1e-5, the fleet's).
+    """
+
+    def make_q_net(self) -> QNetwork:
+        """SB3's Q-network with a LayerNorm after each hidden linear layer."""
+        q_net = super().make_q_net()
+        linears = [m for m in q_net.q_net if isinstance(m, nn.Linear)]
+        modules: list[nn.Module] = []
+        for module in q_net.q_net:
+            modules.append(module)
+            if isinstance(module, nn.Linear) and module is not linears[-1]:
+                modules.append(nn.LayerNorm(module.out_features))
+        q_net.q_net = nn.Sequential(*modules).to(self.device)
+        return q_net
+
+
+def l2_penalty(network: nn.Module, l2: float) -> torch.Tensor:
+    """l2 / 2 ||theta||^2 over every weight and bias of the network (PQN's L2 term; its
+    gradient l2 theta joins the TD gradient before clipping, as in the fleet)."""
+    return 0.5 * l2 * sum((p.square().sum() for p in network.parameters()), torch.zeros(()))
 
 
 class TriadDQN(DQN):
@@ -47,12 +84,17 @@ class TriadDQN(DQN):
         sample a batch (uniformly, or by priority with importance weights w)
         y = R^(n) + (1 - done) gamma^n * bootstrap(Q_online(s'), Q_target(s'))
         loss = mean_i w_i Huber(Q_online(s_i, a_i) - y_i)
-        gradient step with clipped norm; new priorities |y - Q| for prioritised replay
+        gradient step on loss + l2 / 2 ||theta||^2 with clipped norm; new priorities |y - Q|
+        for prioritised replay (the logged loss is the TD loss)
     """
 
-    def __init__(self, *args: Any, bootstrap_target: str = "target_q", **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, bootstrap_target: str = "target_q", l2: float = 0.0, **kwargs: Any
+    ) -> None:
         self.bootstrap_target = bootstrap_target
+        self.l2 = l2
         self.batch_statistics: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.last_batch: ReplayBufferSamples | PrioritizedSamples | None = None
         self.non_finite_loss = False
         super().__init__(*args, **kwargs)
 
@@ -75,7 +117,8 @@ class TriadDQN(DQN):
         # Lines that differ from SB3's DQN.train: the target comes from td_targets (one of
         # four bootstrap targets, not always max_a Q_target); the Huber loss is weighted by
         # the importance weights of a prioritised batch, whose priorities are then updated;
-        # batch statistics are kept for the diagnostics; a non-finite loss stops the loop.
+        # batch statistics are kept for the diagnostics; a non-finite loss stops the loop; the
+        # L2 penalty joins the loss before backward.
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         losses = []
@@ -92,7 +135,10 @@ class TriadDQN(DQN):
                     functional.smooth_l1_loss(chosen, targets, reduction="none") * weights
                 ).mean()
             self.policy.optimizer.zero_grad()
-            loss.backward()
+            if self.l2 > 0:
+                (loss + l2_penalty(self.q_net, self.l2)).backward()
+            else:
+                loss.backward()
             torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
             td_errors = (targets - chosen).detach()
@@ -101,6 +147,7 @@ class TriadDQN(DQN):
                 self.replay_buffer.update_priorities(batch.indices, td_errors.squeeze(1).numpy())
             losses.append(loss.item())
             self.batch_statistics.append((loss.detach(), q_values.detach(), td_errors))
+            self.last_batch = batch
             if not math.isfinite(losses[-1]):
                 self.non_finite_loss = True
                 break
@@ -186,7 +233,8 @@ class DiagnosticsCallback(BaseCallback):
         reason = hard_divergence(
             not model.non_finite_loss, parameters, record["probe_max_abs_q"], self.hard_limit
         )
-        record.update(dict.fromkeys((*GREEDY_METRICS, *FEATURE_METRICS), math.nan))
+        record.update(dict.fromkeys(GREEDY_METRICS, math.nan))
+        record.update(feature_warnings(model, self.probes))
         if reason is None:
             episodes = GreedyEpisodes(self.gamma, self.reward_clip)
             mean_return, _ = evaluate_policy(
@@ -204,6 +252,55 @@ class DiagnosticsCallback(BaseCallback):
             self.trace.hard_divergence_reason = reason
         self.trace.records.append({name: record[name] for name in ("step", *METRICS)})
         return reason is None
+
+
+def penultimate_features(q_net: QNetwork, observations: torch.Tensor) -> torch.Tensor:
+    """phi(s): the Q-network's last hidden activations [N, width] (all but the head)."""
+    return q_net.q_net[:-1](q_net.extract_features(observations, q_net.features_extractor))
+
+
+def value_gradients(
+    q_net: QNetwork, observations: torch.Tensor, actions: torch.Tensor
+) -> torch.Tensor:
+    """d Q(s_i, a_i) / d theta per sample [N, P], by ``torch.func`` (vmap of grad)."""
+    parameters = {name: p.detach() for name, p in q_net.named_parameters()}
+
+    def value(
+        params: dict[str, torch.Tensor], observation: torch.Tensor, action: torch.Tensor
+    ) -> torch.Tensor:
+        values = torch.func.functional_call(q_net, params, (observation[None],))[0]
+        return values.gather(0, action[None])[0]
+
+    gradients = torch.func.vmap(torch.func.grad(value), in_dims=(None, 0, 0))(
+        parameters, observations, actions
+    )
+    return torch.cat([g.reshape(len(actions), -1) for g in gradients.values()], dim=1)
+
+
+def feature_warnings(model: TriadDQN, probes: torch.Tensor) -> dict[str, float]:
+    """The fleet's `FEATURE_METRICS` from SB3's Q-network: srank of phi on the probe states,
+    and the cosine and SEEM on the last training batch (NaN before the first update)."""
+    q_net = model.q_net
+    with torch.no_grad():
+        phi = penultimate_features(q_net, probes)
+    warnings = {"feature_srank": float(effective_rank(phi[None])[0])}
+    batch = model.last_batch
+    if batch is None:
+        return warnings | {"feature_cosine": math.nan, "seem": math.nan}
+    discounts = batch.discounts if batch.discounts is not None else model.gamma
+    bootstrap = ((1 - batch.dones) * discounts).reshape(-1)
+    with torch.no_grad():
+        phi = penultimate_features(q_net, batch.observations)
+        phi_next = penultimate_features(q_net, batch.next_observations)
+        cosine = feature_cosine(phi[None], phi_next[None], (bootstrap > 0)[None])
+    head = slice(0, SEEM_TRANSITIONS)
+    observations, next_observations = batch.observations[head], batch.next_observations[head]
+    with torch.no_grad():
+        greedy = q_net(next_observations).argmax(dim=1)
+    gradients = value_gradients(q_net, observations, batch.actions[head].reshape(-1).long())
+    next_gradients = value_gradients(q_net, next_observations, greedy)
+    seem = self_excitation(gradients[None], next_gradients[None], bootstrap[head][None])
+    return warnings | {"feature_cosine": float(cosine[0]), "seem": float(seem[0])}
 
 
 def _record_greedy_step(
@@ -232,9 +329,10 @@ def build_sb3_dqn(agent: DQNAgentSpec, env: EnvSpec, seed: int) -> TriadDQN:
             "priority_epsilon": agent.prioritized_replay.epsilon,
         }
     return TriadDQN(
-        "MlpPolicy",
+        LayerNormDQNPolicy if agent.network.layer_norm else "MlpPolicy",
         make_env(env, agent.reward_clip),
         bootstrap_target=agent.bootstrap_target,
+        l2=agent.l2,
         learning_rate=agent.learning_rate,
         buffer_size=agent.replay_capacity,
         learning_starts=agent.learning_starts,

@@ -78,7 +78,7 @@ def resolve_deep(spec: ExperimentSpec) -> float:
         problems.extend(rllib_unsupported(agent))
     problems.extend(_device_problems(agent, spec.run))
     if isinstance(agent, DQNAgentSpec):
-        problems.extend(_fleet_only_problems(agent))
+        problems.extend(_stabiliser_problems(agent))
     try:
         bound = soft_bound(agent, spec.diagnostics.soft_divergence_threshold)
     except ValueError as error:
@@ -100,20 +100,20 @@ def _pqn_problems(agent: PQNAgentSpec, run: RunSpec) -> list[str]:
     return []
 
 
-def _fleet_only_problems(agent: DQNAgentSpec) -> list[str]:
-    """LayerNorm and the L2 penalty are the fleet backend's."""
-    if agent.backend == "fleet":
+def _stabiliser_problems(agent: DQNAgentSpec) -> list[str]:
+    """LayerNorm and the L2 penalty are the fleet and sb3 backends'."""
+    if agent.backend in ("fleet", "sb3"):
         return []
     problems = []
     if agent.network.layer_norm:
         problems.append(
-            f"agent.network.layer_norm: only the fleet backend has it, got backend "
-            f"'{agent.backend}'; allowed: backend fleet, or layer_norm false"
+            f"agent.network.layer_norm: only the fleet and sb3 backends have it, got backend "
+            f"'{agent.backend}'; allowed: backend fleet or sb3, or layer_norm false"
         )
     if agent.l2 > 0:
         problems.append(
-            f"agent.l2: only the fleet backend has it, got backend '{agent.backend}'; "
-            "allowed: backend fleet, or l2 0"
+            f"agent.l2: only the fleet and sb3 backends have it, got backend "
+            f"'{agent.backend}'; allowed: backend fleet or sb3, or l2 0"
         )
     return problems
 

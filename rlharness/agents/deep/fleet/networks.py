@@ -155,3 +155,21 @@ def features(
 ) -> torch.Tensor:
     """phi(s) of every member: observations [K, N, *observation shape] -> [K, N, width]."""
     return penultimate(layers(parameters, shape), observations)
+
+
+def value_gradients(
+    parameters: torch.Tensor, shape: NetworkShape, observations: torch.Tensor, actions: torch.Tensor
+) -> torch.Tensor:
+    """d Q_k(s_i, a_i) / d theta_k for every member k and sample i: observations
+    [K, N, *observation shape] and actions [K, N] -> [K, N, parameter_count].
+
+    Each (member, sample) pair gets its own copy of the member's row, so one backward pass of
+    the summed values gives every per-sample gradient, and each is its own batched product
+    whatever the other members are (vmap's fused products are not).
+    """
+    members, samples = actions.shape
+    rows = parameters.detach().repeat_interleave(samples, dim=0).requires_grad_()
+    single = observations.reshape(members * samples, 1, *observations.shape[2:])
+    values = q_values(rows, shape, single)[:, 0].gather(1, actions.reshape(-1, 1))
+    (gradients,) = torch.autograd.grad(values.sum(), rows)
+    return gradients.view(members, samples, -1)[..., : shape.parameter_count()]

@@ -33,7 +33,12 @@ from rlharness.agents.deep.common import (
     hard_divergence,
     probe_observations,
 )
-from rlharness.agents.deep.diagnostics import effective_rank, feature_cosine
+from rlharness.agents.deep.diagnostics import (
+    SEEM_TRANSITIONS,
+    effective_rank,
+    feature_cosine,
+    self_excitation,
+)
 from rlharness.agents.deep.fleet import streams
 from rlharness.agents.deep.fleet.envs import BatchedEnv, make_batched_env
 from rlharness.agents.deep.fleet.learner import (
@@ -50,6 +55,7 @@ from rlharness.agents.deep.fleet.networks import (
     initial_parameters,
     layers,
     q_values,
+    value_gradients,
 )
 from rlharness.agents.deep.fleet.replay import Batch, FleetReplay, replay_bytes
 from rlharness.agents.deep.overestimation import GREEDY_METRICS, GreedyEpisodes
@@ -57,6 +63,9 @@ from rlharness.spec import DQNAgentSpec, EnvSpec
 
 EXPLORATION_BLOCK = 1024
 """Env steps whose exploration draws are computed at once."""
+SEEM_BYTES = 2**27
+"""Memory for SEEM's per-sample gradients of the members computed at once (each member's
+2 x 32 gradients of its row, and as much again for the copies of its row they come from)."""
 
 
 @dataclass(frozen=True)
@@ -225,38 +234,76 @@ class BatchStatistics:
         return {name: np.where(some, value, math.nan) for name, value in values.items()}
 
 
-class LastTransitions:
-    """Each member's latest training batch (s, s' and which transitions bootstrap), kept for
-    the feature-cosine warning: measured on the data the member learns from, drawing nothing."""
+class Transitions(NamedTuple):
+    """The part of a batch the warnings read: [K, B, ...] tensors."""
 
-    def __init__(self, members: int) -> None:
+    observations: torch.Tensor
+    actions: torch.Tensor
+    next_observations: torch.Tensor
+    bootstrap_discounts: torch.Tensor
+
+
+class LastTransitions:
+    """Each member's latest training batch (s, a, s' and the bootstrap discounts), kept for the
+    feature-cosine and SEEM warnings: measured on the data the member learns from, drawing
+    nothing."""
+
+    def __init__(self, members: int, device: torch.device) -> None:
         self.members = members
-        self.observations: torch.Tensor | None = None
-        self.next_observations: torch.Tensor | None = None
-        self.bootstraps: torch.Tensor | None = None
+        self.batch: Transitions | None = None
+        self.seen = torch.zeros(members, dtype=torch.bool, device=device)
 
     def keep(self, batch: Batch, updated: torch.Tensor) -> None:
         """Keep the batch's transitions of the members in the mask."""
-        bootstraps = (batch.bootstrap_discounts > 0) & updated[:, None]
-        if self.observations is None or self.next_observations is None or self.bootstraps is None:
-            self.observations = batch.observations.clone()
-            self.next_observations = batch.next_observations.clone()
-            self.bootstraps = bootstraps
-            return
-        chosen = updated.view(-1, *([1] * (batch.observations.dim() - 1)))
-        self.observations = torch.where(chosen, batch.observations, self.observations)
-        self.next_observations = torch.where(
-            chosen, batch.next_observations, self.next_observations
+        self.seen |= updated
+        kept = Transitions(
+            batch.observations, batch.actions, batch.next_observations, batch.bootstrap_discounts
         )
-        self.bootstraps = torch.where(updated[:, None], bootstraps, self.bootstraps)
+        if self.batch is None:
+            self.batch = Transitions(*(tensor.clone() for tensor in kept))
+            return
+
+        def chosen(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+            return torch.where(updated.view(-1, *([1] * (new.dim() - 1))), new, old)
+
+        self.batch = Transitions(
+            *(chosen(new, old) for new, old in zip(kept, self.batch, strict=True))
+        )
 
     def cosine(self, parameters: torch.Tensor, shape: NetworkShape) -> np.ndarray:
         """`diagnostics.feature_cosine` per member (NaN before its first update)."""
-        if self.observations is None or self.next_observations is None or self.bootstraps is None:
+        if self.batch is None:
             return np.full(self.members, math.nan)
-        phi = features(parameters, shape, self.observations)
-        phi_next = features(parameters, shape, self.next_observations)
-        return feature_cosine(phi, phi_next, self.bootstraps).cpu().numpy()
+        phi = features(parameters, shape, self.batch.observations)
+        phi_next = features(parameters, shape, self.batch.next_observations)
+        bootstraps = (self.batch.bootstrap_discounts > 0) & self.seen[:, None]
+        return feature_cosine(phi, phi_next, bootstraps).cpu().numpy()
+
+    def self_excitation(self, parameters: torch.Tensor, shape: NetworkShape) -> np.ndarray:
+        """`diagnostics.self_excitation` per member on the first `SEEM_TRANSITIONS` of its
+        batch, a*_i greedy for the online network (NaN before its first update).
+
+        Members go a few at a time, so the per-sample gradients stay within `SEEM_BYTES`.
+        """
+        if self.batch is None:
+            return np.full(self.members, math.nan)
+        head = slice(0, SEEM_TRANSITIONS)
+        observations = self.batch.observations[:, head]
+        next_observations = self.batch.next_observations[:, head]
+        actions, discounts = self.batch.actions[:, head], self.batch.bootstrap_discounts[:, head]
+        with torch.no_grad():
+            greedy = q_values(parameters, shape, next_observations).argmax(dim=2)
+        gradient_bytes = 2 * observations.shape[1] * shape.row_length() * 4
+        chunk = max(1, SEEM_BYTES // gradient_bytes)
+        seem = []
+        for start in range(0, self.members, chunk):
+            rows = slice(start, start + chunk)
+            gradients = value_gradients(parameters[rows], shape, observations[rows], actions[rows])
+            next_gradients = value_gradients(
+                parameters[rows], shape, next_observations[rows], greedy[rows]
+            )
+            seem.append(self_excitation(gradients, next_gradients, discounts[rows]))
+        return torch.where(self.seen, torch.cat(seem), torch.nan).cpu().numpy()
 
 
 class Fleet:
@@ -326,7 +373,7 @@ class Fleet:
         self.alive = np.ones(self.count, dtype=bool)
         self.traces = [DeepTrace() for _ in members]
         self.statistics = BatchStatistics(self.count, self.batch_size, self.device)
-        self.transitions = LastTransitions(self.count)
+        self.transitions = LastTransitions(self.count, self.device)
 
     def epsilon(self, step: int) -> np.ndarray:
         """SB3's linear schedule after ``step`` of ``steps`` env steps, per member."""
@@ -394,6 +441,7 @@ class Fleet:
             probe_q = q_values(self.state.online, self.shape, self.probes)
             srank = effective_rank(features(self.state.online, self.shape, self.probes))
             cosine = self.transitions.cosine(self.state.online, self.shape)
+        seem = self.transitions.self_excitation(self.state.online, self.shape)
         probe_max = probe_q.abs().amax(dim=(1, 2)).cpu().numpy()
         probe_mean = probe_q.mean(dim=(1, 2)).cpu().numpy()
         parameters = self.state.online.cpu()
@@ -429,6 +477,7 @@ class Fleet:
                 **(greedy[k] if reason is None else dict.fromkeys(GREEDY_METRICS, math.nan)),
                 "feature_srank": float(srank[k]),
                 "feature_cosine": float(cosine[k]),
+                "seem": float(seem[k]),
             }
             trace = self.traces[k]
             trace.records.append({name: record[name] for name in ("step", *METRICS)})

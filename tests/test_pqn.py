@@ -156,6 +156,8 @@ def test_a_short_run_logs_every_metric() -> None:
     for column in ("eval_return", "probe_max_abs_q", "loss", "td_error_abs_mean", "param_norm"):
         assert np.isfinite(trained[column]).all(), column
     assert (trained.exploration_rate < 1.0).all()
+    assert trained.seem.between(-1.0, 1.0).all() and trained.feature_cosine.between(-1, 1).all()
+    assert metrics[metrics.step == 0].seem.isna().all()
     assert set(result.outcomes.outcome) <= {"stable", "soft-diverged", "recovered"}
     assert result.soft_divergence_threshold == pytest.approx(100.0)
 

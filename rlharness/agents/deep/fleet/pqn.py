@@ -42,7 +42,7 @@ import torch
 from gymnasium import spaces
 
 from rlharness.agents.deep.common import METRICS, DeepTrace, hard_divergence, probe_observations
-from rlharness.agents.deep.diagnostics import effective_rank, feature_cosine
+from rlharness.agents.deep.diagnostics import SEEM_TRANSITIONS, effective_rank, feature_cosine
 from rlharness.agents.deep.fleet import streams
 from rlharness.agents.deep.fleet.envs import make_batched_env
 from rlharness.agents.deep.fleet.learner import CLIP_EPSILON, UpdateResult
@@ -54,7 +54,11 @@ from rlharness.agents.deep.fleet.networks import (
     layers,
     q_values,
 )
-from rlharness.agents.deep.fleet.run import BatchStatistics, greedy_evaluation
+from rlharness.agents.deep.fleet.run import (
+    BatchStatistics,
+    greedy_evaluation,
+    member_self_excitation,
+)
 from rlharness.agents.deep.overestimation import GREEDY_METRICS, GreedyEpisodes
 from rlharness.spec import EnvSpec, PQNAgentSpec
 
@@ -372,12 +376,36 @@ class PQNFleet:
         bootstraps = ~rollout.terminated.reshape(self.count, self.batch_size)
         return feature_cosine(phi, phi_next, bootstraps).cpu().numpy()
 
+    def self_excitation(self) -> np.ndarray:
+        """`member_self_excitation` on the first `SEEM_TRANSITIONS` one-step transitions of
+        the last rollout (SEEM is defined for the one-step target; each of them is a link of
+        the Q(lambda) return)."""
+        if self.last_rollout is None:
+            return np.full(self.count, math.nan)
+        rollout = self.last_rollout
+
+        def head(tensor: torch.Tensor) -> torch.Tensor:
+            flat = tensor.reshape(self.count, self.batch_size, *tensor.shape[3:])
+            return flat[:, :SEEM_TRANSITIONS]
+
+        discounts = self.gamma[:, None] * (~head(rollout.terminated)).to(torch.float32)
+        seem = member_self_excitation(
+            self.parameters,
+            self.shape,
+            head(rollout.observations),
+            head(rollout.actions),
+            head(rollout.next_observations),
+            discounts,
+        )
+        return seem.cpu().numpy()
+
     def log(self, step: int, members: np.ndarray, loss_finite: bool = True) -> None:
         """A record for each member in the mask; members that hard-diverged are frozen."""
         with torch.no_grad():
             probe_q = q_values(self.parameters, self.shape, self.probes)
             srank = effective_rank(features(self.parameters, self.shape, self.probes))
             cosine = self.feature_cosines()
+        seem = self.self_excitation()
         probe_max = probe_q.abs().amax(dim=(1, 2)).cpu().numpy()
         probe_mean = probe_q.mean(dim=(1, 2)).cpu().numpy()
         parameters = self.parameters.cpu()
@@ -414,6 +442,7 @@ class PQNFleet:
                 **(greedy[k] if reason is None else dict.fromkeys(GREEDY_METRICS, math.nan)),
                 "feature_srank": float(srank[k]),
                 "feature_cosine": float(cosine[k]),
+                "seem": float(seem[k]),
             }
             trace = self.traces[k]
             trace.records.append({name: record[name] for name in ("step", *METRICS)})

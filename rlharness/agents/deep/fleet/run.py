@@ -280,30 +280,48 @@ class LastTransitions:
         return feature_cosine(phi, phi_next, bootstraps).cpu().numpy()
 
     def self_excitation(self, parameters: torch.Tensor, shape: NetworkShape) -> np.ndarray:
-        """`diagnostics.self_excitation` per member on the first `SEEM_TRANSITIONS` of its
-        batch, a*_i greedy for the online network (NaN before its first update).
-
-        Members go a few at a time, so the per-sample gradients stay within `SEEM_BYTES`.
-        """
+        """`member_self_excitation` on the first `SEEM_TRANSITIONS` of each member's batch
+        (NaN before its first update)."""
         if self.batch is None:
             return np.full(self.members, math.nan)
         head = slice(0, SEEM_TRANSITIONS)
-        observations = self.batch.observations[:, head]
-        next_observations = self.batch.next_observations[:, head]
-        actions, discounts = self.batch.actions[:, head], self.batch.bootstrap_discounts[:, head]
-        with torch.no_grad():
-            greedy = q_values(parameters, shape, next_observations).argmax(dim=2)
-        gradient_bytes = 2 * observations.shape[1] * shape.row_length() * 4
-        chunk = max(1, SEEM_BYTES // gradient_bytes)
-        seem = []
-        for start in range(0, self.members, chunk):
-            rows = slice(start, start + chunk)
-            gradients = value_gradients(parameters[rows], shape, observations[rows], actions[rows])
-            next_gradients = value_gradients(
-                parameters[rows], shape, next_observations[rows], greedy[rows]
-            )
-            seem.append(self_excitation(gradients, next_gradients, discounts[rows]))
-        return torch.where(self.seen, torch.cat(seem), torch.nan).cpu().numpy()
+        seem = member_self_excitation(
+            parameters,
+            shape,
+            self.batch.observations[:, head],
+            self.batch.actions[:, head],
+            self.batch.next_observations[:, head],
+            self.batch.bootstrap_discounts[:, head],
+        )
+        return torch.where(self.seen, seem, torch.nan).cpu().numpy()
+
+
+def member_self_excitation(
+    parameters: torch.Tensor,
+    shape: NetworkShape,
+    observations: torch.Tensor,
+    actions: torch.Tensor,
+    next_observations: torch.Tensor,
+    discounts: torch.Tensor,
+) -> torch.Tensor:
+    """`diagnostics.self_excitation` per member over its transitions [K, N, ...], a*_i greedy
+    for the member's network at s'_i; ``discounts`` [K, N] are the bootstrap discounts.
+
+    Members go a few at a time, so the per-sample gradients stay within `SEEM_BYTES`.
+    """
+    with torch.no_grad():
+        greedy = q_values(parameters, shape, next_observations).argmax(dim=2)
+    gradient_bytes = 2 * observations.shape[1] * shape.row_length() * 4
+    chunk = max(1, SEEM_BYTES // gradient_bytes)
+    seem = []
+    for start in range(0, parameters.shape[0], chunk):
+        rows = slice(start, start + chunk)
+        gradients = value_gradients(parameters[rows], shape, observations[rows], actions[rows])
+        next_gradients = value_gradients(
+            parameters[rows], shape, next_observations[rows], greedy[rows]
+        )
+        seem.append(self_excitation(gradients, next_gradients, discounts[rows]))
+    return torch.cat(seem)
 
 
 class Fleet:

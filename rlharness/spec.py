@@ -273,6 +273,13 @@ class PQNAgentSpec(StrictModel):
     max_grad_norm: float = Field(
         default=10.0, gt=0, description="Each member's gradient is scaled to this norm at most."
     )
+    l2: float = Field(
+        default=0.0,
+        ge=0,
+        description="L2 penalty: l2 / 2 times the squared norm of every network parameter is "
+        "added to the loss before the gradient is clipped (the regularisation of PQN's "
+        "analysis, Gallici et al. 2025); the logged loss is the TD loss.",
+    )
     exploration: ExplorationSpec = Field(
         default_factory=lambda: ExplorationSpec(fraction=0.5),
         description="Epsilon decayed linearly from initial to final over fraction of run.steps.",

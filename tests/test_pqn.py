@@ -11,12 +11,16 @@ import pytest
 import torch
 
 from rlharness.agents.deep.common import METRICS, DeepTrace
+from rlharness.agents.deep.fleet.networks import NetworkShape, initial_parameters
 from rlharness.agents.deep.fleet.pqn import (
     PQNMember,
     RowwiseRAdam,
     env_seeds,
     q_lambda_returns,
     run_pqn_fleet,
+)
+from rlharness.agents.deep.fleet.pqn import (
+    loss_gradient as pqn_loss_gradient,
 )
 from rlharness.errors import SpecError
 from rlharness.runner import check_experiment, plan_trials, run_trials
@@ -209,3 +213,23 @@ def test_a_hard_diverged_member_is_frozen_and_the_others_carry_on() -> None:
     assert math.isnan(limited_trace.records[-1]["eval_return"])
     alone = run_pqn_fleet(CARTPOLE, [free], 192, 32)
     assert same_bits(alone[0], free_trace)
+
+
+def test_l2_adds_l2_theta_to_the_gradient_and_not_to_the_logged_loss() -> None:
+    """PQN's L2 penalty: each member's gradient gains its own l2_k theta_k; the loss is TD's."""
+    shape = NetworkShape(3, 2, 4, 2, True)
+    parameters = initial_parameters(shape, torch.tensor([5, 6]), torch.device("cpu"))
+    observations = torch.tensor([[[1.0, 0.0, -1.0], [0.5, 0.5, 0.5]]]).expand(2, -1, -1)
+    actions = torch.tensor([[0, 1], [1, 0]])
+    returns = torch.tensor([[1.0, -1.0], [0.5, 2.0]])
+    plain, without = pqn_loss_gradient(
+        parameters, shape, observations, actions, returns, torch.zeros(2)
+    )
+    l2 = torch.tensor([0.25, 0.0])
+    penalised, with_l2 = pqn_loss_gradient(parameters, shape, observations, actions, returns, l2)
+    assert torch.equal(plain.loss, penalised.loss)
+    count = shape.parameter_count()
+    expected = without[:, :count] + l2[:, None] * parameters[:, :count]
+    assert torch.allclose(with_l2[:, :count], expected, atol=1e-6)
+    assert torch.equal(with_l2[1], without[1])
+    assert torch.count_nonzero(with_l2[:, count:]) == 0

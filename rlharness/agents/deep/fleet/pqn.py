@@ -166,17 +166,22 @@ def loss_gradient(
     observations: torch.Tensor,
     actions: torch.Tensor,
     returns: torch.Tensor,
+    l2: torch.Tensor,
 ) -> tuple[UpdateResult, torch.Tensor]:
-    """Each member's mean squared error (Q(s, a) - R)^2 on its minibatch [K, M] and its
-    gradient row [K, row] (zero on the padding)."""
+    """Each member's mean squared error (Q(s, a) - R)^2 on its minibatch [K, M] and the
+    gradient row [K, row] (zero on the padding) of it plus l2_k / 2 ||theta_k||^2."""
     online = parameters.detach().requires_grad_()
     network = layers(online, shape)
     q = forward(network, observations)
     chosen = torch.gather(q, 2, actions[..., None]).squeeze(2)
     loss = (chosen - returns).square().mean(dim=1)
     tensors = [tensor for layer in network for tensor in layer]
-    gradients = torch.autograd.grad(loss.sum(), tensors)
     members = online.shape[0]
+    minimised = loss.sum()
+    if bool((l2 > 0).any()):
+        squares = torch.stack([t.square().reshape(members, -1).sum(dim=1) for t in tensors])
+        minimised = minimised + (0.5 * l2 * squares.sum(dim=0)).sum()
+    gradients = torch.autograd.grad(minimised, tensors)
     padding = online.shape[1] - shape.parameter_count()
     gradient = torch.cat(
         [g.reshape(members, -1) for g in gradients] + [online.new_zeros(members, padding)], dim=1
@@ -250,6 +255,7 @@ class PQNFleet:
         self.learning_rate = column([a.learning_rate for a in agents])
         self.anneal = column([float(a.anneal_lr) for a in agents])
         self.max_grad_norm = column([a.max_grad_norm for a in agents])
+        self.l2 = column([a.l2 for a in agents])
         self.reward_clip = torch.tensor(
             [math.inf if a.reward_clip is None else a.reward_clip for a in agents],
             dtype=torch.float64,
@@ -356,6 +362,7 @@ class PQNFleet:
                     observations[rows, chosen],
                     actions[rows, chosen],
                     targets[rows, chosen],
+                    self.l2,
                 )
                 norm = torch.linalg.vector_norm(gradient, dim=1)
                 scale = (self.max_grad_norm / (norm + CLIP_EPSILON)).clamp(max=1.0)

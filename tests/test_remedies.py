@@ -40,7 +40,9 @@ from tests.test_cli import assert_bad_input, cli
             "LayerNorm + L2",
         ),
         ({"agent.bootstrap_target": "q_learning", "agent.l2": 0.0}, NONE),
-        ({"agent.name": "pqn", "agent.network.layer_norm": True}, "PQN"),
+        ({"agent.name": "pqn", "agent.network.layer_norm": True}, "PQN + LayerNorm"),
+        ({"agent.name": "pqn", "agent.network.layer_norm": False, "agent.l2": 1e-4}, "PQN + L2"),
+        ({"agent.name": "pqn"}, "PQN + LayerNorm"),
     ],
 )
 def test_remedy_names_list_the_stabilisers(settings: dict[str, object], name: str) -> None:

@@ -68,17 +68,21 @@ REMEDY_MEASURES = {
 
 
 def remedy_name(settings: Mapping[str, object]) -> str:
-    """The stabilisers of one grid point, e.g. ``target network + LayerNorm``, or `NONE`."""
-    if settings.get("agent.name") == "pqn":
-        return "PQN"
+    """The stabilisers of one grid point, e.g. ``target network + LayerNorm`` or
+    ``PQN + LayerNorm`` (PQN's own Q(lambda) rollouts without target network or replay), or
+    `NONE`."""
     parts: list[str] = []
-    target = TARGET_NAMES.get(str(settings.get("agent.bootstrap_target", "q_learning")))
-    if target is not None:
-        parts.append(target)
-    n_step = _number(settings.get("agent.n_step"), 1.0)
-    if n_step > 1:
-        parts.append(f"{int(n_step)}-step")
-    if value_key(settings.get("agent.network.layer_norm", False)) == "True":
+    pqn = settings.get("agent.name") == "pqn"
+    if pqn:
+        parts.append("PQN")
+    else:
+        target = TARGET_NAMES.get(str(settings.get("agent.bootstrap_target", "q_learning")))
+        if target is not None:
+            parts.append(target)
+        n_step = _number(settings.get("agent.n_step"), 1.0)
+        if n_step > 1:
+            parts.append(f"{int(n_step)}-step")
+    if value_key(settings.get("agent.network.layer_norm", pqn)) == "True":
         parts.append("LayerNorm")
     if _number(settings.get("agent.l2"), 0.0) > 0:
         parts.append("L2")

@@ -41,6 +41,7 @@ and env runner, the prioritised buffer also for uniform replay, and
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -79,6 +80,7 @@ from rlharness.agents.deep.common import (
     METRICS,
     DeepTrace,
     bootstrap_values,
+    checkpoint_due,
     hard_divergence,
     make_env,
     probe_observations,
@@ -434,8 +436,15 @@ class _Run:
     """One seed's training: the algorithm, the fixed probe states, the evaluator and the trace."""
 
     def __init__(
-        self, agent: DQNAgentSpec, env: EnvSpec, seed: int, steps: int, log_every: int
+        self,
+        agent: DQNAgentSpec,
+        env: EnvSpec,
+        seed: int,
+        steps: int,
+        log_every: int,
+        checkpoint_every: int | None = None,
     ) -> None:
+        self.checkpoint_every = checkpoint_every
         self.probes = torch.as_tensor(probe_observations(env, agent.probe_states, seed))
         per_iteration = _steps_per_iteration(agent, steps, log_every)
         config = build_rllib_dqn_config(agent, env, seed, steps, per_iteration)
@@ -478,8 +487,19 @@ class _Run:
         else:
             self.trace.hard_divergence_step = self.step
             self.trace.hard_divergence_reason = reason
+        previous = int(self.trace.records[-1]["step"]) if self.trace.records else 0
         self.trace.records.append({name: record[name] for name in ("step", *METRICS)})
+        if checkpoint_due(self.step, previous, self.checkpoint_every):
+            self.trace.networks[f"step{self.step}.pt"] = self.module_bytes()
         return reason is None
+
+    def module_bytes(self) -> bytes:
+        """The RL module's torch state dict (``torch.save``): online and target Q-networks."""
+        module = self.algo.get_module()
+        assert isinstance(module, DefaultDQNTorchRLModule)
+        buffer = io.BytesIO()
+        torch.save(module.state_dict(), buffer)
+        return buffer.getvalue()
 
     def _drain_statistics(self) -> list[list[float]]:
         assert self.algo.learner_group is not None
@@ -493,7 +513,13 @@ class _Run:
 
 
 def run_rllib_dqn(
-    agent: DQNAgentSpec, env: EnvSpec, seed: int, steps: int, log_every: int, hard_limit: float
+    agent: DQNAgentSpec,
+    env: EnvSpec,
+    seed: int,
+    steps: int,
+    log_every: int,
+    hard_limit: float,
+    checkpoint_every: int | None = None,
 ) -> DeepTrace:
     """Train one seed for ``steps`` env steps with RLlib, logging every ``log_every``.
 
@@ -508,13 +534,17 @@ def run_rllib_dqn(
     Starts Ray if needed and leaves it running. Torch runs on one thread
     (restored afterwards): these networks gain nothing from more, and a
     second thread on a busy 2-core machine slowed RLlib's learner several-fold.
+
+    The trace keeps the RL module's state dict at the end (``final.pt``) and at the first log
+    past each multiple of ``checkpoint_every`` (``step<N>.pt``, N the step logged).
     """
     ensure_ray()
     with _single_torch_thread():
-        run = _Run(agent, env, seed, steps, log_every)
+        run = _Run(agent, env, seed, steps, log_every, checkpoint_every)
         try:
             while run.log(hard_limit) and run.step < steps:
                 run.train_until(min(steps, (run.step // log_every + 1) * log_every))
+            run.trace.networks["final.pt"] = run.module_bytes()
         finally:
             run.close()
     return run.trace

@@ -156,3 +156,18 @@ def test_a_reloaded_pqn_member_reproduces_its_logged_probe_max_abs_q(pqn_run: Pa
     for seed in (0, 1):
         logged = final_logged(pqn_run, 0, seed, "probe_max_abs_q")
         assert load_agent(pqn_run, 0, seed).probe_max_abs_q() == pytest.approx(logged, rel=1e-6)
+
+
+@pytest.mark.slow  # starts Ray: a minute or two of wall clock
+def test_a_reloaded_rllib_module_reproduces_its_logged_probe_max_abs_q(tmp_path: Path) -> None:
+    spec = {
+        **DQN_GRID,
+        "name": "saved_rllib",
+        "agent": {**DQN_GRID["agent"], "backend": "rllib", "network": {"width": 16}},
+        "run": {"steps": 400, "log_every": 200, "seeds": 1},
+        "grid": {},
+    }
+    run_dir = run_cli(tmp_path, spec)
+    logged = final_logged(run_dir, 0, 0, "probe_max_abs_q")
+    # The module's own compute_q_values on the same probe states: the same bits.
+    assert load_agent(run_dir).probe_max_abs_q() == logged

@@ -46,6 +46,7 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -73,6 +74,7 @@ from ray.rllib.utils.replay_buffers.prioritized_episode_buffer import (
 )
 from ray.rllib.utils.typing import TensorType
 from ray.tune.registry import register_env
+from torch import nn
 
 from rlharness import ray_env
 from rlharness.agents.deep.common import (
@@ -401,6 +403,33 @@ class GreedyEvaluator:
     def close(self) -> None:
         """Close the evaluation env."""
         self.env.close()
+
+
+class QValues(nn.Module):
+    """An RLlib DQN module's online Q-values as a plain module: observations -> Q(s, .)."""
+
+    def __init__(self, module: DefaultDQNTorchRLModule) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """Q(s, .) [N, actions] of observations [N, *observation shape]."""
+        return torch.as_tensor(self.module.compute_q_values({Columns.OBS: observations})[QF_PREDS])
+
+
+def load_rllib_q_values(agent: DQNAgentSpec, env: EnvSpec, path: Path) -> QValues:
+    """The RL module of a run's saved state dict (`_Run.module_bytes`), as `QValues`.
+
+    The module is built from the spec's config as training built it; nothing trains, and the
+    exploration schedule and iteration length do not shape the module.
+    """
+    config = build_rllib_dqn_config(agent, env, 0, 1, _rollout_length(agent))
+    made = make_env(env, agent.reward_clip)
+    module = config.get_rl_module_spec(env=made).build()
+    made.close()
+    assert isinstance(module, DefaultDQNTorchRLModule)
+    module.load_state_dict(torch.load(path, weights_only=True))
+    return QValues(module.eval())
 
 
 def _steps_per_iteration(agent: DQNAgentSpec, steps: int, log_every: int) -> int:

@@ -6,7 +6,7 @@ network when training ended (the last step, or the log at which the seed hard-di
 with ``run.checkpoint_every``, ``step<N>.<ext>`` the network at the log of step N. The
 formats: the sb3 backend's is SB3's ``model.save`` zip (``TriadDQN.load`` reads it); the
 fleet's DQN and PQN members' a ``.pt`` torch state dict of `fleet.modules.q_network`; the
-rllib backend's a ``.pt`` torch state dict of its RL module (not loaded here).
+rllib backend's a ``.pt`` torch state dict of its RL module (online and target Q-networks).
 
     from rlharness.agents.deep.saved import load_agent
 
@@ -28,7 +28,7 @@ from torch import nn
 
 from rlharness.agents.deep.common import EVAL_SEED_OFFSET, make_env, probe_observations
 from rlharness.environments import instantiate_env
-from rlharness.spec import DeepAgentSpec, ExperimentSpec, grid_points, load_spec
+from rlharness.spec import DeepAgentSpec, DQNAgentSpec, ExperimentSpec, grid_points, load_spec
 
 
 @dataclass(frozen=True)
@@ -118,10 +118,10 @@ def _load_network(spec: ExperimentSpec, path: Path) -> nn.Module:
         model.policy.set_training_mode(False)
         return model.q_net
     if agent.backend == "rllib":
-        raise NotImplementedError(
-            f"{path} holds the rllib RL module's torch state dict (torch.load reads it); "
-            "loading it into a module is not implemented"
-        )
+        from rlharness.agents.deep.rllib_dqn import load_rllib_q_values
+
+        assert isinstance(agent, DQNAgentSpec)
+        return load_rllib_q_values(agent, spec.env, path)
     from rlharness.agents.deep.fleet.modules import q_network
     from rlharness.agents.deep.fleet.networks import NetworkShape
 

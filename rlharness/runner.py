@@ -97,6 +97,12 @@ def resolve(spec: ExperimentSpec) -> None:
             f"run.device: {spec.run.device} needs agent.backend: fleet; linear learners run on cpu"
         )
         raise SpecError(f"experiment {spec.name}", [problem])
+    elif spec.run.checkpoint_every is not None:
+        problem = (
+            f"run.checkpoint_every: saved networks are the deep agents'; linear learners log "
+            f"their weights every run.log_every; allowed: null (got {spec.run.checkpoint_every})"
+        )
+        raise SpecError(f"experiment {spec.name}", [problem])
     else:
         from rlharness.agents.linear.trial import resolve_linear
 

@@ -19,6 +19,11 @@ import yaml
 from rlharness.agents.deep.fleet.modules import q_network, state_dict
 from rlharness.agents.deep.fleet.networks import NetworkShape, initial_parameters, q_values
 from rlharness.agents.deep.saved import load_agent
+from rlharness.errors import SpecError
+from rlharness.runner import check_experiment
+from rlharness.spec import parse_spec
+from tests.conftest import TINY_SPEC
+from tests.helpers import run_one
 
 RLHARNESS = Path(sys.executable).parent / "rlharness"
 
@@ -171,3 +176,24 @@ def test_a_reloaded_rllib_module_reproduces_its_logged_probe_max_abs_q(tmp_path:
     logged = final_logged(run_dir, 0, 0, "probe_max_abs_q")
     # The module's own compute_q_values on the same probe states: the same bits.
     assert load_agent(run_dir).probe_max_abs_q() == logged
+
+
+@pytest.mark.parametrize("backend", ["fleet", "sb3"])
+def test_checkpoints_leave_the_metrics_bitwise_unchanged(backend: str) -> None:
+    data = {**DQN_GRID, "grid": {}, "run": {"steps": 300, "log_every": 100, "seeds": 1}}
+    data["agent"] = {**DQN_GRID["agent"], "backend": backend}
+    plain = run_one(parse_spec(data))
+    data["run"] = {**data["run"], "checkpoint_every": 100}
+    saving = run_one(parse_spec(data))
+    pd.testing.assert_frame_equal(plain.metrics, saving.metrics, check_exact=True)
+    extension = "zip" if backend == "sb3" else "pt"
+    assert set(plain.agents[0]) == {f"final.{extension}"}
+    names = {f"step{step}.{extension}" for step in (100, 200, 300)} | {f"final.{extension}"}
+    assert set(saving.agents[0]) == names
+    assert saving.agents[0][f"step300.{extension}"] == saving.agents[0][f"final.{extension}"]
+
+
+def test_a_linear_learner_refuses_checkpoint_every() -> None:
+    spec = parse_spec({**TINY_SPEC, "run": {**TINY_SPEC["run"], "checkpoint_every": 10}})
+    with pytest.raises(SpecError, match=r"run\.checkpoint_every: saved networks are the deep"):
+        check_experiment(spec)

@@ -80,7 +80,8 @@ class PQNMember:
 
 
 class PQNFleetKey(NamedTuple):
-    """What members of one PQN fleet share: shapes, the update schedule, run length, device.
+    """What members of one PQN fleet share: shapes, the update schedule, run length, logging
+    and checkpoint periods, device.
 
     The update schedule (envs, rollout, minibatches, epochs) is shared so that every
     member takes its RAdam steps together; gamma, lambda, step sizes, clipping,

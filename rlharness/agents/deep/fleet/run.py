@@ -83,8 +83,8 @@ class FleetKey(NamedTuple):
     """What members of one fleet share; members that differ here run as separate fleets.
 
     Shapes (env, network, batch, n-step window, replay, probe states), prioritised
-    or uniform sampling, run length, logging period and device. Every other knob
-    may differ member by member.
+    or uniform sampling, run length, logging and checkpoint periods and device. Every
+    other knob may differ member by member.
     """
 
     env_id: str

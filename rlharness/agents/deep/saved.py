@@ -62,8 +62,8 @@ class SavedAgent:
     def evaluate(self, episodes: int, seed: int | None = None) -> float:
         """Mean undiscounted return of ``episodes`` greedy episodes on the unclipped env.
 
-        The env is seeded at its first reset with ``seed`` (default: the seed's evaluation
-        seed, seed + `EVAL_SEED_OFFSET`, whose first episodes the run's step-0 log saw).
+        The env is seeded at its first reset with ``seed`` (default: seed + `EVAL_SEED_OFFSET`,
+        where the sb3 and rllib backends' evaluation env starts), so a call is repeatable.
         """
         env = make_env(self.spec.env, reward_clip=None)
         first_seed: int | None = self.seed + EVAL_SEED_OFFSET if seed is None else seed

@@ -57,6 +57,7 @@ def publish_run(
         # Per-seed outcomes first: on a full disk they are what is most worth keeping.
         writer.write_parquet("outcomes.parquet", _stack(results, "outcomes"))
         writer.write_parquet("metrics.parquet", _stack(results, "metrics"))
+        _write_agents(writer, results)
         if spec.grid:
             effects = knob_effects(_stack(results, "outcomes"), list(spec.grid))
             summary["knob_effects"] = effects.to_dict(orient="records")
@@ -72,6 +73,23 @@ def publish_run(
     except BaseException:
         writer.abandon()
         raise
+
+
+def agent_path(variant: int, seed: int, name: str) -> str:
+    """Where a run keeps a saved network: ``agents/variant<i>/seed<k>/<name>``.
+
+    The grid point is named by its variant number (summary.json maps it to its label): labels
+    hold characters a path must not (an env id's ``/``) and can be long.
+    """
+    return f"agents/variant{variant}/seed{seed}/{name}"
+
+
+def _write_agents(writer: RunWriter, results: list[TrialResult]) -> None:
+    """Stage every deep agent's saved networks (`TrialResult.agents`)."""
+    for result in results:
+        for seed, networks in result.agents.items():
+            for name, data in networks.items():
+                writer.write_bytes(agent_path(result.config.variant, seed, name), data)
 
 
 def summarise(spec: ExperimentSpec, run_id: str, results: list[TrialResult]) -> dict[str, Any]:

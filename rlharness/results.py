@@ -11,6 +11,8 @@ holds:
     outcomes.parquet  one row per grid point x seed
     summary.json      outcome counts and final metrics per grid point
     plots/*.png       figures
+    agents/variant<i>/seed<k>/final.(pt|zip), step<N>.(pt|zip)
+                      deep agents' saved networks (`rlharness.agents.deep.saved`)
     manifest.json     every file with its size and SHA-256, written last
 
 A file that cannot be written (a full disk, a quota, permissions) raises

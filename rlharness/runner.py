@@ -44,7 +44,10 @@ class TrialResult:
     ``soft_divergence_threshold`` is the absolute bound on max |v| or probe
     max |Q| (None where a linear learner has none: every reward zero and no
     override); ``divergence_criterion`` is a linear learner's criterion, its
-    parameters and statement as the run's summary records it.
+    parameters and statement as the run's summary records it. ``agents`` holds a deep
+    agent's saved networks, seed -> file name (``final.pt``, ``step500.zip``, ...) -> the
+    file's bytes in its backend's format (`rlharness.agents.deep.saved`); linear learners
+    log their weights in the metrics instead.
     """
 
     config: TrialConfig
@@ -52,6 +55,7 @@ class TrialResult:
     outcomes: pd.DataFrame
     soft_divergence_threshold: float | None
     divergence_criterion: dict[str, Any] | None = None
+    agents: dict[int, dict[str, bytes]] = field(default_factory=dict)
 
 
 def plan_trials(spec: ExperimentSpec, seeds: int | None = None) -> list[TrialConfig]:
@@ -93,6 +97,12 @@ def resolve(spec: ExperimentSpec) -> None:
             f"run.device: {spec.run.device} needs agent.backend: fleet; linear learners run on cpu"
         )
         raise SpecError(f"experiment {spec.name}", [problem])
+    elif spec.run.checkpoint_every is not None:
+        problem = (
+            f"run.checkpoint_every: saved networks are the deep agents'; linear learners log "
+            f"their weights every run.log_every; allowed: null (got {spec.run.checkpoint_every})"
+        )
+        raise SpecError(f"experiment {spec.name}", [problem])
     else:
         from rlharness.agents.linear.trial import resolve_linear
 
@@ -108,8 +118,8 @@ def run_trial(config: TrialConfig, progress: Callable[[int], None] | None = None
     if isinstance(config.spec.agent, DeepAgentSpec):
         from rlharness.agents.deep.trial import run_deep_trial
 
-        metrics, outcomes, threshold = run_deep_trial(config.spec, seeds, progress)
-        return TrialResult(config, metrics, outcomes, threshold)
+        metrics, outcomes, threshold, agents = run_deep_trial(config.spec, seeds, progress)
+        return TrialResult(config, metrics, outcomes, threshold, agents=agents)
     from rlharness.agents.linear.trial import run_linear_trial
 
     metrics, outcomes, criterion = run_linear_trial(config.spec, seeds, progress)

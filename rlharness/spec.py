@@ -408,6 +408,13 @@ class RunSpec(StrictModel):
         le=MAX_SEED,
         description="Seeds are first_seed, +1, ...; the last is at most 2^31 - 1.",
     )
+    checkpoint_every: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_COUNT,
+        description="Deep agents: env steps between saved networks (step<N> files beside "
+        "final), a multiple of log_every (networks are saved at logs). None: the final only.",
+    )
 
     @field_validator("first_seed")
     @classmethod
@@ -417,6 +424,17 @@ class RunSpec(StrictModel):
             raise ValueError(
                 f"the last seed, first_seed + seeds - 1 = {value + seeds - 1}, must be at most "
                 f"2^31 - 1 ({MAX_SEED})"
+            )
+        return value
+
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _checkpoint_at_logs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        log_every = info.data.get("log_every")
+        if value is not None and log_every is not None and value % log_every != 0:
+            raise ValueError(
+                f"networks are saved at logged steps: must be a multiple of run.log_every "
+                f"({log_every})"
             )
         return value
 

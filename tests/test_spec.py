@@ -74,7 +74,7 @@ def test_unknown_top_level_field_lists_allowed_fields(tiny_spec):
             "alpha, beta, correction_regularisation, initial_weight_noise, initial_weights, name, "
             "projection_radius, ridge, update",
         ),
-        ("run", "device, first_seed, log_every, seeds, steps"),
+        ("run", "checkpoint_every, device, first_seed, log_every, seeds, steps"),
         ("env", "id, kwargs"),
         (
             "triad",
@@ -116,6 +116,7 @@ def test_missing_required_field(tiny_spec):
         ("run", "steps", 0, "greater than or equal to 1"),
         ("run", "log_every", 0, "greater than or equal to 1"),
         ("run", "first_seed", -1, "greater than or equal to 0"),
+        ("run", "checkpoint_every", 0, "greater than or equal to 1"),
         ("agent", "initial_weight_noise", -0.1, "greater than or equal to 0"),
         ("agent", "update", "sometimes", "'sampled' or 'expected'"),
         ("triad", "features", "deep", "'env', 'tabular' or 'projected'"),
@@ -524,3 +525,13 @@ def test_quoted_values_are_shortened(tiny_spec):
     tiny_spec["grid"] = {"agent.alpha": ["z" * 100_000]}
     [message] = errors_of(tiny_spec)
     assert len(message) < 300 and "'zzzzz" in message and "..." in message, message
+
+
+def test_checkpoint_every_must_be_a_multiple_of_log_every(tiny_spec):
+    tiny_spec["run"] |= {"log_every": 10, "checkpoint_every": 30}
+    assert parse_spec(tiny_spec).run.checkpoint_every == 30
+    tiny_spec["run"]["checkpoint_every"] = 25
+    assert only_error(tiny_spec) == (
+        "run.checkpoint_every: networks are saved at logged steps: must be a multiple of "
+        "run.log_every (10) (got 25)"
+    )

@@ -50,11 +50,23 @@ EVAL_SEED_OFFSET = 1_000_003
 
 @dataclass
 class DeepTrace:
-    """One seed's log: a record per logged step (``step`` plus `METRICS`) and how it ended."""
+    """One seed's log: a record per logged step (``step`` plus `METRICS`) and how it ended.
+
+    ``networks`` holds the seed's saved networks in its backend's format, file name -> bytes:
+    ``final.<ext>`` (the network when training ended, at the last log or at hard divergence)
+    and, with ``run.checkpoint_every``, ``step<N>.<ext>`` (`checkpoint_due`).
+    """
 
     records: list[dict[str, float]] = field(default_factory=list)
     hard_divergence_step: int | None = None
     hard_divergence_reason: str | None = None
+    networks: dict[str, bytes] = field(default_factory=dict)
+
+
+def checkpoint_due(step: int, previous: int, every: int | None) -> bool:
+    """Whether a checkpoint is due at a log at ``step``: steps ``previous`` + 1 .. ``step``
+    include a multiple of ``every`` (None: checkpoints are off)."""
+    return every is not None and step > 0 and step // every > previous // every
 
 
 def make_env(env: EnvSpec, reward_clip: float | None) -> gym.Env[Any, Any]:

@@ -41,10 +41,12 @@ and env runner, the prioritised buffer also for uniform replay, and
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -72,6 +74,7 @@ from ray.rllib.utils.replay_buffers.prioritized_episode_buffer import (
 )
 from ray.rllib.utils.typing import TensorType
 from ray.tune.registry import register_env
+from torch import nn
 
 from rlharness import ray_env
 from rlharness.agents.deep.common import (
@@ -79,6 +82,7 @@ from rlharness.agents.deep.common import (
     METRICS,
     DeepTrace,
     bootstrap_values,
+    checkpoint_due,
     hard_divergence,
     make_env,
     probe_observations,
@@ -401,6 +405,33 @@ class GreedyEvaluator:
         self.env.close()
 
 
+class QValues(nn.Module):
+    """An RLlib DQN module's online Q-values as a plain module: observations -> Q(s, .)."""
+
+    def __init__(self, module: DefaultDQNTorchRLModule) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """Q(s, .) [N, actions] of observations [N, *observation shape]."""
+        return torch.as_tensor(self.module.compute_q_values({Columns.OBS: observations})[QF_PREDS])
+
+
+def load_rllib_q_values(agent: DQNAgentSpec, env: EnvSpec, path: Path) -> QValues:
+    """The RL module of a run's saved state dict (`_Run.module_bytes`), as `QValues`.
+
+    The module is built from the spec's config as training built it; nothing trains, and the
+    exploration schedule and iteration length do not shape the module.
+    """
+    config = build_rllib_dqn_config(agent, env, 0, 1, _rollout_length(agent))
+    made = make_env(env, agent.reward_clip)
+    module = config.get_rl_module_spec(env=made).build()
+    made.close()
+    assert isinstance(module, DefaultDQNTorchRLModule)
+    module.load_state_dict(torch.load(path, weights_only=True))
+    return QValues(module.eval())
+
+
 def _steps_per_iteration(agent: DQNAgentSpec, steps: int, log_every: int) -> int:
     """Env steps per ``train()`` call: every log step and the end, when the fragment allows it.
 
@@ -434,8 +465,15 @@ class _Run:
     """One seed's training: the algorithm, the fixed probe states, the evaluator and the trace."""
 
     def __init__(
-        self, agent: DQNAgentSpec, env: EnvSpec, seed: int, steps: int, log_every: int
+        self,
+        agent: DQNAgentSpec,
+        env: EnvSpec,
+        seed: int,
+        steps: int,
+        log_every: int,
+        checkpoint_every: int | None = None,
     ) -> None:
+        self.checkpoint_every = checkpoint_every
         self.probes = torch.as_tensor(probe_observations(env, agent.probe_states, seed))
         per_iteration = _steps_per_iteration(agent, steps, log_every)
         config = build_rllib_dqn_config(agent, env, seed, steps, per_iteration)
@@ -478,8 +516,19 @@ class _Run:
         else:
             self.trace.hard_divergence_step = self.step
             self.trace.hard_divergence_reason = reason
+        previous = int(self.trace.records[-1]["step"]) if self.trace.records else 0
         self.trace.records.append({name: record[name] for name in ("step", *METRICS)})
+        if checkpoint_due(self.step, previous, self.checkpoint_every):
+            self.trace.networks[f"step{self.step}.pt"] = self.module_bytes()
         return reason is None
+
+    def module_bytes(self) -> bytes:
+        """The RL module's torch state dict (``torch.save``): online and target Q-networks."""
+        module = self.algo.get_module()
+        assert isinstance(module, DefaultDQNTorchRLModule)
+        buffer = io.BytesIO()
+        torch.save(module.state_dict(), buffer)
+        return buffer.getvalue()
 
     def _drain_statistics(self) -> list[list[float]]:
         assert self.algo.learner_group is not None
@@ -493,7 +542,13 @@ class _Run:
 
 
 def run_rllib_dqn(
-    agent: DQNAgentSpec, env: EnvSpec, seed: int, steps: int, log_every: int, hard_limit: float
+    agent: DQNAgentSpec,
+    env: EnvSpec,
+    seed: int,
+    steps: int,
+    log_every: int,
+    hard_limit: float,
+    checkpoint_every: int | None = None,
 ) -> DeepTrace:
     """Train one seed for ``steps`` env steps with RLlib, logging every ``log_every``.
 
@@ -508,13 +563,17 @@ def run_rllib_dqn(
     Starts Ray if needed and leaves it running. Torch runs on one thread
     (restored afterwards): these networks gain nothing from more, and a
     second thread on a busy 2-core machine slowed RLlib's learner several-fold.
+
+    The trace keeps the RL module's state dict at the end (``final.pt``) and at the first log
+    past each multiple of ``checkpoint_every`` (``step<N>.pt``, N the step logged).
     """
     ensure_ray()
     with _single_torch_thread():
-        run = _Run(agent, env, seed, steps, log_every)
+        run = _Run(agent, env, seed, steps, log_every, checkpoint_every)
         try:
             while run.log(hard_limit) and run.step < steps:
                 run.train_until(min(steps, (run.step // log_every + 1) * log_every))
+            run.trace.networks["final.pt"] = run.module_bytes()
         finally:
             run.close()
     return run.trace

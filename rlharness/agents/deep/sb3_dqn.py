@@ -12,6 +12,7 @@ and stops a seed that hard-diverges.
 
 from __future__ import annotations
 
+import io
 import math
 from functools import partial
 from typing import Any
@@ -34,6 +35,7 @@ from rlharness.agents.deep.common import (
     ONLINE_BOOTSTRAP,
     DeepTrace,
     bootstrap_values,
+    checkpoint_due,
     hard_divergence,
     make_env,
     probe_observations,
@@ -171,6 +173,14 @@ class TriadDQN(DQN):
         )
 
 
+def model_bytes(model: TriadDQN) -> bytes:
+    """The model as SB3's ``model.save`` zip (without the replay buffer, as SB3 saves it, and
+    without the diagnostics' batch statistics); ``TriadDQN.load`` reads it back."""
+    buffer = io.BytesIO()
+    model.save(buffer, exclude=["batch_statistics", "last_batch"])
+    return buffer.getvalue()
+
+
 class DiagnosticsCallback(BaseCallback):
     """Every ``log_every`` env steps: probe max |Q|, batch statistics, norms and evaluation.
 
@@ -179,6 +189,8 @@ class DiagnosticsCallback(BaseCallback):
 
     A non-finite loss stops training at the step it happens; parameters that
     become non-finite, or probe values beyond ``hard_limit``, at the next log.
+    The model is saved (`model_bytes`) at the last log and, with ``checkpoint_every``, at
+    each log on a multiple of it.
     """
 
     def __init__(
@@ -189,9 +201,11 @@ class DiagnosticsCallback(BaseCallback):
         env: EnvSpec,
         seed: int,
         hard_limit: float,
+        checkpoint_every: int | None = None,
     ) -> None:
         super().__init__()
         self.log_every = log_every
+        self.checkpoint_every = checkpoint_every
         self.probes = torch.as_tensor(probes)
         self.eval_episodes = agent.eval_episodes
         self.gamma, self.reward_clip = agent.gamma, agent.reward_clip
@@ -251,7 +265,23 @@ class DiagnosticsCallback(BaseCallback):
             self.trace.hard_divergence_step = self.num_timesteps
             self.trace.hard_divergence_reason = reason
         self.trace.records.append({name: record[name] for name in ("step", *METRICS)})
+        self.save(model, reason is not None)
         return reason is None
+
+    def save(self, model: TriadDQN, diverged: bool) -> None:
+        """Keep the model as logged: at a checkpoint, and as final at the last log.
+
+        SB3 trains on a rollout after the callbacks of its steps, so the final network is the
+        one of the last log (which the logged metrics describe), before any gradient steps
+        SB3 takes after it.
+        """
+        step = self.num_timesteps
+        names = [f"step{step}.zip"] if checkpoint_due(step, step - 1, self.checkpoint_every) else []
+        if diverged or step >= model._total_timesteps:
+            names.append("final.zip")
+        if names:
+            saved = model_bytes(model)
+            self.trace.networks.update(dict.fromkeys(names, saved))
 
 
 def penultimate_features(q_net: QNetwork, observations: torch.Tensor) -> torch.Tensor:
@@ -356,9 +386,17 @@ def build_sb3_dqn(agent: DQNAgentSpec, env: EnvSpec, seed: int) -> TriadDQN:
 
 
 def run_sb3_dqn(
-    agent: DQNAgentSpec, env: EnvSpec, seed: int, steps: int, log_every: int, hard_limit: float
+    agent: DQNAgentSpec,
+    env: EnvSpec,
+    seed: int,
+    steps: int,
+    log_every: int,
+    hard_limit: float,
+    checkpoint_every: int | None = None,
 ) -> DeepTrace:
     """Train one seed for ``steps`` env steps, logging every ``log_every``; divergence ends it.
+    The trace keeps the model as saved at the last log (``final.zip``) and every
+    ``checkpoint_every`` steps (`DiagnosticsCallback.save`).
 
     Torch runs on one thread: these networks are too small to gain from more, and
     oversubscribed cores slow training (seeds run in parallel instead; benchmarks/README.md).
@@ -367,7 +405,9 @@ def run_sb3_dqn(
     torch.set_num_threads(1)
     model = build_sb3_dqn(agent, env, seed)
     probes = probe_observations(env, agent.probe_states, seed)
-    callback = DiagnosticsCallback(log_every, probes, agent, env, seed, hard_limit)
+    callback = DiagnosticsCallback(
+        log_every, probes, agent, env, seed, hard_limit, checkpoint_every
+    )
     try:
         model.learn(total_timesteps=steps, callback=callback)
         diverged = callback.trace.hard_divergence_step is not None

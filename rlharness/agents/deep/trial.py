@@ -183,22 +183,23 @@ def _memory_problem(
 
 def run_deep_trial(
     spec: ExperimentSpec, seeds: list[int], progress: Callable[[int], None] | None
-) -> tuple[pd.DataFrame, pd.DataFrame, float]:
-    """Train each seed in turn; metrics, outcomes and the soft-divergence bound."""
+) -> tuple[pd.DataFrame, pd.DataFrame, float, dict[int, dict[str, bytes]]]:
+    """Train each seed in turn; metrics, outcomes, the soft-divergence bound and each seed's
+    saved networks (`TrialResult.agents`)."""
     bound = resolve_deep(spec)
     agent = spec.agent
     assert isinstance(agent, DeepAgentSpec)
     if agent.backend == "fleet":
-        ((metrics, outcomes),) = _run_fleet([(spec, seeds, bound)])
+        ((metrics, outcomes, agents),) = _run_fleet([(spec, seeds, bound)])
         if progress is not None:
             progress(len(seeds))
-        return metrics, outcomes, bound
+        return metrics, outcomes, bound, agents
     assert isinstance(agent, DQNAgentSpec)
     if agent.backend == "rllib":
         from rlharness.agents.deep.rllib_dqn import run_rllib_dqn as run_seed
     else:
         from rlharness.agents.deep.sb3_dqn import run_sb3_dqn as run_seed
-    metrics, outcomes = [], []
+    metrics, outcomes, agents = [], [], {}
     for seed in seeds:
         trace = run_seed(
             agent,
@@ -207,12 +208,15 @@ def run_deep_trial(
             spec.run.steps,
             spec.run.log_every,
             spec.diagnostics.hard_divergence_threshold,
+            spec.run.checkpoint_every,
         )
         metrics.append(_metrics_frame(seed, trace))
         outcomes.append(_outcome_record(seed, trace, bound))
+        agents[seed] = trace.networks
         if progress is not None:
             progress(1)
-    return pd.concat(metrics, ignore_index=True), pd.DataFrame.from_records(outcomes), bound
+    frames = pd.concat(metrics, ignore_index=True), pd.DataFrame.from_records(outcomes)
+    return *frames, bound, agents
 
 
 def is_fleet(config: TrialConfig) -> bool:
@@ -241,10 +245,20 @@ def fleet_groups(configs: list[TrialConfig]) -> list[list[int]]:
         run = spec.run
         key: tuple[str, tuple[object, ...]]  # the agent's name first: PQN and DQN never share
         if isinstance(agent, PQNAgentSpec):
-            key = (agent.name, pqn.fleet_key(spec.env, agent, run.steps, run.log_every, run.device))
+            key = (
+                agent.name,
+                pqn.fleet_key(
+                    spec.env, agent, run.steps, run.log_every, run.device, run.checkpoint_every
+                ),
+            )
         else:
             assert isinstance(agent, DQNAgentSpec)
-            key = (agent.name, fleet_key(spec.env, agent, run.steps, run.log_every, run.device))
+            key = (
+                agent.name,
+                fleet_key(
+                    spec.env, agent, run.steps, run.log_every, run.device, run.checkpoint_every
+                ),
+            )
         chunks = groups.setdefault(key, [[]])
         need = _fleet_bytes(spec, len(config.seeds))
         if chunks[-1] and budget is not None and used[key] + need > budget:
@@ -264,15 +278,17 @@ def run_fleet_trials(
     if progress is not None:
         progress(sum(len(config.seeds) for config in configs))
     return [
-        TrialResult(config, metrics, outcomes, bound)
-        for config, (metrics, outcomes), (_, _, bound) in zip(configs, frames, points, strict=True)
+        TrialResult(config, metrics, outcomes, bound, agents=agents)
+        for config, (metrics, outcomes, agents), (_, _, bound) in zip(
+            configs, frames, points, strict=True
+        )
     ]
 
 
 def _run_fleet(
     points: list[tuple[ExperimentSpec, list[int], float]],
-) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
-    """One fleet of every seed of every point; metrics and outcomes per point."""
+) -> list[tuple[pd.DataFrame, pd.DataFrame, dict[int, dict[str, bytes]]]]:
+    """One fleet of every seed of every point; metrics, outcomes and saved networks per point."""
     from rlharness.agents.deep.fleet.pqn import PQNMember, run_pqn_fleet
     from rlharness.agents.deep.fleet.run import Member, run_fleet
 
@@ -285,7 +301,11 @@ def _run_fleet(
             if isinstance(spec.agent, PQNAgentSpec)
             for seed in seeds
         ]
-        traces = iter(run_pqn_fleet(env, pqn_members, run.steps, run.log_every, run.device))
+        traces = iter(
+            run_pqn_fleet(
+                env, pqn_members, run.steps, run.log_every, run.device, run.checkpoint_every
+            )
+        )
     else:
         members = [
             Member(spec.agent, seed, spec.diagnostics.hard_divergence_threshold)
@@ -293,15 +313,24 @@ def _run_fleet(
             if isinstance(spec.agent, DQNAgentSpec)
             for seed in seeds
         ]
-        traces = iter(run_fleet(env, members, run.steps, run.log_every, run.device))
+        traces = iter(
+            run_fleet(env, members, run.steps, run.log_every, run.device, run.checkpoint_every)
+        )
     frames = []
     for _, seeds, bound in points:
-        metrics, outcomes = [], []
+        metrics, outcomes, agents = [], [], {}
         for seed in seeds:
             trace = next(traces)
             metrics.append(_metrics_frame(seed, trace))
             outcomes.append(_outcome_record(seed, trace, bound))
-        frames.append((pd.concat(metrics, ignore_index=True), pd.DataFrame.from_records(outcomes)))
+            agents[seed] = trace.networks
+        frames.append(
+            (
+                pd.concat(metrics, ignore_index=True),
+                pd.DataFrame.from_records(outcomes),
+                agents,
+            )
+        )
     return frames
 
 

@@ -41,11 +41,18 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from rlharness.agents.deep.common import METRICS, DeepTrace, hard_divergence, probe_observations
+from rlharness.agents.deep.common import (
+    METRICS,
+    DeepTrace,
+    checkpoint_due,
+    hard_divergence,
+    probe_observations,
+)
 from rlharness.agents.deep.diagnostics import SEEM_TRANSITIONS, effective_rank, feature_cosine
 from rlharness.agents.deep.fleet import streams
 from rlharness.agents.deep.fleet.envs import make_batched_env
 from rlharness.agents.deep.fleet.learner import CLIP_EPSILON, UpdateResult
+from rlharness.agents.deep.fleet.modules import state_dict_bytes
 from rlharness.agents.deep.fleet.networks import (
     NetworkShape,
     features,
@@ -73,7 +80,8 @@ class PQNMember:
 
 
 class PQNFleetKey(NamedTuple):
-    """What members of one PQN fleet share: shapes, the update schedule, run length, device.
+    """What members of one PQN fleet share: shapes, the update schedule, run length, logging
+    and checkpoint periods, device.
 
     The update schedule (envs, rollout, minibatches, epochs) is shared so that every
     member takes its RAdam steps together; gamma, lambda, step sizes, clipping,
@@ -93,10 +101,16 @@ class PQNFleetKey(NamedTuple):
     steps: int
     log_every: int
     device: str
+    checkpoint_every: int | None = None
 
 
 def fleet_key(
-    env: EnvSpec, agent: PQNAgentSpec, steps: int, log_every: int, device: str
+    env: EnvSpec,
+    agent: PQNAgentSpec,
+    steps: int,
+    log_every: int,
+    device: str,
+    checkpoint_every: int | None = None,
 ) -> PQNFleetKey:
     """The PQN fleet a grid point's seeds join."""
     network = agent.network
@@ -114,6 +128,7 @@ def fleet_key(
         steps,
         log_every,
         device,
+        checkpoint_every,
     )
 
 
@@ -219,9 +234,16 @@ class PQNFleet:
     """The state of a PQN fleet and its per-member bookkeeping."""
 
     def __init__(
-        self, env: EnvSpec, members: list[PQNMember], steps: int, log_every: int, device: str
+        self,
+        env: EnvSpec,
+        members: list[PQNMember],
+        steps: int,
+        log_every: int,
+        device: str,
+        checkpoint_every: int | None = None,
     ) -> None:
         self.members, self.steps, self.log_every = members, steps, log_every
+        self.checkpoint_every = checkpoint_every
         self.device = torch.device(device)
         agents = [m.agent for m in members]
         first = agents[0]
@@ -457,6 +479,21 @@ class PQNFleet:
                 trace.hard_divergence_step = step
                 trace.hard_divergence_reason = reason
                 self.alive[k] = False
+        self.save(step, parameters, reasons)
+
+    def save(self, step: int, parameters: torch.Tensor, reasons: dict[int, str | None]) -> None:
+        """Keep the logged members' state dicts: a checkpoint at the first log at or after each
+        multiple of ``checkpoint_every`` (named by the step reached), the final one when a
+        member's training ends (hard divergence or the last iteration)."""
+        checkpoint = checkpoint_due(step, step - self.batch_size, self.checkpoint_every)
+        last = self.iterations * self.batch_size
+        for k, reason in reasons.items():
+            names = [f"step{step}.pt"] if checkpoint else []
+            if reason is not None or step == last:
+                names.append("final.pt")
+            if names:
+                saved = state_dict_bytes(parameters[k], self.shape)
+                self.traces[k].networks.update(dict.fromkeys(names, saved))
 
     def run(self) -> list[DeepTrace]:
         """Train every member for ``iterations`` rollouts and updates; one trace per member."""
@@ -479,13 +516,19 @@ class PQNFleet:
 
 
 def run_pqn_fleet(
-    env: EnvSpec, members: list[PQNMember], steps: int, log_every: int, device: str = "cpu"
+    env: EnvSpec,
+    members: list[PQNMember],
+    steps: int,
+    log_every: int,
+    device: str = "cpu",
+    checkpoint_every: int | None = None,
 ) -> list[DeepTrace]:
     """Train ``members`` as one PQN fleet for ``steps`` env steps each (summed over its envs),
-    logging every ``log_every``; one `DeepTrace` per member, in order. Subnormals are flushed
-    to zero, as in `run.run_fleet`."""
+    logging every ``log_every`` and saving networks (`PQNFleet.save`) every
+    ``checkpoint_every``; one `DeepTrace` per member, in order. Subnormals are flushed to zero,
+    as in `run.run_fleet`."""
     torch.set_flush_denormal(True)
     try:
-        return PQNFleet(env, members, steps, log_every, device).run()
+        return PQNFleet(env, members, steps, log_every, device, checkpoint_every).run()
     finally:
         torch.set_flush_denormal(False)

@@ -30,6 +30,7 @@ from gymnasium import spaces
 from rlharness.agents.deep.common import (
     METRICS,
     DeepTrace,
+    checkpoint_due,
     hard_divergence,
     probe_observations,
 )
@@ -48,6 +49,7 @@ from rlharness.agents.deep.fleet.learner import (
     update,
     update_target,
 )
+from rlharness.agents.deep.fleet.modules import state_dict_bytes
 from rlharness.agents.deep.fleet.networks import (
     NetworkShape,
     features,
@@ -81,8 +83,8 @@ class FleetKey(NamedTuple):
     """What members of one fleet share; members that differ here run as separate fleets.
 
     Shapes (env, network, batch, n-step window, replay, probe states), prioritised
-    or uniform sampling, run length, logging period and device. Every other knob
-    may differ member by member.
+    or uniform sampling, run length, logging and checkpoint periods and device. Every
+    other knob may differ member by member.
     """
 
     env_id: str
@@ -98,10 +100,16 @@ class FleetKey(NamedTuple):
     steps: int
     log_every: int
     device: str
+    checkpoint_every: int | None = None
 
 
 def fleet_key(
-    env: EnvSpec, agent: DQNAgentSpec, steps: int, log_every: int, device: str
+    env: EnvSpec,
+    agent: DQNAgentSpec,
+    steps: int,
+    log_every: int,
+    device: str,
+    checkpoint_every: int | None = None,
 ) -> FleetKey:
     """The fleet a grid point's seeds join."""
     return FleetKey(
@@ -118,6 +126,7 @@ def fleet_key(
         steps,
         log_every,
         device,
+        checkpoint_every,
     )
 
 
@@ -328,9 +337,16 @@ class Fleet:
     """The state of a training fleet and its per-member bookkeeping."""
 
     def __init__(
-        self, env: EnvSpec, members: list[Member], steps: int, log_every: int, device: str
+        self,
+        env: EnvSpec,
+        members: list[Member],
+        steps: int,
+        log_every: int,
+        device: str,
+        checkpoint_every: int | None = None,
     ) -> None:
         self.env_spec, self.members, self.steps, self.log_every = env, members, steps, log_every
+        self.checkpoint_every = checkpoint_every
         self.device = torch.device(device)
         agents = [m.agent for m in members]
         first = agents[0]
@@ -503,6 +519,19 @@ class Fleet:
                 trace.hard_divergence_step = step
                 trace.hard_divergence_reason = reason
                 self.alive[k] = False
+        self.save(step, parameters, reasons)
+
+    def save(self, step: int, parameters: torch.Tensor, reasons: dict[int, str | None]) -> None:
+        """Keep the logged members' state dicts: a checkpoint when due, the final one when a
+        member's training ends (hard divergence or the last step)."""
+        checkpoint = checkpoint_due(step, step - 1, self.checkpoint_every)
+        for k, reason in reasons.items():
+            names = [f"step{step}.pt"] if checkpoint else []
+            if reason is not None or step == self.steps:
+                names.append("final.pt")
+            if names:
+                saved = state_dict_bytes(parameters[k], self.shape)
+                self.traces[k].networks.update(dict.fromkeys(names, saved))
 
     def evaluate(self, members: np.ndarray) -> tuple[np.ndarray, list[dict[str, float]]]:
         """`greedy_evaluation` of the members in the mask."""
@@ -589,9 +618,15 @@ def greedy_evaluation(
 
 
 def run_fleet(
-    env: EnvSpec, members: list[Member], steps: int, log_every: int, device: str = "cpu"
+    env: EnvSpec,
+    members: list[Member],
+    steps: int,
+    log_every: int,
+    device: str = "cpu",
+    checkpoint_every: int | None = None,
 ) -> list[DeepTrace]:
-    """Train ``members`` as one fleet for ``steps`` env steps, logging every ``log_every``.
+    """Train ``members`` as one fleet for ``steps`` env steps, logging every ``log_every`` and
+    saving each member's network (`Fleet.save`) every ``checkpoint_every`` and at the end.
 
     Torch runs on the process's thread count (all cores by default, the trial's
     CPUs in a sweep, ``OMP_NUM_THREADS`` where set): unlike one SB3 seed, a fleet's
@@ -604,6 +639,6 @@ def run_fleet(
     """
     torch.set_flush_denormal(True)
     try:
-        return Fleet(env, members, steps, log_every, device).run()
+        return Fleet(env, members, steps, log_every, device, checkpoint_every).run()
     finally:
         torch.set_flush_denormal(False)

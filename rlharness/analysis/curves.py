@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from rlharness.analysis.plots import STYLE, soft_bounds
+from rlharness.analysis.plots import soft_bounds
 from rlharness.analysis.statistics import CONFIDENCE, DEFAULT_REPS, curve_intervals
-from rlharness.analysis.style import plain
+from rlharness.analysis.style import STYLE, plain
 from rlharness.catalog import Catalog
 from rlharness.errors import ResultsError
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 from rlharness.analysis import plots
 from rlharness.analysis.compare import compare
+from rlharness.analysis.curves import catalog_curves, plot_curves
 from rlharness.analysis.figures import profile_figure
 from rlharness.analysis.style import DPI, LINESTYLES, PALETTE, STYLE, series_style
 from rlharness.catalog import Catalog
@@ -154,5 +155,18 @@ def test_the_profile_band_names_its_interval_and_seeds(published: Path) -> None:
     figure = profile_figure(comparison)
     title = figure.axes[0].get_title()
     assert f"95% bootstrap CI over {SEEDS} seeds per group" in title
+    assert len(set(drawn_styles(figure))) == 2
+    plt.close(figure)
+
+
+def test_curve_bands_name_their_estimator_interval_and_seeds(published: Path) -> None:
+    catalog = Catalog(published.parent.parent)
+    (key,) = catalog.entries
+    figure = plot_curves(catalog_curves(catalog, [key], "sqrt_ve", reps=50))
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert legend == [
+        f"{label} (IQM, 95% bootstrap CI over {SEEDS} seeds)"
+        for label in ("name=semi_gradient_td", "name=semi_gradient_dp")
+    ]
     assert len(set(drawn_styles(figure))) == 2
     plt.close(figure)

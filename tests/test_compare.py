@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from scipy.stats import trim_mean
 
 from rlharness.analysis.compare import compare, rounded
@@ -247,7 +248,11 @@ def test_compare_by_agent_groups_each_grid_point_by_its_own_agent(tmp_path: Path
         }
     )
     run_experiment(spec, tmp_path)
-    done = cli("compare", "two_agents", "--by", "agent", "--format", "json", "--results", tmp_path)
+    figures = tmp_path / "figures"
+    done = cli(
+        "compare", "two_agents", "--by", "agent", "--format", "json", "--results", tmp_path,
+        "--plots", figures, "--pdf",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     groups = json.loads(done.stdout)["groups"]
     assert [group["group"] for group in groups] == [f"agent={name}" for name in agents]
@@ -257,6 +262,11 @@ def test_compare_by_agent_groups_each_grid_point_by_its_own_agent(tmp_path: Path
         assert set(outcomes.loc[outcomes["variant"] == variant, "agent.name"]) == {name}
         scores = outcomes.loc[outcomes["variant"] == variant, "final_sqrt_ve"].to_numpy()
         assert group["mean"]["value"] == pytest.approx(scores.mean())
+    written = sorted(path.name for path in figures.iterdir())
+    assert written == [
+        f"{n}.{e}" for n in ("iqm_intervals", "profile") for e in ("pdf", "png", "svg")
+    ]
+    assert min(Image.open(figures / "profile.png").info["dpi"]) >= 199.99
 
 
 def test_group_names_round_sampled_numbers_and_leave_other_text() -> None:

@@ -140,6 +140,9 @@ def render(browser: Any, path: Path) -> dict[str, Any]:
         "scripts": page.locator("script").count(),
         "text": page.inner_text("body"),
         "spec": page.inner_text("#spec"),
+        "definition": page.inner_text("#sweep-definition")
+        if page.locator("#sweep-definition").count()
+        else "",
         "page_overflows": page.evaluate(
             "document.documentElement.scrollWidth > document.documentElement.clientWidth"
         ),
@@ -228,6 +231,13 @@ def test_study_report_includes_sweep_figures_and_trials(
     assert [(row[0], row[1]) for row in trials] == [(str(n), "COMPLETE") for n in range(3)]
     assert all(row[2].startswith("agent.alpha=") for row in trials)
     assert len(shown["rows"]["comparison"]) == 3, "one group per trial"
+    assert "Metric final_sqrt_ve (lower is better)" in shown["text"], "the study's objective"
+    assert "alpha" not in yaml.safe_load(shown["spec"])["agent"], "no trial's sampled alpha"
+    definition = yaml.safe_load(shown["definition"])
+    assert definition["objective"] == "final_sqrt_ve"
+    assert definition["space"]["agent.alpha"] == {
+        "type": "FloatDistribution", "low": 1e-3, "high": 0.1, "log": True,
+    }  # fmt: skip
 
     secret = "postgresql://analyst:hunter2@127.0.0.1:1/optuna"
     unreadable = build_report(catalog, "tiny/sweep-tiny", reps=REPS, storage=secret)

@@ -12,6 +12,7 @@ file opens offline and loads nothing: its content security policy forbids it.
 from __future__ import annotations
 
 import base64
+import json
 import math
 import shlex
 from collections.abc import Collection, Sequence
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from optuna.distributions import distribution_to_json
 
 from rlharness.analysis.compare import Comparison, compare, select
 from rlharness.analysis.figures import interval_figure, profile_figure
@@ -106,6 +108,8 @@ class Sweep:
     trials: Table
     figures: list[Image]
     importances: bool
+    swept: tuple[str, ...]
+    """The dotted fields the study samples."""
 
 
 @dataclass(frozen=True)
@@ -187,7 +191,8 @@ def build_report(
     resolved = resolve_target(catalog, target)
     first = catalog.entries[resolved.keys[0]]
     if metric is None and resolved.study is not None:
-        metric = first.config.get("sweep", {}).get("objective")
+        recorded = first.summary.get("sweep") or first.config.get("sweep") or {}
+        metric = recorded.get("objective")
     comparison = compare(catalog, [target], metric=metric, reps=reps)
     sweep: Sweep | str | None = None
     if resolved.study is None:
@@ -222,7 +227,7 @@ def build_report(
         spec=(
             (first.path / "config.yaml").read_text()
             if resolved.study is None
-            else study_definition(first.config)
+            else study_definition(first.config, _swept(catalog, resolved.keys, first, sweep))
         ),
         spec_key=None if resolved.study is None else first.key,
     )
@@ -262,20 +267,33 @@ def _figure(figure: Figure, caption: str) -> Image:
     return _image(png, caption)
 
 
-def study_definition(config: dict[str, Any]) -> str:
-    """A study's experiment file as YAML: its fixed settings, then its ``sweep`` section.
-
-    ``config`` is one trial's; the fields the sweep samples are left out of their
-    sections (their values differ per trial), as the sweep's ``space`` defines them;
-    a parameter's unset options are left out.
-    """
-    sweep = dict(config.get("sweep", {}))
-    space = sweep.get("space", {})
-    sweep["space"] = {
-        name: {option: value for option, value in parameter.items() if value is not None}
-        for name, parameter in space.items()
+def _swept(
+    catalog: Catalog, keys: list[str], first: RunEntry, sweep: Sweep | str | None
+) -> set[str]:
+    """The fields a study samples: its space, as recorded, and every setting its trials vary."""
+    runs = catalog.runs[catalog.runs["run"].isin(keys)]
+    varying = {
+        column
+        for column in runs.columns
+        if "." in column and runs[column].astype(str).nunique(dropna=False) > 1
     }
-    swept = set(space)
+    recorded = set((first.config.get("sweep") or {}).get("space") or {})
+    return varying | recorded | (set(sweep.swept) if isinstance(sweep, Sweep) else set())
+
+
+def study_definition(config: dict[str, Any], swept: set[str]) -> str:
+    """A study's experiment file as YAML: its fixed settings, then its ``sweep`` section if the
+    trial recorded one (the Optuna study's definition is in the report's sweep section).
+
+    ``config`` is one trial's; the ``swept`` fields are left out of their sections (their
+    values differ per trial); a parameter's unset options are left out of ``space``.
+    """
+    sweep = dict(config.get("sweep") or {})
+    if "space" in sweep:
+        sweep["space"] = {
+            name: {option: value for option, value in parameter.items() if value is not None}
+            for name, parameter in sweep["space"].items()
+        }
     fixed = {
         section: (
             {k: v for k, v in value.items() if f"{section}.{k}" not in swept}
@@ -285,7 +303,7 @@ def study_definition(config: dict[str, Any]) -> str:
         for section, value in config.items()
         if section != "sweep"
     }
-    return yaml.safe_dump({**fixed, "sweep": sweep}, sort_keys=False)
+    return yaml.safe_dump({**fixed, **({"sweep": sweep} if sweep else {})}, sort_keys=False)
 
 
 def _provenance(first: RunEntry, entries: list[RunEntry]) -> Provenance:
@@ -384,7 +402,16 @@ def _sweep(url: str, study_name: str) -> Sweep | str:
         )
         for trial in study.get_trials(deepcopy=False)
     ]
-    definition = study.user_attrs.get(DEFINITION) or {}
+    definition = dict(study.user_attrs.get(DEFINITION) or {})
+    distributions: dict[str, dict[str, Any]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        for name, distribution in trial.distributions.items():
+            encoded = json.loads(distribution_to_json(distribution))
+            attributes = {k: v for k, v in encoded["attributes"].items() if v is not None}
+            distributions.setdefault(name, {"type": encoded["name"], **attributes})
+    if definition:
+        named = definition.get("space") or list(distributions)
+        definition["space"] = {name: distributions.get(name, "not sampled yet") for name in named}
     objective = objective_name(study)
     captions = {
         "importances": f"Parameter importances for the {objective}.",
@@ -401,6 +428,7 @@ def _sweep(url: str, study_name: str) -> Sweep | str:
         trials=Table("trials", ("trial", "state", "parameters", "value"), rows, numeric=(0, 3)),
         figures=[_figure(figure, captions[name]) for name, figure in figures.items()],
         importances="importances" in figures,
+        swept=tuple(definition.get("space") or distributions),
     )
 
 

@@ -10,7 +10,8 @@ every open, so it cannot go stale. Three tables:
   dotted column (``agent.alpha``, ``triad.n_step``, ...).
 - ``outcomes``: one row per grid point x seed of every run: the run's
   columns, the grid point (``variant``, ``label``, the grid fields overriding
-  the file's values), ``seed``, ``outcome`` and the final metrics.
+  the file's values, also in ``env``, ``agent`` and ``backend``), ``seed``,
+  ``outcome`` and the final metrics.
 - ``metrics``: one row per logged step, read lazily from the Parquet files.
 
 `Catalog.sql` answers SQL over the three tables with DuckDB.
@@ -39,6 +40,8 @@ from rlharness.errors import ResultsError
 from rlharness.integrity import RunCheck, check_runs
 
 SKIPPED_SECTIONS = ("name", "description", "grid", "sweep")
+RESOLVED = {"env": "env.id", "agent": "agent.name", "backend": "agent.backend"}
+"""Run columns a grid can vary: each grid point's own value (its outcomes' grid column) wins."""
 
 
 class UnverifiedRunWarning(UserWarning):
@@ -248,8 +251,11 @@ def _with_run_columns(entry: RunEntry, outcomes: pd.DataFrame) -> pd.DataFrame:
     labels = {v["variant"]: v.get("label") for v in entry.summary.get("variants", [])}
     record = entry.record()
     base = {name: value for name, value in record.items() if name not in outcomes.columns}
+    gridded = {name: field for name, field in RESOLVED.items() if field in outcomes.columns}
     frame = pd.DataFrame({name: [value] * len(outcomes) for name, value in base.items()})
     frame.insert(frame.columns.get_loc("path"), "label", outcomes["variant"].map(labels))
+    for name, field in gridded.items():
+        frame[name] = outcomes[field].to_numpy()
     return pd.concat([frame, outcomes], axis=1)
 
 

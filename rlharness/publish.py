@@ -8,7 +8,6 @@ both an in-process run (`rlharness.local_run`) and each finished sweep trial
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -152,8 +151,9 @@ def _stack(results: list[TrialResult], table: str) -> pd.DataFrame:
 def _write_plots(
     writer: RunWriter, spec: ExperimentSpec, results: list[TrialResult]
 ) -> dict[str, str]:
-    """Draw and stage every figure; a figure that fails is reported, not fatal to the run."""
+    """Draw and stage every figure (PNG and SVG); a figure that fails is reported, not fatal."""
     from rlharness.analysis import plots
+    from rlharness.analysis.style import FORMATS, figure_bytes
 
     metrics = _stack(results, "metrics")
     outcomes = _stack(results, "outcomes")
@@ -197,10 +197,9 @@ def _write_plots(
         except Exception as error:  # a broken figure must not discard computed results
             failed[figure_name] = f"{type(error).__name__}: {error}"
             continue
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=120)
+        for extension in FORMATS:
+            writer.write_bytes(f"plots/{figure_name}.{extension}", figure_bytes(figure, extension))
         plots.plt.close(figure)
-        writer.write_bytes(f"plots/{figure_name}.png", buffer.getvalue())
     return failed
 
 

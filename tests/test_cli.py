@@ -267,9 +267,10 @@ def test_run_writes_one_complete_run_dir(first_run):
     files = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
     plots = {f for f in files if f.startswith("plots/")}
     assert files == RUN_FILES | plots
-    assert len(plots) >= 4
-    for plot in plots:
-        assert plot.endswith(".png")
+    pngs = {plot for plot in plots if plot.endswith(".png")}
+    assert len(pngs) >= 4
+    assert plots == pngs | {plot.removesuffix(".png") + ".svg" for plot in pngs}
+    for plot in pngs:
         assert (run_dir / plot).read_bytes().startswith(PNG_SIGNATURE)
         assert (run_dir / plot).stat().st_size > 1000
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from scipy.stats import trim_mean
 
-from rlharness.analysis.compare import compare
+from rlharness.analysis.compare import compare, rounded
 from rlharness.catalog import Catalog
 from rlharness.errors import ResultsError
 from rlharness.local_run import run_experiment
@@ -232,3 +233,42 @@ def test_runs_that_measure_different_metrics_are_refused(results: Path, tmp_path
     assert "share none" in done.stderr
     assert "final_eval_return" in done.stderr and "final_sqrt_ve" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_compare_by_agent_groups_each_grid_point_by_its_own_agent(tmp_path: Path) -> None:
+    """A grid over agent.name: `--by agent` gives one group per agent, each its own seeds."""
+    agents = ["semi_gradient_td", "semi_gradient_dp"]
+    spec = parse_spec(
+        {
+            "name": "two_agents",
+            "env": {"id": "triad/Baird-v0"},
+            "agent": {"name": agents[0], "alpha": 0.01, "initial_weights": BAIRD_W0},
+            "run": {"steps": 200, "log_every": 50, "seeds": SEEDS},
+            "grid": {"agent.name": agents},
+        }
+    )
+    run_experiment(spec, tmp_path)
+    figures = tmp_path / "figures"
+    done = cli(
+        "compare", "two_agents", "--by", "agent", "--format", "json", "--results", tmp_path,
+        "--plots", figures, "--pdf",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    groups = json.loads(done.stdout)["groups"]
+    assert [group["group"] for group in groups] == [f"agent={name}" for name in agents]
+    assert [group["seeds"] for group in groups] == [SEEDS, SEEDS]
+    outcomes = outcomes_of(tmp_path, "two_agents")
+    for variant, (group, name) in enumerate(zip(groups, agents, strict=True)):
+        assert set(outcomes.loc[outcomes["variant"] == variant, "agent.name"]) == {name}
+        scores = outcomes.loc[outcomes["variant"] == variant, "final_sqrt_ve"].to_numpy()
+        assert group["mean"]["value"] == pytest.approx(scores.mean())
+    written = sorted(path.name for path in figures.iterdir())
+    assert written == [
+        f"{n}.{e}" for n in ("iqm_intervals", "profile") for e in ("pdf", "png", "svg")
+    ]
+    assert min(Image.open(figures / "profile.png").info["dpi"]) >= 199.99
+
+
+def test_group_names_round_sampled_numbers_and_leave_other_text() -> None:
+    name = "trial 3: alpha=0.0012345678, beta=0.30000000000000004, env=v1.2.30, n=-2.5e-07"
+    assert rounded(name) == "trial 3: alpha=0.001235, beta=0.3, env=v1.2.30, n=-2.5e-07"

@@ -158,7 +158,11 @@ def test_dp_diverges_above_the_pole(agent):
 
 def test_the_figure_is_written(tmp_path):
     written = write_fixed_point_figure(tmp_path, points=99)
-    assert [path.name for path in written] == ["kolter_fixed_point.png", "kolter_fixed_point.pdf"]
+    assert [path.name for path in written] == [
+        "kolter_fixed_point.png",
+        "kolter_fixed_point.svg",
+        "kolter_fixed_point.pdf",
+    ]
     assert all(path.stat().st_size > 0 for path in written)
 
 

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optuna
 import pytest
+import yaml
 from matplotlib.patches import Rectangle
 
 from rlharness.analysis.compare import Comparison, compare
@@ -26,6 +27,9 @@ from rlharness.analysis.sweep_figures import sweep_figures
 from rlharness.catalog import Catalog
 from rlharness.errors import ResultsError, SpecError
 from rlharness.local_run import run_experiment
+from rlharness.publish import publish_run
+from rlharness.results import RunWriter
+from rlharness.runner import TrialConfig, run_trial
 from rlharness.spec import parse_spec
 from rlharness.storage import default_url
 from rlharness.sweep import run_sweep
@@ -45,6 +49,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 REPS = 200
+PAGE_WIDTH = 800
+"""A narrow window (pixels): every table must fit it without a horizontal scrollbar."""
 HOSTILE = "<script>alert('x')</script> & <b>bold</b>"
 CUBE_POINTS = 8
 NEW_FIGURES = 2
@@ -103,7 +109,7 @@ def browser() -> Iterator[Any]:
 
 def render(browser: Any, path: Path) -> dict[str, Any]:
     """Open ``path`` offline; what it logged, what it tried to fetch, and what it shows."""
-    page = browser.new_page()
+    page = browser.new_page(viewport={"width": PAGE_WIDTH, "height": 600})
     errors: list[str] = []
     fetched: list[str] = []
     page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
@@ -134,12 +140,23 @@ def render(browser: Any, path: Path) -> dict[str, Any]:
         "scripts": page.locator("script").count(),
         "text": page.inner_text("body"),
         "spec": page.inner_text("#spec"),
+        "definition": page.inner_text("#sweep-definition")
+        if page.locator("#sweep-definition").count()
+        else "",
+        "page_overflows": page.evaluate(
+            "document.documentElement.scrollWidth > document.documentElement.clientWidth"
+        ),
+        "wide_tables": page.eval_on_selector_all(
+            "table",
+            "tables => tables.filter(t => t.scrollWidth > t.clientWidth + 1 || t.getBounding"
+            "ClientRect().right > document.documentElement.clientWidth).map(t => t.id)",
+        ),
         "rows": {
             table: page.eval_on_selector_all(
                 f"#{table} tbody tr",
                 "rows => rows.map(r => Array.from(r.cells, c => c.textContent))",
             )
-            for table in ("comparison", "provenance", "trials")
+            for table in ("comparison", "divergence", "provenance", "trials")
         },
     }
     page.close()
@@ -158,6 +175,10 @@ def test_run_report_renders_offline_with_every_figure_and_grid_point(
     shown = render(browser, path)
     assert shown["errors"] == []
     assert shown["fetched"] == [], "a report loads nothing from the network"
+    assert shown["wide_tables"] == [] and not shown["page_overflows"], "tables fit the page"
+    assert all(caption.endswith(".") and len(caption) > 40 for caption in shown["captions"]), (
+        "every figure has a caption saying what it shows"
+    )
     plots = sorted((entry.path / "plots").glob("*.png"))
     assert plots, "the run wrote its own plots"
     assert len(shown["image_widths"]) == len(plots) + NEW_FIGURES
@@ -165,7 +186,8 @@ def test_run_report_renders_offline_with_every_figure_and_grid_point(
     labels = [variant["label"] for variant in entry.summary["variants"]]
     assert [row[0] for row in shown["rows"]["comparison"]] == labels
     assert len(labels) == CUBE_POINTS
-    diverged = [row[-3] for row in shown["rows"]["comparison"]]
+    assert [row[0] for row in shown["rows"]["divergence"]] == labels
+    diverged = [row[1] for row in shown["rows"]["divergence"]]
     outcomes = catalog.outcomes([entry.key])
     assert diverged == [
         f"{rows['outcome'].isin(['soft-diverged', 'hard-diverged']).sum()}/3"
@@ -209,6 +231,13 @@ def test_study_report_includes_sweep_figures_and_trials(
     assert [(row[0], row[1]) for row in trials] == [(str(n), "COMPLETE") for n in range(3)]
     assert all(row[2].startswith("agent.alpha=") for row in trials)
     assert len(shown["rows"]["comparison"]) == 3, "one group per trial"
+    assert "Metric final_sqrt_ve (lower is better)" in shown["text"], "the study's objective"
+    assert "alpha" not in yaml.safe_load(shown["spec"])["agent"], "no trial's sampled alpha"
+    definition = yaml.safe_load(shown["definition"])
+    assert definition["objective"] == "final_sqrt_ve"
+    assert definition["space"]["agent.alpha"] == {
+        "type": "FloatDistribution", "low": 1e-3, "high": 0.1, "log": True,
+    }  # fmt: skip
 
     secret = "postgresql://analyst:hunter2@127.0.0.1:1/optuna"
     unreadable = build_report(catalog, "tiny/sweep-tiny", reps=REPS, storage=secret)
@@ -426,3 +455,40 @@ def test_sweep_figures_show_dollar_signs_in_params_and_choices_literally(tmp_pat
         if name != "importances":
             assert all(choice in texts for choice in choices), (name, texts)
     drawn_texts(figures.pop("history"))
+
+
+def test_study_report_compares_the_objective_and_shows_the_sweep_definition(
+    tmp_path: Path, browser: Any
+) -> None:
+    """Two published trials of a study minimising sqrt(PBE): the report compares sqrt(PBE), not
+    the default sqrt(VE), and shows the sweep's space rather than trial 0's sampled alpha."""
+    sampled = [0.0012345678, 0.054321]
+    space = {"agent.alpha": {"type": "float", "low": 1e-3, "high": 0.1, "log": True}}
+    for number, alpha in enumerate(sampled):
+        data = copy.deepcopy(TINY_SPEC)
+        data["agent"]["alpha"] = alpha
+        data.update(
+            grid={},
+            run={"steps": 50, "log_every": 10, "seeds": 2},
+            sweep={"n_trials": 2, "objective": "final_sqrt_pbe", "space": space},
+        )
+        spec = parse_spec(data)
+        writer = RunWriter(tmp_path, spec, run_id=f"trial-{number}", group="sweep-toy")
+        trial = {"study": "toy", "trial": number, "objective": "final_sqrt_pbe"}
+        result = run_trial(TrialConfig(spec, (0, 1)))
+        publish_run(writer, spec, [result], {}, plots=False, extra={"sweep": trial})
+    path = tmp_path / "report.html"
+    write_report(build_report(Catalog(tmp_path), "tiny/sweep-toy", reps=REPS), path)
+
+    shown = render(browser, path)
+    assert shown["errors"] == [] and shown["fetched"] == []
+    assert "Metric final_sqrt_pbe (lower is better)" in shown["text"]
+    assert all("final_sqrt_pbe" in caption for caption in shown["captions"])
+    assert len(shown["rows"]["comparison"]) == len(sampled), "one group per trial"
+    definition = yaml.safe_load(shown["spec"])
+    assert definition["sweep"]["objective"] == "final_sqrt_pbe"
+    (alpha,) = definition["sweep"]["space"].values()
+    assert alpha.items() >= space["agent.alpha"].items() and None not in alpha.values()
+    assert "alpha" not in definition["agent"], "a sampled value is no setting of the study"
+    assert definition["agent"]["initial_weights"] == BAIRD_W0
+    assert shown["wide_tables"] == [] and not shown["page_overflows"]

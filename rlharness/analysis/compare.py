@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,9 @@ LOWER_IS_BETTER_HINTS = (
     "td_error",
 )
 DERIVED_METRICS = {"return_auc": "eval_return"}
+LABEL_DIGITS = 4
+"""Significant digits of the numbers in a group's name (a sampled ``alpha=0.0012345678``)."""
+DECIMAL = re.compile(r"(?<![\w.])-?\d+\.\d+(?:[eE][-+]?\d+)?(?![\w.])")
 DEFAULT_METRICS = ("final_eval_return", "final_sqrt_ve", "final_max_abs_value")
 """The metric compared when none is named: the first that every selected run has."""
 
@@ -405,7 +409,7 @@ def _groups(outcomes: pd.DataFrame, by: list[str] | None) -> list[Group]:
     for values, rows in outcomes.groupby(keys, sort=False, dropna=False):
         values = values if isinstance(values, tuple) else (values,)
         envs = tuple(sorted(rows["env"].unique()))
-        groups.append(Group(name_of(values), envs, rows.reset_index(drop=True)))
+        groups.append(Group(rounded(name_of(values)), envs, rows.reset_index(drop=True)))
     names = [group.name for group in groups]
     if len(set(names)) != len(names):
         groups = [
@@ -415,6 +419,11 @@ def _groups(outcomes: pd.DataFrame, by: list[str] | None) -> list[Group]:
             for g in groups
         ]
     return groups
+
+
+def rounded(name: str) -> str:
+    """``name`` with each decimal number written to `LABEL_DIGITS` significant digits."""
+    return DECIMAL.sub(lambda number: f"{float(number.group()):.{LABEL_DIGITS}g}", name)
 
 
 def _score_matrix(group: Group, metric: str) -> np.ndarray:

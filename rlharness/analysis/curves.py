@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from rlharness.analysis.plots import STYLE, soft_bounds
+from rlharness.analysis.plots import soft_bounds
 from rlharness.analysis.statistics import CONFIDENCE, DEFAULT_REPS, curve_intervals
-from rlharness.analysis.style import plain
+from rlharness.analysis.style import STYLE, plain, series_style
 from rlharness.catalog import Catalog
 from rlharness.errors import ResultsError
 
@@ -177,13 +177,23 @@ def plot_curves(
 ) -> Figure:
     """One line per group with its band; dashed soft-divergence threshold(s) when known.
 
+    Each legend entry names what its line and band are, e.g. ``IQM, 95% bootstrap CI over
+    10 seeds`` (the most seeds the group has at any step).
+
     ``log_y`` defaults to a log scale for value magnitudes and norms.
     """
     log = curves.column in LOG_SCALE if log_y is None else log_y
     with plt.style.context(STYLE):
         figure, axis = plt.subplots(figsize=(7.5, 4.5))
-        for group, rows in curves.bands.groupby("group", sort=False):
-            (line,) = axis.plot(rows["step"], rows["value"], label=plain(group))
+        estimator = curves.estimator.upper() if curves.estimator == "iqm" else curves.estimator
+        for index, (group, rows) in enumerate(curves.bands.groupby("group", sort=False)):
+            band = (
+                f"{estimator}, {curves.confidence:.0%} bootstrap CI over "
+                f"{int(rows['seeds'].max())} seeds"
+            )
+            (line,) = axis.plot(
+                rows["step"], rows["value"], label=f"{plain(group)} ({band})", **series_style(index)
+            )
             axis.fill_between(
                 rows["step"], rows["low"], rows["high"], color=line.get_color(), alpha=0.2
             )

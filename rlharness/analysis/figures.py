@@ -21,15 +21,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from rlharness.analysis.compare import Comparison
-from rlharness.analysis.plots import STYLE
 from rlharness.analysis.statistics import CONFIDENCE, performance_profiles
-from rlharness.analysis.style import plain
+from rlharness.analysis.style import STYLE, plain, series_style
 
 PROFILE_POINTS = 60
 WIDE_RATIO = 100.0
 """Scores spanning this factor or more (a diverged group beside converged ones) get a log axis."""
-LINE_STYLES = ("-", "--", ":", "-.")
-"""Cycled after the ten colours of the palette, so that more groups stay distinguishable."""
 
 
 PROFILE_MARGIN = 0.05
@@ -38,6 +35,13 @@ PROFILE_MARGIN = 0.05
 
 def _direction(comparison: Comparison) -> str:
     return "higher is better" if comparison.higher_is_better else "lower is better"
+
+
+def _seeds(comparison: Comparison) -> str:
+    """How many seeds each group's interval is over: ``N seeds`` or ``N-M seeds``."""
+    counts = sorted({len(group.rows) for group in comparison.groups})
+    span = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{span} seeds per group"
 
 
 def _finite_range(values: Sequence[float]) -> tuple[float, float]:
@@ -89,14 +93,13 @@ def interval_figure(comparison: Comparison) -> Figure:
         factor = (right / start) ** 0.05
         left, right = (left / factor if left > 0 else left), right * factor
     with plt.style.context(STYLE):
-        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         figure, axis = plt.subplots(figsize=(8.0, 1.3 + 0.42 * len(names)))
         _set_scale(axis, values)
         positions = np.arange(len(names))[::-1]
         for index, (position, estimate) in enumerate(zip(positions, iqm, strict=True)):
             low = float(np.clip(estimate.low, left, right))
             high = float(np.clip(estimate.high, left, right))
-            colour = colours[index % len(colours)]
+            colour = series_style(index)["color"]
             axis.barh(position, high - low, left=low, height=0.6, color=colour, alpha=0.75)
             if np.isfinite(estimate.value):
                 axis.plot(
@@ -110,8 +113,8 @@ def interval_figure(comparison: Comparison) -> Figure:
         axis.set_yticks(positions, [plain(name) for name in names], fontsize=8)
         axis.set_xlim(left, right)
         axis.set_xlabel(
-            f"IQM of {plain(comparison.metric)}, {comparison.confidence:.0%} CI "
-            f"({_direction(comparison)})"
+            f"IQM of {plain(comparison.metric)} ({_direction(comparison)}); bars: "
+            f"{comparison.confidence:.0%} stratified bootstrap CI over {_seeds(comparison)}"
         )
         axis.set_ylabel("group")
         axis.set_title(f"Interval estimates: {plain(comparison.metric)}", fontsize=10)
@@ -147,22 +150,19 @@ def profile_figure(comparison: Comparison, thresholds: np.ndarray | None = None)
     )
     relation = ">" if comparison.higher_is_better else "<"
     with plt.style.context(STYLE):
-        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         figure, axis = plt.subplots(figsize=(7.5, 4.2))
         _set_scale(axis, taus.tolist())
         for index, group in enumerate(comparison.groups):
-            colour = colours[index % len(colours)]
-            style = LINE_STYLES[index // len(colours) % len(LINE_STYLES)]
-            axis.plot(
-                taus, profiles[group.name], color=colour, linestyle=style, label=plain(group.name)
-            )
+            style = series_style(index)
+            axis.plot(taus, profiles[group.name], label=plain(group.name), **style)
             low, high = bands[group.name]
-            axis.fill_between(taus, low, high, color=colour, alpha=0.2, linewidth=0)
+            axis.fill_between(taus, low, high, color=style["color"], alpha=0.2, linewidth=0)
         axis.set_ylim(-0.02, 1.02)
         axis.set_xlabel(f"threshold \N{GREEK SMALL LETTER TAU} on {plain(comparison.metric)}")
         axis.set_ylabel(f"fraction of runs with score {relation} \N{GREEK SMALL LETTER TAU}")
         axis.set_title(
-            f"Performance profile ({_direction(comparison)}; {CONFIDENCE:.0%} bootstrap bands)",
+            f"Performance profile ({_direction(comparison)}); bands: {CONFIDENCE:.0%} bootstrap "
+            f"CI over {_seeds(comparison)}",
             fontsize=10,
         )
         axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)

@@ -30,11 +30,10 @@ from rlharness.agents.linear.fixed_points import (
     value_error,
 )
 from rlharness.agents.linear.problem import build_problem
-from rlharness.analysis.style import save_figure
+from rlharness.analysis.style import PAPER_FORMATS, save_figure
 from rlharness_envs.kolter import GAMMA, REPRESENTATION_ERROR, TRUE_VALUES, kolter_dynamics
 
 FIGURE_NAME = "kolter_fixed_point"
-FIGURE_FORMATS = ("png", "pdf")
 DEFAULT_DIRECTORY = "experiments/figures"
 
 
@@ -98,7 +97,7 @@ def write_fixed_point_figure(
     directory: Path | str,
     points: int = 999,
     epsilon: float = REPRESENTATION_ERROR,
-    formats: Sequence[str] = FIGURE_FORMATS,
+    formats: Sequence[str] = PAPER_FORMATS,
 ) -> list[Path]:
     """Draw the figure over `kolter_weightings`; save it as ``directory/kolter_fixed_point.*``."""
     figure = fixed_point_figure(

@@ -3,9 +3,11 @@
 Each function takes the tables a run writes (``metrics``: one row per
 variant x seed x logged step; ``outcomes``: one row per variant x seed) and
 returns a matplotlib Figure, so notebooks and the CLI draw the same pictures.
-Lines use a colour-blind-safe palette; curves across seeds are medians with
-interquartile bands. Titles, labels and grid values are shown as plain text
-(`rlharness.analysis.style.plain`), never as math text.
+Lines differ by colour and line style (`rlharness.analysis.style.STYLE`);
+curves across seeds are medians with interquartile bands, which their legends
+name. `CAPTIONS` says what each figure of a published run shows. Titles,
+labels and grid values are shown as plain text (`rlharness.analysis.style.plain`),
+never as math text.
 """
 
 from __future__ import annotations
@@ -24,10 +26,9 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from rlharness.analysis.style import plain
+from rlharness.analysis.style import STYLE, plain, series_style
 from rlharness.outcomes import DIVERGED
 
-STYLE = "tableau-colorblind10"
 OUTCOME_COLOURS = {
     "converged": "#0173B2",
     "stable": "#0173B2",
@@ -38,6 +39,29 @@ OUTCOME_COLOURS = {
 TRIAD_AXES = ("triad.features", "triad.n_step", "triad.off_policy")
 CHARACTERS_PER_INCH = 14
 """About how many characters of 9-point text fit in an inch: where captions wrap."""
+LOG_SCALE_DECADES = 3.0
+"""Errors spanning more decades than this (a diverging run) are drawn on a log axis."""
+CAPTIONS = {
+    "weights": "Each weight component against steps, one panel per grid point; lines: median "
+    "over seeds (Sutton & Barto Figs. 11.2, 11.5, 11.6).",
+    "errors": "sqrt(VE) and sqrt(PBE) under the behaviour distribution against steps, one panel "
+    "per grid point; lines: median over seeds, bands: interquartile range over seeds.",
+    "max_abs_value": "Largest value estimate max |v| over states against steps (log axis); "
+    "lines: median over seeds, bands: interquartile range over seeds; dashed: the absolute "
+    "soft-divergence threshold.",
+    "max_abs_q": "Largest Q over the probe states against env steps (log axis); lines: median "
+    "over seeds, bands: interquartile range over seeds; dashed: the soft-divergence threshold.",
+    "returns": "Greedy evaluation return against env steps per grid point; lines: median over "
+    "seeds, bands: interquartile range over seeds.",
+    "loss": "Huber loss against env steps per grid point; lines: median over seeds, bands: "
+    "interquartile range over seeds.",
+    "outcomes": "Fraction of seeds ending in each outcome, per grid point.",
+    "knob_effects": "Fraction of seeds diverged for each value of each grid field: mean over "
+    "grid points, with its 95% stratified bootstrap interval.",
+    "triad_cube": "The triad cube: median final max |v| (colour, log10) and the fraction of "
+    "seeds diverged for each corner of the three axes.",
+}
+"""What each figure a run publishes (``plots/<name>``) shows: the report's captions."""
 
 
 def _panels(
@@ -51,6 +75,19 @@ def _panels(
     for extra in axes.flat[count:]:
         extra.set_visible(False)
     return figure, axes
+
+
+def _band_label(label: str, frame: pd.DataFrame) -> str:
+    """A series' legend entry naming its line and band: median, IQR over N seeds."""
+    seeds = frame["seed"].nunique() if "seed" in frame.columns else 1
+    return f"{label} (median, IQR over {seeds} seeds)"
+
+
+def _value_scale(axis: Axes, values: Iterable[float]) -> None:
+    """A linear axis, as the book draws errors, unless they span `LOG_SCALE_DECADES` decades."""
+    positive = np.array([v for v in values if math.isfinite(v) and v > 0])
+    if positive.size and np.log10(positive.max() / positive.min()) > LOG_SCALE_DECADES:
+        axis.set_yscale("log")
 
 
 def _quantiles(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -74,8 +111,13 @@ def weight_components(metrics: pd.DataFrame, labels: dict[int, str], title: str)
                 key=lambda name: int(name[2:]),
             )
             medians = frame.groupby("step")[components].median()
-            for component in components:
-                axis.plot(medians.index, medians[component], label=f"w{int(component[2:]) + 1}")
+            for index, component in enumerate(components):
+                axis.plot(
+                    medians.index,
+                    medians[component],
+                    label=f"w{int(component[2:]) + 1}",
+                    **series_style(index),
+                )
             axis.set_title(plain(label), fontsize=9)
             axis.set_xlabel("step (updates or sweeps)")
             axis.set_ylabel("weight value")
@@ -91,16 +133,24 @@ def error_curves(metrics: pd.DataFrame, labels: dict[int, str], title: str) -> F
         figure, axes = _panels(len(labels))
         for axis, (variant, label) in zip(axes.flat, labels.items(), strict=False):
             frame = metrics[metrics["variant"] == variant]
-            for column, name in (("sqrt_ve", "sqrt(VE)"), ("sqrt_pbe", "sqrt(PBE)")):
+            drawn: list[float] = []
+            errors = (("sqrt_ve", "sqrt(VE)"), ("sqrt_pbe", "sqrt(PBE)"))
+            for index, (column, name) in enumerate(errors):
                 curve = _quantiles(frame, column)
-                (line,) = axis.plot(curve.index, curve["median"], label=name)
+                (line,) = axis.plot(
+                    curve.index,
+                    curve["median"],
+                    label=_band_label(name, frame),
+                    **series_style(index),
+                )
                 axis.fill_between(
                     curve.index, curve["low"], curve["high"], color=line.get_color(), alpha=0.2
                 )
+                drawn.extend(curve.to_numpy().ravel())
             axis.set_title(plain(label), fontsize=9)
             axis.set_xlabel("step (updates or sweeps)")
             axis.set_ylabel("error (value units)")
-            axis.set_yscale("symlog", linthresh=1.0)
+            _value_scale(axis, drawn)
             axis.legend(fontsize=7)
         figure.suptitle(f"{plain(title)}: value error and projected Bellman error (under mu)")
         figure.tight_layout()
@@ -132,9 +182,15 @@ def max_abs_value_curves(
     bounds of the variants that have one."""
     with plt.style.context(STYLE):
         figure, axis = plt.subplots(figsize=(7.5, 4.5))
-        for variant, label in labels.items():
-            curve = _quantiles(metrics[metrics["variant"] == variant], column)
-            (line,) = axis.plot(curve.index, curve["median"], label=plain(label))
+        for index, (variant, label) in enumerate(labels.items()):
+            frame = metrics[metrics["variant"] == variant]
+            curve = _quantiles(frame, column)
+            (line,) = axis.plot(
+                curve.index,
+                curve["median"],
+                label=_band_label(plain(label), frame),
+                **series_style(index),
+            )
             axis.fill_between(
                 curve.index, curve["low"], curve["high"], color=line.get_color(), alpha=0.2
             )
@@ -159,11 +215,15 @@ def metric_curves(
     """Any logged metric against env steps, one line per variant, median and IQR over seeds."""
     with plt.style.context(STYLE):
         figure, axis = plt.subplots(figsize=(7.5, 4.5))
-        for variant, label in labels.items():
-            curve = _quantiles(
-                metrics[metrics["variant"] == variant].dropna(subset=[column]), column
+        for index, (variant, label) in enumerate(labels.items()):
+            frame = metrics[metrics["variant"] == variant].dropna(subset=[column])
+            curve = _quantiles(frame, column)
+            (line,) = axis.plot(
+                curve.index,
+                curve["median"],
+                label=_band_label(plain(label), frame),
+                **series_style(index),
             )
-            (line,) = axis.plot(curve.index, curve["median"], label=plain(label))
             axis.fill_between(
                 curve.index, curve["low"], curve["high"], color=line.get_color(), alpha=0.2
             )

@@ -24,10 +24,10 @@ from matplotlib.figure import Figure
 
 from rlharness.analysis.cells import CellSample, value_key
 from rlharness.analysis.hypotheses import PEAK_COLUMN
-from rlharness.analysis.plots import CHARACTERS_PER_INCH, STYLE
+from rlharness.analysis.plots import CHARACTERS_PER_INCH
 from rlharness.analysis.remedies import GAME, MAX_Q, NONE, REMEDY, WARNINGS
 from rlharness.analysis.statistics import DEFAULT_REPS
-from rlharness.analysis.style import plain
+from rlharness.analysis.style import STYLE, plain
 
 PANELS = {
     "diverged": "fraction of seeds soft-diverged",

@@ -12,7 +12,7 @@ file opens offline and loads nothing: its content security policy forbids it.
 from __future__ import annotations
 
 import base64
-import io
+import json
 import math
 import shlex
 from collections.abc import Collection, Sequence
@@ -22,10 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from optuna.distributions import distribution_to_json
 
 from rlharness.analysis.compare import Comparison, compare, select
 from rlharness.analysis.figures import interval_figure, profile_figure
+from rlharness.analysis.plots import CAPTIONS
 from rlharness.analysis.statistics import ESTIMATORS, Estimate
+from rlharness.analysis.style import DPI, figure_bytes
 from rlharness.analysis.sweep_figures import objective_name, sweep_figures
 from rlharness.catalog import Catalog, RunEntry
 from rlharness.errors import ResultsError, SpecError
@@ -38,7 +41,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 REPORTS_DIR = "reports"
-FIGURE_DPI = 110
 TEMPLATE = "report.html.j2"
 """The page's markup and inline style, in ``rlharness/analysis/templates``."""
 ENVIRONMENT = Environment(
@@ -81,14 +83,17 @@ class Provenance:
 
 @dataclass(frozen=True)
 class ComparisonSection:
-    """The comparison table, and what its introduction names: ``reference`` is the first group."""
+    """The comparison tables, and what their introduction names: ``reference`` is the first
+    group. ``estimates`` holds the interval estimates, ``divergence`` the divergence counts,
+    rates and probabilities of improvement: two tables narrow enough for the page."""
 
     metric: str
     direction: str
     """``higher`` or ``lower`` (is better)."""
     reps: int
     reference: str
-    table: Table
+    estimates: Table
+    divergence: Table
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,8 @@ class Sweep:
     trials: Table
     figures: list[Image]
     importances: bool
+    swept: tuple[str, ...]
+    """The dotted fields the study samples."""
 
 
 @dataclass(frozen=True)
@@ -110,8 +117,8 @@ class Page:
     """What the template shows, in the order it shows it.
 
     ``sweep`` is None for a run, and for a study its `Sweep` or why its storage
-    could not be read; ``spec_key`` names the trial whose experiment file a
-    study's report shows (None for a run).
+    could not be read; ``spec`` is a run's experiment file or, for a study, its
+    fixed settings and sweep definition, as recorded by ``spec_key`` (None for a run).
     """
 
     title: str
@@ -174,7 +181,8 @@ def build_report(
     """The HTML report of ``target``: an experiment (its latest run), a run key or path,
     or a study (``EXPERIMENT/sweep-STUDY`` or ``sweep-STUDY``).
 
-    ``metric`` defaults as in `compare`; ``reps`` is the number of bootstrap
+    ``metric`` defaults to a study's objective, and for a run as in `compare`; ``reps``
+    is the number of bootstrap
     resamples; ``storage`` is the study's Optuna storage URL (default: the SQLite
     file beside the results). Raises `ResultsError` for a target or metric that
     does not exist; a study whose storage cannot be read is reported without
@@ -182,6 +190,9 @@ def build_report(
     """
     resolved = resolve_target(catalog, target)
     first = catalog.entries[resolved.keys[0]]
+    if metric is None and resolved.study is not None:
+        recorded = first.summary.get("sweep") or first.config.get("sweep") or {}
+        metric = recorded.get("objective")
     comparison = compare(catalog, [target], metric=metric, reps=reps)
     sweep: Sweep | str | None = None
     if resolved.study is None:
@@ -195,15 +206,29 @@ def build_report(
         provenance=_provenance(first, [catalog.entries[k] for k in resolved.keys]),
         comparison=_comparison(comparison),
         estimates=[
-            _figure(interval_figure(comparison), f"IQM of {comparison.metric} per group"),
-            _figure(profile_figure(comparison), f"Score distributions of {comparison.metric}"),
+            _figure(
+                interval_figure(comparison),
+                f"Interquartile mean (IQM) of {comparison.metric} per group (dot), with its "
+                f"{comparison.confidence:.0%} stratified bootstrap confidence interval over the "
+                f"group's seeds (bar; {comparison.reps} resamples).",
+            ),
+            _figure(
+                profile_figure(comparison),
+                f"Performance profile of {comparison.metric}: the fraction of each group's seeds "
+                f"scoring {'above' if comparison.higher_is_better else 'below'} each threshold "
+                f"(line), with its {comparison.confidence:.0%} bootstrap confidence band.",
+            ),
         ],
         plots=[
-            _image(plot.read_bytes(), plot.stem)
+            _image(plot.read_bytes(), CAPTIONS.get(plot.stem, plot.stem))
             for plot in sorted((first.path / "plots").glob("*.png"))
         ],
         sweep=sweep,
-        spec=(first.path / "config.yaml").read_text(),
+        spec=(
+            (first.path / "config.yaml").read_text()
+            if resolved.study is None
+            else study_definition(first.config, _swept(catalog, resolved.keys, first, sweep))
+        ),
         spec_key=None if resolved.study is None else first.key,
     )
     return ENVIRONMENT.get_template(TEMPLATE).render(report=page)
@@ -237,10 +262,48 @@ def _figure(figure: Figure, caption: str) -> Image:
     """Embed ``figure`` as a PNG and close it."""
     import matplotlib.pyplot as plt
 
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
+    png = figure_bytes(figure, "png", DPI)
     plt.close(figure)
-    return _image(buffer.getvalue(), caption)
+    return _image(png, caption)
+
+
+def _swept(
+    catalog: Catalog, keys: list[str], first: RunEntry, sweep: Sweep | str | None
+) -> set[str]:
+    """The fields a study samples: its space, as recorded, and every setting its trials vary."""
+    runs = catalog.runs[catalog.runs["run"].isin(keys)]
+    varying = {
+        column
+        for column in runs.columns
+        if "." in column and runs[column].astype(str).nunique(dropna=False) > 1
+    }
+    recorded = set((first.config.get("sweep") or {}).get("space") or {})
+    return varying | recorded | (set(sweep.swept) if isinstance(sweep, Sweep) else set())
+
+
+def study_definition(config: dict[str, Any], swept: set[str]) -> str:
+    """A study's experiment file as YAML: its fixed settings, then its ``sweep`` section if the
+    trial recorded one (the Optuna study's definition is in the report's sweep section).
+
+    ``config`` is one trial's; the ``swept`` fields are left out of their sections (their
+    values differ per trial); a parameter's unset options are left out of ``space``.
+    """
+    sweep = dict(config.get("sweep") or {})
+    if "space" in sweep:
+        sweep["space"] = {
+            name: {option: value for option, value in parameter.items() if value is not None}
+            for name, parameter in sweep["space"].items()
+        }
+    fixed = {
+        section: (
+            {k: v for k, v in value.items() if f"{section}.{k}" not in swept}
+            if isinstance(value, dict)
+            else value
+        )
+        for section, value in config.items()
+        if section != "sweep"
+    }
+    return yaml.safe_dump({**fixed, **({"sweep": sweep} if sweep else {})}, sort_keys=False)
 
 
 def _provenance(first: RunEntry, entries: list[RunEntry]) -> Provenance:
@@ -280,23 +343,27 @@ def _comparison(comparison: Comparison) -> ComparisonSection:
     names = [group.name for group in comparison.groups]
     reference = names[0]
     level = f"{comparison.confidence:.0%} CI"
-    headers = [
+    estimate_headers = ["group", "seeds", *(f"{e} [{level}]" for e in ESTIMATORS)]
+    divergence_headers = [
         "group",
-        "seeds",
-        *(f"{estimator} [{level}]" for estimator in ESTIMATORS),
         "diverged",
         f"divergence rate [{level}, Wilson]",
         f"P(better than first) [{level}]",
     ]
     diverged = comparison.table()["diverged"].tolist()
-    rows = []
+    estimates, divergence = [], []
     for group, count in zip(comparison.groups, diverged, strict=True):
         improvement = comparison.improvements.get((group.name, reference))
-        rows.append(
+        estimates.append(
             [
                 group.name,
                 len(group.rows),
                 *(_interval(comparison.estimates[group.name][e]) for e in ESTIMATORS),
+            ]
+        )
+        divergence.append(
+            [
+                group.name,
                 f"{count}/{len(group.rows)}",
                 _interval(comparison.divergence[group.name]),
                 _interval(improvement) if improvement else "(reference)",
@@ -307,7 +374,15 @@ def _comparison(comparison: Comparison) -> ComparisonSection:
         direction="higher" if comparison.higher_is_better else "lower",
         reps=comparison.reps,
         reference=reference,
-        table=Table("comparison", headers, rows, numeric=range(1, len(headers))),
+        estimates=Table(
+            "comparison", estimate_headers, estimates, numeric=range(1, len(estimate_headers))
+        ),
+        divergence=Table(
+            "divergence",
+            divergence_headers,
+            divergence,
+            numeric=range(1, len(divergence_headers)),
+        ),
     )
 
 
@@ -327,22 +402,33 @@ def _sweep(url: str, study_name: str) -> Sweep | str:
         )
         for trial in study.get_trials(deepcopy=False)
     ]
-    definition = study.user_attrs.get(DEFINITION) or {}
+    definition = dict(study.user_attrs.get(DEFINITION) or {})
+    distributions: dict[str, dict[str, Any]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        for name, distribution in trial.distributions.items():
+            encoded = json.loads(distribution_to_json(distribution))
+            attributes = {k: v for k, v in encoded["attributes"].items() if v is not None}
+            distributions.setdefault(name, {"type": encoded["name"], **attributes})
+    if definition:
+        named = definition.get("space") or list(distributions)
+        definition["space"] = {name: distributions.get(name, "not sampled yet") for name in named}
+    objective = objective_name(study)
     captions = {
-        "importances": "Parameter importances",
-        "slice": "Objective against each parameter",
-        "parallel": "Parallel coordinates of the trials",
-        "history": "Optimisation history",
+        "importances": f"Parameter importances for the {objective}.",
+        "slice": f"The {objective} of each trial against each swept parameter.",
+        "parallel": f"Parallel coordinates: each trial's parameters and its {objective}.",
+        "history": f"Optimisation history: the {objective} of each trial and the best so far.",
     }
     return Sweep(
         study=study_name,
         url=mask(url, url),
-        objective=objective_name(study),
+        objective=objective,
         direction=study.direction.name.lower(),
         definition=yaml.safe_dump(definition, sort_keys=False) if definition else "",
         trials=Table("trials", ("trial", "state", "parameters", "value"), rows, numeric=(0, 3)),
         figures=[_figure(figure, captions[name]) for name, figure in figures.items()],
         importances="importances" in figures,
+        swept=tuple(definition.get("space") or distributions),
     )
 
 

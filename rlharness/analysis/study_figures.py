@@ -31,10 +31,10 @@ from matplotlib.figure import Figure
 
 from rlharness.analysis.cells import CellSample, levels, value_key
 from rlharness.analysis.hypotheses import ENV, N_STEP, STUDY_KNOBS, TARGET, TARGETS
-from rlharness.analysis.plots import CHARACTERS_PER_INCH, STYLE, soft_bounds
+from rlharness.analysis.plots import CHARACTERS_PER_INCH, soft_bounds
 from rlharness.analysis.statistics import DEFAULT_REPS
 from rlharness.analysis.study import Study
-from rlharness.analysis.style import plain
+from rlharness.analysis.style import STYLE, plain
 
 PAPER_DPI = 200
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")

@@ -1,17 +1,61 @@
-"""Figure text and saving: user text shown literally; figures in raster and vector formats."""
+"""Figure look, text and saving: one style for every figure the project draws.
+
+Lines differ by colour *and* by line style, so a figure reads in
+greyscale and for colour-blind readers; the palette is the dark part of the
+Okabe-Ito/seaborn colour-blind palette (no pale colour a diverging series could
+get). User text is shown literally. Figures are written as PNG at `DPI` and SVG
+(and PDF where asked) by `save_figure` and `figure_bytes`.
+"""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from cycler import cycler
 from matplotlib.category import StrCategoryFormatter
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 from matplotlib.ticker import FixedFormatter, Formatter, FuncFormatter
 
 FORMATS = ("png", "svg")
-DPI = 150
+"""Formats every figure is written in."""
+PAPER_FORMATS = (*FORMATS, "pdf")
+"""Formats of the figures made for a paper (Kolter's figure, stability maps)."""
+DPI = 200
+"""Resolution of every PNG the project writes."""
+PALETTE = (
+    "#0173B2",
+    "#DE8F05",
+    "#029E73",
+    "#D55E00",
+    "#CC78BC",
+    "#CA9161",
+    "#56B4E9",
+    "#949494",
+)
+"""Series colours in the order lines get them: seaborn's colour-blind palette, no pale ones."""
+LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 2)), (0, (8, 3)))
+STYLE: dict[str, Any] = {
+    "axes.prop_cycle": cycler(color=PALETTE) + cycler(linestyle=LINESTYLES),
+    "savefig.dpi": DPI,
+}
+"""The rc settings every figure is drawn under: ``with plt.style.context(STYLE)``."""
+
+
+def series_style(index: int) -> dict[str, Any]:
+    """The colour and line style of the ``index``-th series of a figure drawn by hand.
+
+    The first ``len(PALETTE)`` series follow `STYLE`'s cycle; later ones shift the line
+    style, so no two of the first ``len(PALETTE) ** 2`` series share a (colour, line style).
+    """
+    count = len(PALETTE)
+    return {
+        "color": PALETTE[index % count],
+        "linestyle": LINESTYLES[(index + index // count) % len(LINESTYLES)],
+    }
 
 
 def plain(text: object) -> str:
@@ -62,6 +106,13 @@ def _escaping(formatter: Formatter) -> Callable[[float, int | None], str]:
     return format_plain
 
 
+def figure_bytes(figure: Figure, extension: str, dpi: int = DPI) -> bytes:
+    """``figure`` encoded as ``extension`` (png, svg, pdf), cropped to what it draws."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=extension, dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
 def save_figure(
     figure: Figure, path_stem: Path | str, formats: Sequence[str] = FORMATS, dpi: int = DPI
 ) -> list[Path]:
@@ -75,7 +126,7 @@ def save_figure(
     written = []
     for extension in formats:
         path = stem.with_name(f"{stem.name}.{extension}")
-        figure.savefig(path, format=extension, dpi=dpi, bbox_inches="tight")
+        path.write_bytes(figure_bytes(figure, extension, dpi))
         written.append(path)
     return written
 

@@ -22,8 +22,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from rlharness.analysis.plots import OUTCOME_COLOURS, STYLE
-from rlharness.analysis.style import keep_plain
+from rlharness.analysis.plots import OUTCOME_COLOURS
+from rlharness.analysis.style import STYLE, keep_plain
 from rlharness.storage import load_study
 from rlharness.sweep.study import DEFINITION
 

@@ -112,9 +112,12 @@ def compare(
         typer.Option(
             "--plots",
             help="Also draw the IQM intervals and the performance profile into this directory "
-            "(PNG and SVG).",
+            "(PNG at 200 dpi and SVG).",
         ),
     ] = None,
+    pdf: Annotated[
+        bool, typer.Option("--pdf", help="With --plots: write each figure as PDF too.")
+    ] = False,
     include_unverified: IncludeUnverifiedOption = False,
     seed: Annotated[
         int | None, typer.Option("--seed", hidden=True, help="Old name of --bootstrap-seed.")
@@ -147,13 +150,13 @@ def compare(
         print_comparison(comparison, output)
     if plots is not None:
         from rlharness.analysis.figures import interval_figure, profile_figure
-        from rlharness.analysis.style import save_figures
+        from rlharness.analysis.style import FORMATS, PAPER_FORMATS, save_figures
 
         figures = {
             "iqm_intervals": interval_figure(comparison),
             "profile": profile_figure(comparison),
         }
-        for files in save_figures(figures, plots).values():
+        for files in save_figures(figures, plots, PAPER_FORMATS if pdf else FORMATS).values():
             for path in files:
                 plain(f"figure: {path}", stderr=True)
 

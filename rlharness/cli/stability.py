@@ -54,7 +54,7 @@ def stability(
         stability_figure,
         stability_map,
     )
-    from rlharness.analysis.style import save_figure
+    from rlharness.analysis.style import PAPER_FORMATS, save_figure
     from rlharness.spec import LinearAgentSpec
 
     spec = load_experiment(spec_path)
@@ -90,7 +90,7 @@ def stability(
     directory.mkdir(parents=True, exist_ok=True)
     result.table.to_csv(directory / "stability.csv", index=False)
     written = save_figure(
-        stability_figure(result, spec.name), directory / "stability", formats=("png", "pdf")
+        stability_figure(result, spec.name), directory / "stability", formats=PAPER_FORMATS
     )
     agree, total = result.agreement
     counted = f"agreement: {agree}/{total} points" if total else "no runs (--no-runs)"

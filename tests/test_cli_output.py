@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import subprocess
 
 import pandas as pd
 import pytest
 
 from tests.conftest import TINY_SPEC
 from tests.helpers import invoke
-from tests.test_cli import cli, run_dirs, write_spec
+from tests.test_cli import RLHARNESS, cli, run_dirs, write_spec
 
 LONG_GRID = {"triad.off_policy": [False, True], "agent.initial_weight_noise": [0.0, 0.125]}
 
@@ -143,3 +146,28 @@ def test_status_markdown_is_a_table_of_every_trial(study_root):
     header = "| # | state | agent.target_update_period | agent.initial_weight_noise | value |"
     assert header in completed.stdout
     assert any(line.startswith("| 1 | COMPLETE | 7 | 0.25 | 7.25 |") for line in lines)
+
+
+@pytest.mark.parametrize(("columns", "layout"), [(80, "rows"), (200, "table")])
+def test_a_terminal_gets_a_table_that_fits_or_one_line_per_cell(study_root, columns, layout):
+    """On an 80-column terminal the trials table (about 100 columns) becomes ``column: value``
+    lines, nothing folded or cut; on a 200-column one it is the table."""
+    env = {**os.environ, "COLUMNS": str(columns), "TTY_COMPATIBLE": "1", "NO_COLOR": "1"}
+    completed = subprocess.run(
+        [str(RLHARNESS), "status", "tiny", "--results", str(study_root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert completed.returncode == 0, completed.stderr
+    text = re.sub(r"\x1b\[[0-9;]*m", "", completed.stdout)
+    headline, *lines = text.splitlines()  # one line however long, as every message
+    assert headline.startswith("study tiny in sqlite:///")
+    assert all(len(line) <= columns for line in lines), text
+    if layout == "rows":
+        assert "- #: 0" in lines and "- #: 1" in lines
+        assert "  agent.target_update_period: 100" in lines
+        assert lines.count("  state: COMPLETE") == 2
+    else:
+        assert sum("│ COMPLETE │" in line for line in lines) == 2, text

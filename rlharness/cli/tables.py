@@ -241,7 +241,7 @@ def _print_table(frame: pd.DataFrame, title: str) -> None:
         plain(title)
         for row in frame.itertuples(index=False):
             for number, (column, value) in enumerate(zip(frame.columns, row, strict=True)):
-                plain(f"{'  ' if number else '- '}{column}: {_cell(value)}")
+                plain(f"{'  ' if number else '- '}{column}: {_cell(value)}".rstrip())
 
 
 def _markdown(frame: pd.DataFrame) -> str:

@@ -18,10 +18,12 @@ def run_experiment(
     seeds: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     command: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Run every grid point and seed of ``spec`` and write ``root/<name>/<run-id>/``.
 
-    ``on_progress(done, total)`` is called as seeds finish. Returns the run
+    ``on_progress(done, total)`` is called as seeds finish; ``command`` and ``overrides``
+    (the ``--set`` ones) are recorded in its provenance. Returns the run
     directory and the summary. Nothing is published unless every file is written.
     """
     check_experiment(spec)
@@ -36,4 +38,4 @@ def run_experiment(
             on_progress(done, total)
 
     results = run_trials(trials, advance)
-    return publish_run(RunWriter(root, spec), spec, results, provenance(command))
+    return publish_run(RunWriter(root, spec), spec, results, provenance(command, overrides))

@@ -237,8 +237,11 @@ class RunWriter:
         shutil.rmtree(self.staging_dir, ignore_errors=True)
 
 
-def provenance(command: list[str] | None = None) -> dict[str, Any]:
-    """What produced a run: versions, interpreter, platform, git commit and the command.
+def provenance(
+    command: list[str] | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What produced a run: versions, interpreter, platform, git commit, the command and the
+    ``--set`` overrides applied to the experiment file (dotted path -> value).
 
     Passwords in URLs on the command line (a storage URL) are masked.
     """
@@ -251,6 +254,7 @@ def provenance(command: list[str] | None = None) -> dict[str, Any]:
     return {
         "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": [mask(part) for part in (command if command is not None else sys.argv)],
+        "overrides": overrides or {},
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),

@@ -8,6 +8,7 @@ messages name the field and the allowed values.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import typing
@@ -650,9 +651,90 @@ class ExplainingLoader(_RefuseDuplicateKeys, yaml.SafeLoader):
     """
 
 
-def load_spec(path: Path) -> ExperimentSpec:
-    """Read, validate and grid-check an experiment file, or raise `SpecError`."""
+def load_spec(path: Path, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
+    """Read, validate and grid-check an experiment file, or raise `SpecError`.
+
+    ``overrides`` (dotted path -> value, from `parse_overrides`) are set in the file's
+    mapping before it is validated, so that a bad value gets the file's own message.
+    """
     where = f"experiment file {path}"
+    data = _read_spec(path, where)
+    if overrides:
+        where += " with --set " + ", ".join(
+            f"{short_text(key)}={short(value)}" for key, value in overrides.items()
+        )
+        data = _overridden(data, overrides)
+    return parse_spec(data, where)
+
+
+def parse_overrides(texts: list[str]) -> dict[str, Any]:
+    """``--set PATH=VALUE`` options as dotted path -> value, each value read as YAML.
+
+    ``agent.alpha=0.02`` sets a float, ``triad.features=[1,2]`` a list, ``env.kwargs.x=null``
+    None; a path given twice, a missing ``=`` or a value that is not YAML is a `SpecError`.
+    """
+    overrides: dict[str, Any] = {}
+    for text in texts:
+        path, equals, value = text.partition("=")
+        keys = path.strip().split(".")
+        if not equals or not all(key.strip() for key in keys):
+            raise SpecError(
+                "--set",
+                [f"{short(text)}: expected PATH=VALUE, a dotted field path, e.g. agent.alpha=0.02"],
+            )
+        path = ".".join(key.strip() for key in keys)
+        if path in overrides:
+            raise SpecError("--set", [f"{short_text(path)}: given twice; set each field once"])
+        try:
+            overrides[path] = _parse(value, "--set", SpecLoader)
+        except yaml.YAMLError as error:
+            raise SpecError(
+                "--set", [f"{short_text(path)}: value {_yaml_problem(error)}"]
+            ) from None
+    return overrides
+
+
+def _overridden(data: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of the file's ``data`` with each dotted path set (missing mappings created)."""
+    if not isinstance(data, dict):
+        return data  # parse_spec says what the file should be
+    data = copy.deepcopy(data)
+    for path, value in overrides.items():
+        *parents, leaf = _override_keys(path)
+        node = data
+        for depth, key in enumerate(parents):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                prefix = ".".join(parents[: depth + 1])
+                raise SpecError(
+                    "--set",
+                    [
+                        f"{short_text(path)}: {short_text(prefix)} is {short(child)} in the file, "
+                        "not a mapping of fields"
+                    ],
+                )
+            node = child
+        node[leaf] = value
+    return data
+
+
+PATH_KEYED = (("grid",), ("sweep", "space"))
+"""Mappings whose keys are dotted field paths themselves: ``grid.triad.features=[...]`` sets
+the grid's ``triad.features`` entry."""
+
+
+def _override_keys(path: str) -> list[str]:
+    """The keys a dotted ``--set`` path walks; inside `PATH_KEYED` mappings the rest is one key."""
+    keys = path.split(".")
+    for section in PATH_KEYED:
+        depth = len(section)
+        if tuple(keys[:depth]) == section and len(keys) > depth:
+            return [*section, ".".join(keys[depth:])]
+    return keys
+
+
+def _read_spec(path: Path, where: str) -> Any:
+    """The YAML document of an experiment file, or `SpecError` when it is not one."""
     try:
         raw = path.read_bytes()
     except OSError as error:
@@ -674,7 +756,7 @@ def load_spec(path: Path) -> ExperimentSpec:
             data = _parse(text, where, ExplainingLoader)
         except yaml.YAMLError as error:
             raise SpecError(where, [_yaml_problem(error)]) from None
-    return parse_spec(data, where)
+    return data
 
 
 def _parse(text: str, where: str, loader: type[Any]) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
 from typing import Any
 
 from rlharness.runner import TrialResult, plan_trials, run_trial
@@ -45,3 +47,16 @@ def run_one(spec: ExperimentSpec) -> TrialResult:
     """The single trial of a grid-free spec."""
     (result,) = run_all(spec)
     return result
+
+
+def invoke(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``rlharness ARGS`` in-process through typer's runner (the console script's app without
+    its start-up): the exit code, stdout and stderr; an uncaught exception is raised."""
+    from typer.testing import CliRunner
+
+    from rlharness.cli import app
+
+    result = CliRunner().invoke(app, [str(arg) for arg in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)

@@ -405,9 +405,10 @@ def test_help_is_fast_and_imports_lightly():
 # --- one name per concept across commands; the old names still work ---------------------------
 
 DOCUMENTED_OPTIONS = {
-    "run": ["--results", "--seeds", "--quiet"],
-    "sweep": ["--results", "--storage", "--study", "--quiet"],
-    "status": ["--results", "--storage", "--study"],
+    "run": ["--results", "--seeds", "--quiet", "--set", "--format"],
+    "sweep": ["--results", "--storage", "--study", "--quiet", "--seeds", "--set", "--format"],
+    "status": ["--results", "--storage", "--study", "--format"],
+    "validate": ["--set"],
     "catalog": ["--results", "--format", "--include-unverified"],
     "compare": ["--results", "--metric", "--reps", "--bootstrap-seed", "--format"],
     "report": ["--results", "--metric", "--reps", "--storage", "--html"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rlharness.cli import analysis, run, stability, sweep
+from rlharness.cli import analysis, listings, run, stability, sweep
 
 app = typer.Typer(
     name="rlharness",
@@ -19,8 +19,8 @@ for command in (
     sweep.status,
     run.validate,
     stability.stability,
-    run.envs,
-    run.agents,
+    listings.envs,
+    listings.agents,
     analysis.catalog,
     analysis.compare,
     analysis.report,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+SeedsOption = Annotated[
+    int | None, typer.Option("--seeds", min=1, help="Number of seeds (overrides run.seeds).")
+]
 SpecArgument = Annotated[
     Path, typer.Argument(help="Experiment YAML file, e.g. experiments/triad_cube_baird.yaml.")
 ]
@@ -59,6 +62,16 @@ BootstrapSeedOption = Annotated[
     int, typer.Option("--bootstrap-seed", help="Seed of the bootstrap resampling.")
 ]
 FormatOption = Annotated[Format, typer.Option("--format", help="Output format.")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="PATH=VALUE",
+        help="Set a field of the experiment file before it is validated, e.g. --set "
+        "agent.alpha=0.02 --set run.steps=2000: a dotted field path, the value read as YAML "
+        "([1, 2], null, true); repeatable. The run records the resolved experiment.",
+    ),
+]
 IncludeUnverifiedOption = Annotated[
     bool,
     typer.Option(
@@ -82,12 +95,22 @@ def either(name: str, value: T, old_name: str, old_value: T | None, default: T) 
     return old_value, old_name
 
 
-def load_experiment(spec_path: Path) -> ExperimentSpec:
-    """The experiment in ``spec_path``, or its problems reported as bad input."""
+def load_experiment(spec_path: Path, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
+    """The experiment in ``spec_path`` with ``overrides`` set, or its problems as bad input."""
     from rlharness.spec import load_spec
 
     try:
-        return load_spec(spec_path)
+        return load_spec(spec_path, overrides)
+    except SpecError as error:
+        fail(error)
+
+
+def read_overrides(sets: list[str] | None) -> dict[str, Any]:
+    """The ``--set`` options as dotted path -> value, or their problems as bad input."""
+    from rlharness.spec import parse_overrides
+
+    try:
+        return parse_overrides(sets or [])
     except SpecError as error:
         fail(error)
 
@@ -102,3 +125,12 @@ def check_writable(results: Path, option: str) -> None:
             option,
             [f"cannot hold results under {results}: {existing} is not a writable directory"],
         )
+
+
+def with_seeds(spec: ExperimentSpec, seeds: int) -> ExperimentSpec:
+    """``spec`` with ``--seeds`` as its run.seeds, validated like the file (bounds, memory)."""
+    from rlharness.spec import parse_spec
+
+    data = spec.model_dump()
+    data["run"]["seeds"] = seeds
+    return parse_spec(data, "--seeds")

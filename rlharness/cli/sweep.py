@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from rlharness.cli.console import (
-    console,
     fail,
     fault,
     interrupted,
@@ -20,17 +19,22 @@ from rlharness.cli.console import (
 )
 from rlharness.cli.options import (
     DEFAULT_RESULTS,
+    FormatOption,
     OutAlias,
     QuietOption,
     ResultsOption,
+    SeedsOption,
+    SetOption,
     SpecArgument,
     StorageOption,
     StudyOption,
     check_writable,
     either,
     load_experiment,
+    read_overrides,
+    with_seeds,
 )
-from rlharness.cli.tables import trials_table
+from rlharness.cli.tables import Format, print_frame, trials_frame
 from rlharness.errors import SpecError
 
 
@@ -58,16 +62,22 @@ def sweep(
         int | None,
         typer.Option("--n-trials", min=1, help="Trials to finish (overrides sweep.n_trials)."),
     ] = None,
+    seeds: SeedsOption = None,
     results: ResultsOption = DEFAULT_RESULTS,
     quiet: QuietOption = False,
     out: OutAlias = None,
+    sets: SetOption = None,
+    output: FormatOption = Format.table,
 ) -> None:
     """Sweep an experiment with Optuna on Ray workers; running it again resumes the study."""
     from rlharness.sweep.search_space import plan_sweep
 
     root, option = either("--results", results, "--out", out, DEFAULT_RESULTS)
-    spec = load_experiment(spec_path)
+    overrides = read_overrides(sets)
+    spec = load_experiment(spec_path, overrides)
     try:
+        if seeds is not None:
+            spec = with_seeds(spec, seeds)
         plan = plan_sweep(spec, n_trials, f"experiment file {spec_path}")
         check_writable(root, option)
     except SpecError as error:
@@ -91,6 +101,7 @@ def sweep(
                 workers,
                 command=["rlharness", *sys.argv[1:]],
                 on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+                overrides=overrides,
             )
     except SpecError as error:
         fail(error)
@@ -110,15 +121,16 @@ def sweep(
     except KeyboardInterrupt:
         interrupted("interrupted; run the same command again to resume")
     if not quiet:
-        maximize = plan.sweep.direction == "maximize"
-        console.print(trials_table(report.trials, report.study, maximize, best_first=True))
+        frame = trials_frame(report.trials, plan.sweep.direction == "maximize", best_first=True)
+        print_frame(frame, output, f"{report.study}: best {len(frame)} trials")
     for note in report.notes:
         plain(f"note: {note}", stderr=True)
     plain(
         f"study: {report.study} in {report.storage}: "
-        f"{min(report.finished, report.budget)} of {report.budget} trials finished"
+        f"{min(report.finished, report.budget)} of {report.budget} trials finished",
+        stderr=output.for_machines,
     )
-    plain(f"results: {report.results_dir}")
+    plain(f"results: {report.results_dir}", stderr=output.for_machines)
     if report.error is not None:
         fault(report.error)
     if report.interrupted:
@@ -139,6 +151,7 @@ def status(
     study: StudyOption = None,
     results: ResultsOption = DEFAULT_RESULTS,
     out: OutAlias = None,
+    output: FormatOption = Format.table,
 ) -> None:
     """Show a study's trials from its storage: state, params, value, divergence outcomes."""
     from rlharness.masking import mask
@@ -161,7 +174,8 @@ def status(
     plain(
         f"study {name} in {mask(url, url)}: {definition.get('objective', 'value')} "
         f"({definition.get('aggregate', '-')} over seeds), {found.direction.name.lower()}; "
-        + (", ".join(f"{count} {state}" for state, count in sorted(counts.items())) or "no trials")
+        + (", ".join(f"{count} {state}" for state, count in sorted(counts.items())) or "no trials"),
+        stderr=output.for_machines,
     )
-    maximize = found.direction.name == "MAXIMIZE"
-    console.print(trials_table(trials, name, maximize, best_first=False))
+    frame = trials_frame(trials, found.direction.name == "MAXIMIZE", best_first=False)
+    print_frame(frame, output, f"{name}: {len(frame)} trials")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from rich.console import Console
 from rich.table import Table
 
 from rlharness.cli.console import console, plain
@@ -18,6 +20,8 @@ if TYPE_CHECKING:
 
 TABLE_ROWS = 20
 """Trials shown after a sweep, best first."""
+UNBOUNDED = 1_000_000
+"""Columns to measure a table in, so that its natural width is what comes back."""
 
 
 class Format(StrEnum):
@@ -28,9 +32,15 @@ class Format(StrEnum):
     csv = "csv"
     json = "json"
 
+    @property
+    def for_machines(self) -> bool:
+        """CSV and JSON: stdout holds the data alone; the lines about it go to stderr."""
+        return self in (Format.csv, Format.json)
 
-def trials_table(trials: list[FrozenTrial], study: str, maximize: bool, best_first: bool) -> Table:
+
+def trials_frame(trials: list[FrozenTrial], maximize: bool, best_first: bool) -> pd.DataFrame:
     """One row per trial: state, params, value, seeds, divergence outcomes and why it failed."""
+    import pandas as pd
     from optuna.trial import TrialState
 
     from rlharness.sweep.study import OUTCOMES, PER_SEED, params_of
@@ -41,76 +51,82 @@ def trials_table(trials: list[FrozenTrial], study: str, maximize: bool, best_fir
         rows.sort(key=lambda t: float(t.value or 0.0), reverse=maximize)
         rows = rows[:TABLE_ROWS]
     paths = list(dict.fromkeys(path for trial in trials for path in params_of(trial)))
-    title = f"{study}: best {len(rows)} trials" if best_first else f"{study}: {len(rows)} trials"
-    table = Table(title=title)
-    for column in ("#", "state", *paths, "value", "seeds", "outcomes", "note"):
-        table.add_column(column, justify="right" if column in ("#", "value", "seeds") else "left")
+    columns = ("#", "state", *paths, "value", "seeds", "outcomes", "note")
+    records = []
     for trial in rows:
         params = params_of(trial)
         attrs = trial.user_attrs
-        table.add_row(
-            str(trial.number),
-            trial.state.name,
-            *(_param(params.get(path, "-")) for path in paths),
-            _number(trial.value),
-            str(len(attrs[PER_SEED])) if PER_SEED in attrs else "-",
-            ", ".join(f"{name} {count}" for name, count in attrs.get(OUTCOMES, {}).items()),
-            _note(trial),
+        records.append(
+            (
+                trial.number,
+                trial.state.name,
+                *(params.get(path) for path in paths),
+                trial.value,
+                len(attrs[PER_SEED]) if PER_SEED in attrs else None,
+                ", ".join(f"{name} {count}" for name, count in attrs.get(OUTCOMES, {}).items()),
+                _note(trial),
+            )
         )
-    return table
+    return pd.DataFrame.from_records(records, columns=columns)
 
 
-def summary_table(summary: dict) -> Table:
-    """Outcome counts and median final metrics per grid point; the divergence criteria in words
-    below (linear learners)."""
+def print_run_summary(summary: dict[str, Any], output: Format) -> None:
+    """A run's summary: as JSON, the whole of it (summary.json); as CSV, one row per grid point;
+    as a table or Markdown, that and the divergence by knob value, the criteria below."""
+    import pandas as pd
+
+    if output is Format.json:
+        console.out(json.dumps(summary, indent=2), highlight=False)
+        return
     variants = summary["variants"]
     outcomes = list(dict.fromkeys(o for v in variants for o in v["outcome_counts"]))
     finals = list(variants[0]["median_final"])
-    criteria = dict.fromkeys(
+    points = pd.DataFrame(
+        {
+            "grid point": [v["label"] for v in variants],
+            "seeds": [v["seeds"] for v in variants],
+            **{o: [v["outcome_counts"].get(o, 0) for v in variants] for o in outcomes},
+            **{f"median final {f}": [v["median_final"][f] for v in variants] for f in finals},
+        }
+    )
+    title = f"{summary['experiment']} ({summary['agent']} on {summary['env']})"
+    print_frame(points, output, title)
+    if output is Format.csv:
+        return
+    if "knob_effects" in summary:
+        print_frame(_knob_frame(summary["knob_effects"]), output, KNOB_TITLE)
+    for criterion in dict.fromkeys(
         v["divergence_criterion"]["statement"] for v in variants if "divergence_criterion" in v
-    )
-    table = Table(
-        title=f"{summary['experiment']} ({summary['agent']} on {summary['env']})",
-        caption="\n".join(criteria) or None,
-        caption_justify="left",
-    )
-    table.add_column("grid point")
-    for column in ("seeds", *outcomes, *(f"median final {name}" for name in finals)):
-        table.add_column(column, justify="right")
-    for variant in variants:
-        table.add_row(
-            variant["label"],
-            str(variant["seeds"]),
-            *(str(variant["outcome_counts"].get(outcome, 0)) for outcome in outcomes),
-            *(_number(variant["median_final"][name]) for name in finals),
-        )
-    return table
+    ):
+        plain(criterion)
 
 
-def knob_table(summary: dict) -> Table:
+KNOB_TITLE = (
+    "divergence by knob value (mean over grid points; 95% CI: stratified bootstrap of the seeds "
+    "within each grid point)"
+)
+
+
+def _knob_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Per value of each grid field: the fraction diverged averaged over grid points, with its
     95% stratified bootstrap interval (seeds resampled within each grid point)."""
-    rows = summary["knob_effects"]
+    import pandas as pd
+
     extra = [key for key in rows[0] if key.startswith("median_")]
-    table = Table(
-        title="divergence by knob value (mean over grid points; 95% CI: stratified bootstrap "
-        "of the seeds within each grid point)"
+    return pd.DataFrame(
+        {
+            "knob": [row["knob"] for row in rows],
+            "value": [row["value"] for row in rows],
+            "grid points": [row["grid_points"] for row in rows],
+            "runs": [row["runs"] for row in rows],
+            "diverged": [row["diverged"] for row in rows],
+            "fraction [95% CI]": [
+                _interval(row["diverged_fraction"], row["ci_low"], row["ci_high"], "{:.2f}")
+                for row in rows
+            ],
+            **{key.replace("_", " ", 2): [row[key] for row in rows] for key in extra},
+        }
     )
-    columns = ("knob", "value", "grid points", "runs", "diverged", "fraction [95% CI]", *extra)
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("knob", "value") else "right")
-    for row in rows:
-        interval = f"{row['diverged_fraction']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
-        table.add_row(
-            row["knob"],
-            row["value"],
-            str(row["grid_points"]),
-            str(row["runs"]),
-            str(row["diverged"]),
-            interval,
-            *(_number(row[key]) for key in extra),
-        )
-    return table
 
 
 def print_comparison(comparison: Comparison, output: Format) -> None:
@@ -203,12 +219,29 @@ def print_frame(frame: pd.DataFrame, output: Format, title: str) -> None:
     elif output is Format.markdown:
         console.out(f"**{title}**\n\n{_markdown(frame)}\n")
     else:
-        table = Table(title=title)
-        for column in frame.columns:
-            table.add_column(str(column), overflow="fold")
-        for row in frame.itertuples(index=False):
-            table.add_row(*(_cell(value) for value in row))
+        _print_table(frame, title)
+
+
+def _print_table(frame: pd.DataFrame, title: str) -> None:
+    """``frame`` as a rich table, no cell ever cut short or folded: on a terminal it fits in, or
+    else each row is printed as ``column: value`` lines; elsewhere (a pipe, a file, a Ray job's
+    log) the table has its natural width, each row one line whatever ``COLUMNS`` says."""
+    table = Table(title=title)
+    for column in frame.columns:
+        numeric = frame[column].dtype.kind in "iuf"
+        table.add_column(str(column), overflow="fold", justify="right" if numeric else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(_cell(value) for value in row))
+    natural = console.measure(table, options=console.options.update_width(UNBOUNDED)).maximum
+    if not console.is_terminal:
+        Console(file=console.file, width=max(natural, console.width)).print(table)
+    elif natural <= console.width:
         console.print(table)
+    else:
+        plain(title)
+        for row in frame.itertuples(index=False):
+            for number, (column, value) in enumerate(zip(frame.columns, row, strict=True)):
+                plain(f"{'  ' if number else '- '}{column}: {_cell(value)}".rstrip())
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -238,14 +271,6 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
-
-
-def _param(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
 
 
 def _note(trial: FrozenTrial) -> str:

@@ -112,12 +112,14 @@ def run_sweep(
     command: list[str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     stop: threading.Event | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> SweepReport:
     """Create or resume the study and run trials until the budget is finished or ``stop`` is set.
 
     Bad storage, cluster address or study name raise `SpecError` before a
     study or database file is created. ``on_progress(finished, budget)`` is
-    called as trials finish.
+    called as trials finish; ``command`` and ``overrides`` (the ``--set`` ones) are
+    recorded in each trial's provenance.
     """
     name = study_name or plan.spec.name
     if not STUDY_NAME.match(name):
@@ -138,7 +140,7 @@ def run_sweep(
             study = open_study(plan, storage, name, url)
             stop = stop or threading.Event()
             driver = _Driver(
-                plan, study, cluster, out, name, provenance(command), on_progress, stop
+                plan, study, cluster, out, name, provenance(command, overrides), on_progress, stop
             )
             with stopping_on_signals(stop):
                 interrupted = driver.run()

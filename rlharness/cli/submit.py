@@ -51,7 +51,7 @@ def submit(
 ) -> None:
     """Submit a Ray job whose runs record this tree's git commit and run the locked versions.
 
-    Runs ``ray job submit`` with a runtime environment holding the working directory,
+    Runs ray job submit with a runtime environment holding the working directory,
     its commit and dirtiness (RLHARNESS_COMMIT, RLHARNESS_DIRTY: a job's copy has no
     .git) and the lock's pins, and sends Ray's token when one exists. Exits with the
     status of ray job submit.

@@ -237,6 +237,12 @@ class RunWriter:
         shutil.rmtree(self.staging_dir, ignore_errors=True)
 
 
+COMMIT_VARIABLE = "RLHARNESS_COMMIT"
+"""The git commit of a source tree copied without .git, as its submitter saw it."""
+DIRTY_VARIABLE = "RLHARNESS_DIRTY"
+"""``true`` or ``false``: whether that tree had uncommitted changes to tracked files."""
+
+
 def provenance(
     command: list[str] | None = None, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -265,7 +271,12 @@ def provenance(
 
 
 def _git_state() -> dict[str, Any]:
-    """The commit of the source tree rlharness runs from, and whether it had local changes."""
+    """The commit of the source tree rlharness runs from, and whether it had local changes.
+
+    A tree without git (the working directory `rlharness submit` uploads to a Ray job)
+    records the commit and dirtiness its submitter passed in `COMMIT_VARIABLE` and
+    `DIRTY_VARIABLE`.
+    """
     source = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str | None:
@@ -282,6 +293,11 @@ def _git_state() -> dict[str, Any]:
         return completed.stdout.strip()
 
     commit = git("rev-parse", "HEAD")
+    if commit is None:  # a copy without .git: a Ray job's working directory
+        return {
+            "commit": os.environ.get(COMMIT_VARIABLE) or None,
+            "dirty": {"true": True, "false": False}.get(os.environ.get(DIRTY_VARIABLE, "")),
+        }
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 

@@ -6,12 +6,16 @@ sweep on the test session's Ray head (the deadly-triad study's notebook runs
 on the session's `tiny_study`, a small fleet run on both MinAtar games); each
 notebook in notebooks/ is then executed with nbclient in the venv's
 ``python3`` kernel, its inputs given by environment variables, as a user would
-run it.
+run it. notebooks/README.md's headless command runs as written, in a shell whose
+PATH starts with the venv (an activated venv) and a home without Jupyter kernels.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,7 @@ from rlharness.local_run import run_experiment
 from rlharness.spec import parse_spec
 from rlharness.sweep import run_sweep
 from rlharness.sweep.search_space import plan_sweep
-from tests.clusters import RayHead
+from tests.clusters import BIN, RayHead
 from tests.conftest import REPO
 
 NOTEBOOKS = REPO / "notebooks"
@@ -53,6 +57,8 @@ SHORT_RUNS: dict[str, dict[str, Any]] = {
 STATEMENTS = 15
 """Statements `reproductions` checks for SHORT_RUNS: 2 + 2 + 3 + 4 gammas + 1 + 2 + 1."""
 SWEEP_TRIALS = 4
+HEADLESS = "jupytext --to ipynb --execute"
+"""How notebooks/README.md's command to run a notebook headless begins."""
 
 
 def short_spec(name: str, run: dict[str, Any], **sections: Any) -> dict[str, Any]:
@@ -168,6 +174,47 @@ def test_deadly_triad_study_notebook(tiny_study: Path, tmp_path: Path, monkeypat
     assert files == both_formats("soft_divergence", "max_q_against_return", "overestimation")
     with PIL.Image.open(tmp_path / "figures" / "soft_divergence.png") as image:
         assert min(image.info["dpi"]) >= 199.5
+
+
+def headless_command() -> str:
+    """notebooks/README.md's command that runs a notebook headless, as written there."""
+    lines = (NOTEBOOKS / "README.md").read_text().splitlines()
+    (command,) = [line.split("#")[0].strip() for line in lines if line.startswith(HEADLESS)]
+    return command
+
+
+def test_the_readmes_headless_command_runs_as_written(tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    shutil.copytree(NOTEBOOKS, checkout / "notebooks", ignore=shutil.ignore_patterns("*.ipynb"))
+    cube = short_spec("triad_cube_baird", SHORT_RUNS["triad_cube_baird"])
+    run_experiment(parse_spec(cube), checkout / "results")  # what `make run` leaves
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("JUPYTER", "RLHARNESS_", "PYTHON"))
+    }
+    env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    completed = subprocess.run(
+        shlex.split(headless_command()),
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    notebook = jupytext.read(checkout / "notebooks" / "triad_overview.ipynb")
+    assert notebook.metadata["kernelspec"]["name"] == "rlharness", "the venv's registered kernel"
+    outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
+    assert any("latest run of triad_cube_baird" in output.get("text", "") for output in outputs)
+    assert saved(checkout / "results" / "figures" / "triad_overview") == both_formats(
+        "triad_cube",
+        "divergence_features__n_step",
+        "divergence_features__off_policy",
+        "divergence_n_step__off_policy",
+    )
 
 
 def test_notebook_without_results_names_the_command(tmp_path: Path, monkeypatch) -> None:

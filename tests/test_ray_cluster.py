@@ -9,6 +9,7 @@ Every command runs in the environment of a user who follows the README (`user_en
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import shutil
@@ -248,6 +249,25 @@ def test_ray_job_submit_runs_a_sweep_as_documented(token_head, tmp_path):
     study = load(default_url(out, "tiny"))
     assert counts(study) == {"COMPLETE": 3}
     assert trial_dirs(out) == ["trial-00000", "trial-00001", "trial-00002"]
+    # the job's copy of the code has no .git: a plain submit records no commit
+    assert trial_commits(out) == [None] * 3
+
+    # `rlharness submit` (README) passes the commit in, and the token without RAY_AUTH_MODE
+    wrapped = out.with_name("wrapped")
+    command[:7] = [str(BIN / "rlharness"), "submit", "--address", token_head.dashboard, "--no-lock"]
+    command[command.index(str(out))] = str(wrapped)
+    submitted = submit(token_head.env)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True)
+    assert trial_commits(wrapped) == [head.stdout.decode().strip()] * 3
+
+
+def trial_commits(results: Path) -> list[str | None]:
+    """The git commit each published trial's provenance records, in trial order."""
+    return [
+        json.loads(path.read_text())["git"]["commit"]
+        for path in sorted(results.glob("tiny/sweep-tiny/trial-*/provenance.json"))
+    ]
 
 
 # --- a local Ray ------------------------------------------------------------------------------

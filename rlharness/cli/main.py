@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rlharness.cli import analysis, listings, run, stability, sweep
+from rlharness.cli import analysis, listings, run, stability, submit, sweep
 
 app = typer.Typer(
     name="rlharness",
@@ -17,6 +17,7 @@ for command in (
     run.run,
     sweep.sweep,
     sweep.status,
+    submit.submit,
     run.validate,
     stability.stability,
     listings.envs,

@@ -46,6 +46,7 @@ from rlharness.agents.deep.diagnostics import (
 )
 from rlharness.agents.deep.overestimation import GREEDY_METRICS, GreedyEpisodes
 from rlharness.agents.deep.replay import PrioritizedNStepReplayBuffer, PrioritizedSamples
+from rlharness.live import RecordSink
 from rlharness.spec import DQNAgentSpec, EnvSpec
 
 
@@ -250,7 +251,7 @@ class DiagnosticsCallback(BaseCallback):
         else:
             self.trace.hard_divergence_step = self.num_timesteps
             self.trace.hard_divergence_reason = reason
-        self.trace.records.append({name: record[name] for name in ("step", *METRICS)})
+        self.trace.log({name: record[name] for name in ("step", *METRICS)})
         return reason is None
 
 
@@ -356,9 +357,17 @@ def build_sb3_dqn(agent: DQNAgentSpec, env: EnvSpec, seed: int) -> TriadDQN:
 
 
 def run_sb3_dqn(
-    agent: DQNAgentSpec, env: EnvSpec, seed: int, steps: int, log_every: int, hard_limit: float
+    agent: DQNAgentSpec,
+    env: EnvSpec,
+    seed: int,
+    steps: int,
+    log_every: int,
+    hard_limit: float,
+    on_record: RecordSink | None = None,
 ) -> DeepTrace:
     """Train one seed for ``steps`` env steps, logging every ``log_every``; divergence ends it.
+
+    Each record also goes to ``on_record`` as it is logged.
 
     Torch runs on one thread: these networks are too small to gain from more, and
     oversubscribed cores slow training (seeds run in parallel instead; benchmarks/README.md).
@@ -368,6 +377,7 @@ def run_sb3_dqn(
     model = build_sb3_dqn(agent, env, seed)
     probes = probe_observations(env, agent.probe_states, seed)
     callback = DiagnosticsCallback(log_every, probes, agent, env, seed, hard_limit)
+    callback.trace.on_record = on_record
     try:
         model.learn(total_timesteps=steps, callback=callback)
         diverged = callback.trace.hard_divergence_step is not None

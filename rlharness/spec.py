@@ -401,6 +401,11 @@ class RunSpec(StrictModel):
         le=MAX_SEED,
         description="Seeds are first_seed, +1, ...; the last is at most 2^31 - 1.",
     )
+    tensorboard: bool = Field(
+        default=True,
+        description="Stream every logged metric, as it is logged, to TensorBoard event files "
+        "in the run's tensorboard/ directory (one stream per grid point x seed).",
+    )
 
     @field_validator("first_seed")
     @classmethod

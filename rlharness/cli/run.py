@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Column, Table
 
-from rlharness.cli.console import console, fail, plain, progress, write_failed
+from rlharness.cli.console import BAD_INPUT, console, fail, plain, progress, write_failed
 from rlharness.cli.options import (
     DEFAULT_RESULTS,
     OutAlias,
@@ -22,6 +22,7 @@ from rlharness.cli.tables import knob_table, summary_table
 from rlharness.errors import SpecError
 
 if TYPE_CHECKING:
+    from rlharness.live import Observer
     from rlharness.spec import ExperimentSpec
 
 
@@ -33,16 +34,30 @@ def run(
     results: ResultsOption = DEFAULT_RESULTS,
     quiet: QuietOption = False,
     out: OutAlias = None,
+    wandb: Annotated[
+        str | None,
+        typer.Option(
+            "--wandb",
+            metavar="PROJECT",
+            help="Also stream every logged metric to this W&B project (needs wandb installed).",
+        ),
+    ] = None,
 ) -> None:
     """Run every grid point and seed of an experiment and write its results and plots.
 
+    Every logged metric streams, as it is logged, to TensorBoard event files in the
+    run's directory (``tensorboard --logdir results/``; off with run.tensorboard: false).
     Exits 1 when the results cannot be written (a full disk), naming the file and
     the free space; the files that fit stay in a ``.partial`` staging dir.
     """
     from rlharness.errors import ResultsWriteError
+    from rlharness.live.wandb import INSTALL_HINT, wandb_missing
     from rlharness.local_run import run_experiment
     from rlharness.runner import check_experiment
 
+    if wandb is not None and wandb_missing():
+        plain(f"error: --wandb: {INSTALL_HINT}", stderr=True)
+        raise typer.Exit(BAD_INPUT)
     root, option = either("--results", results, "--out", out, DEFAULT_RESULTS)
     spec = load_experiment(spec_path)
     try:
@@ -57,13 +72,14 @@ def run(
         fail(SpecError(option, [f"cannot hold results under {root}: {error.strerror}"]))
     bar = progress(quiet)
     with bar:
-        task = bar.add_task(f"{spec.name}: seeds", total=None)
+        task = bar.add_task(f"{spec.name}: logged steps", total=None)
         try:
             run_dir, summary = run_experiment(
                 spec,
                 root,
                 on_progress=lambda done, total: bar.update(task, completed=done, total=total),
                 command=["rlharness", *sys.argv[1:]],
+                observers=[] if wandb is None else [_wandb_runs(spec, wandb)],
             )
         except SpecError as error:
             fail(error)
@@ -153,6 +169,16 @@ def agents() -> None:
         backends = typing.get_args(model.model_fields["backend"].annotation)
         deep.add_row(name, ", ".join(backends), (model.__doc__ or "").strip().splitlines()[0])
     console.print(deep)
+
+
+def _wandb_runs(spec: ExperimentSpec, project: str) -> Observer:
+    """A W&B run per grid point x seed of ``spec`` in ``project``, grouped by experiment."""
+    from rlharness.live.wandb import WandbRuns
+    from rlharness.runner import plan_trials
+
+    points = {trial.variant: trial.settings for trial in plan_trials(spec)}
+    context = {"experiment": spec.name, "agent": spec.agent.name, "env": spec.env.id}
+    return WandbRuns(project, spec.name, points, context)
 
 
 def _with_seeds(spec: ExperimentSpec, seeds: int) -> ExperimentSpec:

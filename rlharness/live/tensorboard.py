@@ -8,14 +8,17 @@ as TensorBoard hparams. TensorBoard stores scalars as float32 (``simple_value``)
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.writer import FileWriter
+from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.summary.writer.record_writer import RecordWriter
 
 LABEL_LIMIT = 120
 """Longest knob label used as a directory name; longer or clashing ones are numbered."""
@@ -47,6 +50,30 @@ def hparam_value(value: Any) -> bool | int | float | str:
     return value if isinstance(value, bool | int | float | str) else str(value)
 
 
+class EventStream:
+    """One TensorBoard event file, appended to and closed at each write.
+
+    It holds no open file or thread between writes, so a fleet of thousands of
+    members has as many streams without running out of file descriptors, and each
+    record is on disk (for TensorBoard to read) when `write` returns.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        """A new event file in ``directory``, named as TensorBoard's loaders expect."""
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
+        self.path = directory / name
+        self._append(Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def write(self, summary: Summary, step: int) -> None:
+        """Append ``summary`` at ``step``."""
+        self._append(Event(wall_time=time.time(), step=step, summary=summary))
+
+    def _append(self, event: Event) -> None:
+        with self.path.open("ab") as stream:
+            RecordWriter(stream).write(event.SerializeToString())
+
+
 class TensorBoardStreams:
     """An `rlharness.live.Observer` writing one TensorBoard event stream per grid point x seed."""
 
@@ -58,58 +85,36 @@ class TensorBoardStreams:
     ) -> None:
         """Streams under ``directory`` for the grid points ``points`` (variant -> knobs);
         ``context`` (agent, env) is recorded beside each point's knobs."""
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401 (fail early if missing)
-
         self.directory, self.points, self.context = directory, points, dict(context)
         self.labels = stream_labels(points, str(context.get("agent", "run")))
-        self.writers: dict[tuple[int, int], SummaryWriter] = {}
+        self.streams: dict[tuple[int, int], EventStream] = {}
 
     def record(self, variant: int, seed: int, record: Mapping[str, float]) -> None:
-        """Write the record's metrics at its step and flush, so TensorBoard sees them now."""
-        from tensorboard.compat.proto.summary_pb2 import Summary
-
-        writer = self.writers.get((variant, seed)) or self._open(variant, seed, record)
-        # one event holding every metric of the record: as add_scalar per metric writes, faster
+        """Append the record's metrics at its step: one event holding every metric."""
+        stream = self.streams.get((variant, seed)) or self._open(variant, seed, record)
         values = [
             Summary.Value(tag=name, simple_value=float(value))
             for name, value in record.items()
             if name != "step"
         ]
-        self._events(writer).add_summary(Summary(value=values), int(record["step"]))
-        writer.flush()
+        stream.write(Summary(value=values), int(record["step"]))
 
     def finished(self, variant: int, seed: int) -> None:
-        """Close the seed's stream."""
-        writer = self.writers.pop((variant, seed), None)
-        if writer is not None:
-            writer.close()
+        """Forget the seed's stream."""
+        self.streams.pop((variant, seed), None)
 
-    def close(self) -> None:
-        """Close every open stream."""
-        for key in list(self.writers):
-            self.finished(*key)
-
-    def _open(self, variant: int, seed: int, first: Mapping[str, float]) -> SummaryWriter:
+    def _open(self, variant: int, seed: int, first: Mapping[str, float]) -> EventStream:
         """A new stream with the point's knobs as text and hparams (metrics: ``first``'s tags)."""
-        from torch.utils.tensorboard import SummaryWriter
-        from torch.utils.tensorboard.summary import hparams
+        from torch.utils.tensorboard.summary import hparams, text
 
-        path = self.directory / self.labels[variant] / f"seed{seed}"
-        writer = SummaryWriter(log_dir=str(path))
+        stream = EventStream(self.directory / self.labels[variant] / f"seed{seed}")
         knobs = {**self.context, **self.points[variant], "seed": seed}
         table = "\n".join(
             ["| knob | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in knobs.items())]
         )
-        writer.add_text("knobs", table, 0)
+        stream.write(text("knobs", table), 0)
         metrics = {name: 0.0 for name in first if name != "step"}
         for summary in hparams({k: hparam_value(v) for k, v in knobs.items()}, metrics):
-            self._events(writer).add_summary(summary)
-        self.writers[variant, seed] = writer
-        return writer
-
-    @staticmethod
-    def _events(writer: SummaryWriter) -> FileWriter:
-        """The writer's event file (SummaryWriter opens it on construction)."""
-        events = writer.file_writer
-        assert events is not None
-        return events
+            stream.write(summary, 0)
+        self.streams[variant, seed] = stream
+        return stream

@@ -19,7 +19,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rlharness.live.progress import LoggedSteps, logs_per_seed
-from rlharness.live.tensorboard import stream_labels
+from rlharness.live.tensorboard import TensorBoardStreams, stream_labels
 from rlharness.local_run import run_experiment
 from rlharness.spec import parse_spec
 from tests.conftest import TINY_SPEC
@@ -191,3 +191,15 @@ def test_wandb_without_wandb_installed_is_one_line_exit_2(tmp_path: Path) -> Non
         "error: --wandb: wandb is not installed; `pip install wandb` to stream to W&B"
     ]
     assert not (tmp_path / "tiny").exists()
+
+
+def test_a_stream_that_cannot_be_written_stops_streaming_not_the_run(
+    tmp_path: Path, capsys
+) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the streams' directory should be")
+    streams = TensorBoardStreams(blocked, {0: {}}, {"agent": "td"})
+    streams.record(0, 0, {"step": 0, "sqrt_ve": 1.0})
+    streams.record(0, 0, {"step": 1, "sqrt_ve": 2.0})
+    assert streams.stopped
+    assert capsys.readouterr().err.count("warning: TensorBoard streams stopped") == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -88,16 +89,27 @@ class TensorBoardStreams:
         self.directory, self.points, self.context = directory, points, dict(context)
         self.labels = stream_labels(points, str(context.get("agent", "run")))
         self.streams: dict[tuple[int, int], EventStream] = {}
+        self.stopped = False
 
     def record(self, variant: int, seed: int, record: Mapping[str, float]) -> None:
-        """Append the record's metrics at its step: one event holding every metric."""
-        stream = self.streams.get((variant, seed)) or self._open(variant, seed, record)
+        """Append the record's metrics at its step: one event holding every metric.
+
+        A file that cannot be written (a full disk) stops the streams with one warning;
+        training goes on, and the run's own files report what could not be written.
+        """
+        if self.stopped:
+            return
         values = [
             Summary.Value(tag=name, simple_value=float(value))
             for name, value in record.items()
             if name != "step"
         ]
-        stream.write(Summary(value=values), int(record["step"]))
+        try:
+            stream = self.streams.get((variant, seed)) or self._open(variant, seed, record)
+            stream.write(Summary(value=values), int(record["step"]))
+        except OSError as error:
+            self.stopped = True
+            print(f"warning: TensorBoard streams stopped: {error}", file=sys.stderr)
 
     def finished(self, variant: int, seed: int) -> None:
         """Forget the seed's stream."""

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from rlharness.errors import SpecError, short, short_text
+from rlharness.live import NOBODY, Observer, PointObserver
 from rlharness.spec import DeepAgentSpec, ExperimentSpec, diagnostics_problems, grid_points
 
 
@@ -109,34 +110,42 @@ def resolve(spec: ExperimentSpec) -> None:
         resolve_linear(spec)
 
 
-def run_trial(config: TrialConfig, progress: Callable[[int], None] | None = None) -> TrialResult:
+def run_trial(
+    config: TrialConfig,
+    progress: Callable[[int], None] | None = None,
+    observer: Observer = NOBODY,
+) -> TrialResult:
     """Run every seed of one grid point; same config -> bitwise-same metrics on CPU.
 
-    ``progress`` is called with the number of seeds finished as they finish.
+    ``progress`` is called with the number of seeds finished as they finish;
+    ``observer`` receives each record as it is logged (`rlharness.live`).
     """
     seeds = list(config.seeds)
+    point = PointObserver(observer, config.variant)
     if isinstance(config.spec.agent, DeepAgentSpec):
         from rlharness.agents.deep.trial import run_deep_trial
 
-        metrics, outcomes, threshold, agents = run_deep_trial(config.spec, seeds, progress)
+        metrics, outcomes, threshold, agents = run_deep_trial(config.spec, seeds, progress, point)
         return TrialResult(config, metrics, outcomes, threshold, agents=agents)
     from rlharness.agents.linear.trial import run_linear_trial
 
-    metrics, outcomes, criterion = run_linear_trial(config.spec, seeds, progress)
+    metrics, outcomes, criterion = run_linear_trial(config.spec, seeds, progress, point)
     return TrialResult(config, metrics, outcomes, criterion.value_bound, criterion.record())
 
 
 def run_trials(
-    configs: list[TrialConfig], progress: Callable[[int], None] | None = None
+    configs: list[TrialConfig],
+    progress: Callable[[int], None] | None = None,
+    observer: Observer = NOBODY,
 ) -> list[TrialResult]:
     """Every trial's result, in order; fleet trials with the same shapes train as one fleet."""
     from rlharness.agents.deep.trial import fleet_groups, run_fleet_trials
 
     results: dict[int, TrialResult] = {}
     for group in fleet_groups(configs):
-        fleet = run_fleet_trials([configs[index] for index in group], progress)
+        fleet = run_fleet_trials([configs[index] for index in group], progress, observer)
         results.update(zip(group, fleet, strict=True))
     return [
-        results[index] if index in results else run_trial(config, progress)
+        results[index] if index in results else run_trial(config, progress, observer)
         for index, config in enumerate(configs)
     ]

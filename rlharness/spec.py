@@ -416,6 +416,11 @@ class RunSpec(StrictModel):
         description="Deep agents: env steps between saved networks (step<N> files beside "
         "final), a multiple of log_every (networks are saved at logs). None: the final only.",
     )
+    tensorboard: bool = Field(
+        default=True,
+        description="Stream every logged metric, as it is logged, to TensorBoard event files "
+        "in the run's tensorboard/ directory (one stream per grid point x seed).",
+    )
 
     @field_validator("first_seed")
     @classmethod

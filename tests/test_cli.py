@@ -262,11 +262,20 @@ def test_run_writes_one_complete_run_dir(first_run):
     assert [p.name for p in (root / "tiny").iterdir()] == [run_dir.name], "no .partial left"
     assert not list(root.rglob("*.partial")) and not list(root.rglob("*.tmp"))
     assert f"results: {run_dir}" in completed.stdout.splitlines()
-    assert "6/6" in completed.stderr, "the progress bar counts grid points x seeds"
+    # 2 grid points x 3 seeds x 6 logged steps
+    assert "36/36" in completed.stderr, "the progress bar counts logged steps"
 
     files = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
     plots = {f for f in files if f.startswith("plots/")}
-    assert files == RUN_FILES | plots
+    streams = {f.rsplit("/", 1)[0] for f in files if f.startswith("tensorboard/")}
+    assert streams == {
+        f"tensorboard/off_policy={off_policy}/seed{seed}"
+        for off_policy in (False, True)
+        for seed in range(3)
+    }
+    events = {f for f in files if f.startswith("tensorboard/")}
+    assert all(f.rsplit("/", 1)[1].startswith("events.out.tfevents.") for f in events)
+    assert files == RUN_FILES | plots | events
     pngs = {plot for plot in plots if plot.endswith(".png")}
     assert len(pngs) >= 4
     assert plots == pngs | {plot.removesuffix(".png") + ".svg" for plot in pngs}

@@ -74,7 +74,7 @@ def test_unknown_top_level_field_lists_allowed_fields(tiny_spec):
             "alpha, beta, correction_regularisation, initial_weight_noise, initial_weights, name, "
             "projection_radius, ridge, update",
         ),
-        ("run", "checkpoint_every, device, first_seed, log_every, seeds, steps"),
+        ("run", "checkpoint_every, device, first_seed, log_every, seeds, steps, tensorboard"),
         ("env", "id, kwargs"),
         (
             "triad",

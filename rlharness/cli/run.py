@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, Annotated
 
-from rlharness.cli.console import fail, plain, progress, write_failed
+import typer
+
+from rlharness.cli.console import BAD_INPUT, fail, plain, progress, write_failed
 from rlharness.cli.options import (
     DEFAULT_RESULTS,
     FormatOption,
@@ -22,6 +25,10 @@ from rlharness.cli.options import (
 from rlharness.cli.tables import Format, print_run_summary
 from rlharness.errors import SpecError
 
+if TYPE_CHECKING:
+    from rlharness.live import Observer
+    from rlharness.spec import ExperimentSpec
+
 
 def run(
     spec_path: SpecArgument,
@@ -31,16 +38,30 @@ def run(
     out: OutAlias = None,
     sets: SetOption = None,
     output: FormatOption = Format.table,
+    wandb: Annotated[
+        str | None,
+        typer.Option(
+            "--wandb",
+            metavar="PROJECT",
+            help="Also stream every logged metric to this W&B project (needs wandb installed).",
+        ),
+    ] = None,
 ) -> None:
     """Run every grid point and seed of an experiment and write its results and plots.
 
+    Every logged metric streams, as it is logged, to TensorBoard event files in the
+    run's directory (``tensorboard --logdir results/``; off with run.tensorboard: false).
     Exits 1 when the results cannot be written (a full disk), naming the file and
     the free space; the files that fit stay in a ``.partial`` staging dir.
     """
     from rlharness.errors import ResultsWriteError
+    from rlharness.live.wandb import INSTALL_HINT, wandb_missing
     from rlharness.local_run import run_experiment
     from rlharness.runner import check_experiment
 
+    if wandb is not None and wandb_missing():
+        plain(f"error: --wandb: {INSTALL_HINT}", stderr=True)
+        raise typer.Exit(BAD_INPUT)
     root, option = either("--results", results, "--out", out, DEFAULT_RESULTS)
     overrides = read_overrides(sets)
     spec = load_experiment(spec_path, overrides)
@@ -56,7 +77,7 @@ def run(
         fail(SpecError(option, [f"cannot hold results under {root}: {error.strerror}"]))
     bar = progress(quiet)
     with bar:
-        task = bar.add_task(f"{spec.name}: seeds", total=None)
+        task = bar.add_task(f"{spec.name}: logged steps", total=None)
         try:
             run_dir, summary = run_experiment(
                 spec,
@@ -64,6 +85,7 @@ def run(
                 on_progress=lambda done, total: bar.update(task, completed=done, total=total),
                 command=["rlharness", *sys.argv[1:]],
                 overrides=overrides,
+                observers=[] if wandb is None else [_wandb_runs(spec, wandb)],
             )
         except SpecError as error:
             fail(error)
@@ -99,3 +121,13 @@ def validate(spec_path: SpecArgument, sets: SetOption = None) -> None:
         f"{spec_path}: valid ({len(trials)} grid point(s) x {spec.run.seeds} seed(s), "
         f"agent {spec.agent.name} on {spec.env.id}{sweep_note})"
     )
+
+
+def _wandb_runs(spec: ExperimentSpec, project: str) -> Observer:
+    """A W&B run per grid point x seed of ``spec`` in ``project``, grouped by experiment."""
+    from rlharness.live.wandb import WandbRuns
+    from rlharness.runner import plan_trials
+
+    points = {trial.variant: trial.settings for trial in plan_trials(spec)}
+    context = {"experiment": spec.name, "agent": spec.agent.name, "env": spec.env.id}
+    return WandbRuns(project, spec.name, points, context)

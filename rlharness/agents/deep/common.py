@@ -22,6 +22,7 @@ import rlharness_envs  # noqa: F401 (registers the triad/* ids)
 from rlharness.agents.deep.diagnostics import FEATURE_METRICS
 from rlharness.agents.deep.overestimation import GREEDY_METRICS
 from rlharness.environments import register_optional_envs
+from rlharness.live import RecordSink
 from rlharness.outcomes import Outcome
 from rlharness.spec import DeepAgentSpec, EnvSpec
 
@@ -61,6 +62,13 @@ class DeepTrace:
     hard_divergence_step: int | None = None
     hard_divergence_reason: str | None = None
     networks: dict[str, bytes] = field(default_factory=dict)
+    on_record: RecordSink | None = field(default=None, compare=False, repr=False)
+
+    def log(self, record: dict[str, float]) -> None:
+        """Keep ``record`` and pass it to ``on_record`` (a live observer) as it is logged."""
+        self.records.append(record)
+        if self.on_record is not None:
+            self.on_record(record)
 
 
 def checkpoint_due(step: int, previous: int, every: int | None) -> bool:

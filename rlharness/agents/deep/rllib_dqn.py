@@ -89,6 +89,7 @@ from rlharness.agents.deep.common import (
 )
 from rlharness.agents.deep.diagnostics import FEATURE_METRICS
 from rlharness.agents.deep.overestimation import GREEDY_METRICS
+from rlharness.live import RecordSink
 from rlharness.spec import DQNAgentSpec, EnvSpec
 
 ENV_NAME = "rlharness-dqn-env"
@@ -517,7 +518,7 @@ class _Run:
             self.trace.hard_divergence_step = self.step
             self.trace.hard_divergence_reason = reason
         previous = int(self.trace.records[-1]["step"]) if self.trace.records else 0
-        self.trace.records.append({name: record[name] for name in ("step", *METRICS)})
+        self.trace.log({name: record[name] for name in ("step", *METRICS)})
         if checkpoint_due(self.step, previous, self.checkpoint_every):
             self.trace.networks[f"step{self.step}.pt"] = self.module_bytes()
         return reason is None
@@ -549,8 +550,10 @@ def run_rllib_dqn(
     log_every: int,
     hard_limit: float,
     checkpoint_every: int | None = None,
+    on_record: RecordSink | None = None,
 ) -> DeepTrace:
-    """Train one seed for ``steps`` env steps with RLlib, logging every ``log_every``.
+    """Train one seed for ``steps`` env steps with RLlib, logging every ``log_every``; each
+    record also goes to ``on_record`` as it is logged.
 
     Logs at step 0, every ``log_every`` steps and at the end (RLlib samples
     whole rollout fragments, so a log step that the fragment does not divide
@@ -570,6 +573,7 @@ def run_rllib_dqn(
     ensure_ray()
     with _single_torch_thread():
         run = _Run(agent, env, seed, steps, log_every, checkpoint_every)
+        run.trace.on_record = on_record
         try:
             while run.log(hard_limit) and run.step < steps:
                 run.train_until(min(steps, (run.step // log_every + 1) * log_every))

@@ -48,6 +48,7 @@ from rlharness.agents.deep.diagnostics import (
 )
 from rlharness.agents.deep.overestimation import GREEDY_METRICS, GreedyEpisodes
 from rlharness.agents.deep.replay import PrioritizedNStepReplayBuffer, PrioritizedSamples
+from rlharness.live import RecordSink
 from rlharness.spec import DQNAgentSpec, EnvSpec
 
 
@@ -264,7 +265,7 @@ class DiagnosticsCallback(BaseCallback):
         else:
             self.trace.hard_divergence_step = self.num_timesteps
             self.trace.hard_divergence_reason = reason
-        self.trace.records.append({name: record[name] for name in ("step", *METRICS)})
+        self.trace.log({name: record[name] for name in ("step", *METRICS)})
         self.save(model, reason is not None)
         return reason is None
 
@@ -393,10 +394,13 @@ def run_sb3_dqn(
     log_every: int,
     hard_limit: float,
     checkpoint_every: int | None = None,
+    on_record: RecordSink | None = None,
 ) -> DeepTrace:
     """Train one seed for ``steps`` env steps, logging every ``log_every``; divergence ends it.
     The trace keeps the model as saved at the last log (``final.zip``) and every
     ``checkpoint_every`` steps (`DiagnosticsCallback.save`).
+
+    Each record also goes to ``on_record`` as it is logged.
 
     Torch runs on one thread: these networks are too small to gain from more, and
     oversubscribed cores slow training (seeds run in parallel instead; benchmarks/README.md).
@@ -408,6 +412,7 @@ def run_sb3_dqn(
     callback = DiagnosticsCallback(
         log_every, probes, agent, env, seed, hard_limit, checkpoint_every
     )
+    callback.trace.on_record = on_record
     try:
         model.learn(total_timesteps=steps, callback=callback)
         diverged = callback.trace.hard_divergence_step is not None

@@ -18,6 +18,7 @@ from rlharness.agents.deep.common import METRICS, DeepTrace, classify, soft_boun
 from rlharness.agents.deep.overestimation import GREEDY_METRICS
 from rlharness.environments import instantiate_env
 from rlharness.errors import SpecError, short
+from rlharness.live import NOBODY, SILENT, Observer, PointObserver
 from rlharness.memory import (
     FLOAT32_BYTES,
     RECORD_BYTES,
@@ -182,15 +183,20 @@ def _memory_problem(
 
 
 def run_deep_trial(
-    spec: ExperimentSpec, seeds: list[int], progress: Callable[[int], None] | None
+    spec: ExperimentSpec,
+    seeds: list[int],
+    progress: Callable[[int], None] | None,
+    point: PointObserver = SILENT,
 ) -> tuple[pd.DataFrame, pd.DataFrame, float, dict[int, dict[str, bytes]]]:
     """Train each seed in turn; metrics, outcomes, the soft-divergence bound and each seed's
-    saved networks (`TrialResult.agents`)."""
+    saved networks (`TrialResult.agents`).
+
+    Each record goes to ``point`` as it is logged."""
     bound = resolve_deep(spec)
     agent = spec.agent
     assert isinstance(agent, DeepAgentSpec)
     if agent.backend == "fleet":
-        ((metrics, outcomes, agents),) = _run_fleet([(spec, seeds, bound)])
+        ((metrics, outcomes, agents),) = _run_fleet([(spec, seeds, bound)], [point])
         if progress is not None:
             progress(len(seeds))
         return metrics, outcomes, bound, agents
@@ -209,7 +215,9 @@ def run_deep_trial(
             spec.run.log_every,
             spec.diagnostics.hard_divergence_threshold,
             spec.run.checkpoint_every,
+            point.sink(seed),
         )
+        point.finished(seed)
         metrics.append(_metrics_frame(seed, trace))
         outcomes.append(_outcome_record(seed, trace, bound))
         agents[seed] = trace.networks
@@ -270,11 +278,15 @@ def fleet_groups(configs: list[TrialConfig]) -> list[list[int]]:
 
 
 def run_fleet_trials(
-    configs: list[TrialConfig], progress: Callable[[int], None] | None = None
+    configs: list[TrialConfig],
+    progress: Callable[[int], None] | None = None,
+    observer: Observer = NOBODY,
 ) -> list[TrialResult]:
-    """Train every seed of these fleet trials as members of one fleet; a result per trial."""
+    """Train every seed of these fleet trials as members of one fleet; a result per trial.
+
+    Each record goes to ``observer`` as it is logged."""
     points = [(config.spec, list(config.seeds), resolve_deep(config.spec)) for config in configs]
-    frames = _run_fleet(points)
+    frames = _run_fleet(points, [PointObserver(observer, config.variant) for config in configs])
     if progress is not None:
         progress(sum(len(config.seeds) for config in configs))
     return [
@@ -286,7 +298,7 @@ def run_fleet_trials(
 
 
 def _run_fleet(
-    points: list[tuple[ExperimentSpec, list[int], float]],
+    points: list[tuple[ExperimentSpec, list[int], float]], observers: list[PointObserver]
 ) -> list[tuple[pd.DataFrame, pd.DataFrame, dict[int, dict[str, bytes]]]]:
     """One fleet of every seed of every point; metrics, outcomes and saved networks per point."""
     from rlharness.agents.deep.fleet.pqn import PQNMember, run_pqn_fleet
@@ -296,8 +308,10 @@ def _run_fleet(
     env, run = first.env, first.run
     if isinstance(first.agent, PQNAgentSpec):
         pqn_members = [
-            PQNMember(spec.agent, seed, spec.diagnostics.hard_divergence_threshold)
-            for spec, seeds, _ in points
+            PQNMember(
+                spec.agent, seed, spec.diagnostics.hard_divergence_threshold, point.sink(seed)
+            )
+            for (spec, seeds, _), point in zip(points, observers, strict=True)
             if isinstance(spec.agent, PQNAgentSpec)
             for seed in seeds
         ]
@@ -308,8 +322,8 @@ def _run_fleet(
         )
     else:
         members = [
-            Member(spec.agent, seed, spec.diagnostics.hard_divergence_threshold)
-            for spec, seeds, _ in points
+            Member(spec.agent, seed, spec.diagnostics.hard_divergence_threshold, point.sink(seed))
+            for (spec, seeds, _), point in zip(points, observers, strict=True)
             if isinstance(spec.agent, DQNAgentSpec)
             for seed in seeds
         ]
@@ -317,9 +331,10 @@ def _run_fleet(
             run_fleet(env, members, run.steps, run.log_every, run.device, run.checkpoint_every)
         )
     frames = []
-    for _, seeds, bound in points:
+    for (_, seeds, bound), point in zip(points, observers, strict=True):
         metrics, outcomes, agents = [], [], {}
         for seed in seeds:
+            point.finished(seed)
             trace = next(traces)
             metrics.append(_metrics_frame(seed, trace))
             outcomes.append(_outcome_record(seed, trace, bound))

@@ -25,6 +25,7 @@ from rlharness.agents.linear.criterion import (
 from rlharness.agents.linear.diagnostics import trace_metrics
 from rlharness.environments import instantiate_env
 from rlharness.errors import SpecError
+from rlharness.live import SILENT, PointObserver
 from rlharness.memory import linear_metrics_bytes, memory_problem
 from rlharness.spec import ExperimentSpec, LinearAgentSpec
 
@@ -97,9 +98,15 @@ def _memory_problem(spec: ExperimentSpec, n_features: int) -> str | None:
 
 
 def run_linear_trial(
-    spec: ExperimentSpec, seeds: list[int], progress: Callable[[int], None] | None
+    spec: ExperimentSpec,
+    seeds: list[int],
+    progress: Callable[[int], None] | None,
+    point: PointObserver = SILENT,
 ) -> tuple[pd.DataFrame, pd.DataFrame, DivergenceCriterion]:
-    """Metrics and outcomes of every seed, in batches of compiled calls, and the criterion."""
+    """Metrics and outcomes of every seed, in batches of compiled calls, and the criterion.
+
+    A batch computes its seeds' whole trajectories in one call, so their records go
+    to ``point`` when the batch finishes, not step by step."""
     resolved = resolve_linear(spec)
     agent = spec.agent
     assert isinstance(agent, LinearAgentSpec)
@@ -119,6 +126,7 @@ def run_linear_trial(
         )
         batch_metrics = trace_metrics(resolved.problem, trace, batch)
         metrics.append(batch_metrics)
+        _stream(point, batch_metrics)
         outcomes.append(classify_seeds(batch_metrics, trace, batch, resolved.criterion))
         if progress is not None:
             progress(len(batch))
@@ -127,6 +135,16 @@ def run_linear_trial(
         pd.concat(outcomes, ignore_index=True),
         resolved.criterion,
     )
+
+
+def _stream(point: PointObserver, metrics: pd.DataFrame) -> None:
+    """Each seed's records (every logged column but the seed), then its end, to ``point``."""
+    columns = [name for name in metrics.columns if name != "seed"]
+    for seed, rows in metrics.groupby("seed", sort=False):
+        sink = point.sink(int(seed))
+        for record in rows[columns].to_dict("records"):
+            sink(record)
+        point.finished(int(seed))
 
 
 def _initial_weights(base: np.ndarray, seeds: list[int], noise: float) -> np.ndarray:

@@ -67,16 +67,19 @@ from rlharness.agents.deep.fleet.run import (
     member_self_excitation,
 )
 from rlharness.agents.deep.overestimation import GREEDY_METRICS, GreedyEpisodes
+from rlharness.live import RecordSink
 from rlharness.spec import EnvSpec, PQNAgentSpec
 
 
 @dataclass(frozen=True)
 class PQNMember:
-    """One member: a grid point's agent, one of its seeds, and its hard-divergence threshold."""
+    """One member: a grid point's agent, one of its seeds, its hard-divergence threshold, and
+    where its records go as they are logged."""
 
     agent: PQNAgentSpec
     seed: int
     hard_limit: float
+    on_record: RecordSink | None = None
 
 
 class PQNFleetKey(NamedTuple):
@@ -291,7 +294,7 @@ class PQNFleet:
         probes = {seed: probe_observations(env, first.probe_states, seed) for seed in seeds}
         self.probes = torch.from_numpy(np.stack([probes[s] for s in seeds])).to(self.device)
         self.alive = np.ones(self.count, dtype=bool)
-        self.traces = [DeepTrace() for _ in members]
+        self.traces = [DeepTrace(on_record=m.on_record) for m in members]
         self.statistics = BatchStatistics(self.count, self.minibatch_size, self.device)
         self.last_rollout: Rollout | None = None
 
@@ -474,7 +477,7 @@ class PQNFleet:
                 "seem": float(seem[k]),
             }
             trace = self.traces[k]
-            trace.records.append({name: record[name] for name in ("step", *METRICS)})
+            trace.log({name: record[name] for name in ("step", *METRICS)})
             if reason is not None:
                 trace.hard_divergence_step = step
                 trace.hard_divergence_reason = reason

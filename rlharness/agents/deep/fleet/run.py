@@ -61,6 +61,7 @@ from rlharness.agents.deep.fleet.networks import (
 )
 from rlharness.agents.deep.fleet.replay import Batch, FleetReplay, replay_bytes
 from rlharness.agents.deep.overestimation import GREEDY_METRICS, GreedyEpisodes
+from rlharness.live import RecordSink
 from rlharness.spec import DQNAgentSpec, EnvSpec
 
 EXPLORATION_BLOCK = 1024
@@ -72,11 +73,13 @@ SEEM_BYTES = 2**27
 
 @dataclass(frozen=True)
 class Member:
-    """One member: a grid point's agent, one of its seeds, and its hard-divergence threshold."""
+    """One member: a grid point's agent, one of its seeds, its hard-divergence threshold, and
+    where its records go as they are logged."""
 
     agent: DQNAgentSpec
     seed: int
     hard_limit: float
+    on_record: RecordSink | None = None
 
 
 class FleetKey(NamedTuple):
@@ -405,7 +408,7 @@ class Fleet:
                 probes[seed] = probe_observations(env, first.probe_states, seed)
         self.probes = torch.from_numpy(np.stack([probes[s] for s in seeds])).to(self.device)
         self.alive = np.ones(self.count, dtype=bool)
-        self.traces = [DeepTrace() for _ in members]
+        self.traces = [DeepTrace(on_record=m.on_record) for m in members]
         self.statistics = BatchStatistics(self.count, self.batch_size, self.device)
         self.transitions = LastTransitions(self.count, self.device)
 
@@ -514,7 +517,7 @@ class Fleet:
                 "seem": float(seem[k]),
             }
             trace = self.traces[k]
-            trace.records.append({name: record[name] for name in ("step", *METRICS)})
+            trace.log({name: record[name] for name in ("step", *METRICS)})
             if reason is not None:
                 trace.hard_divergence_step = step
                 trace.hard_divergence_reason = reason

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Column, Table
 
-from rlharness.cli.console import console, fail, plain, progress, write_failed
+from rlharness.cli.console import console, fail, interrupted, plain, progress, write_failed
 from rlharness.cli.options import (
     DEFAULT_RESULTS,
     OutAlias,
@@ -33,11 +33,21 @@ def run(
     results: ResultsOption = DEFAULT_RESULTS,
     quiet: QuietOption = False,
     out: OutAlias = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the latest unfinished run of this experiment under --results, "
+            "running only its missing grid points (exit 2 if there is none).",
+        ),
+    ] = False,
 ) -> None:
     """Run every grid point and seed of an experiment and write its results and plots.
 
-    Exits 1 when the results cannot be written (a full disk), naming the file and
-    the free space; the files that fit stay in a ``.partial`` staging dir.
+    Each grid point is kept as soon as it finishes; after Ctrl-C or a kill,
+    ``--resume`` continues the run. Exits 1 when the results cannot be written
+    (a full disk), naming the file and the free space; the files that fit stay
+    in a ``.partial`` staging dir.
     """
     from rlharness.errors import ResultsWriteError
     from rlharness.local_run import run_experiment
@@ -64,11 +74,17 @@ def run(
                 root,
                 on_progress=lambda done, total: bar.update(task, completed=done, total=total),
                 command=["rlharness", *sys.argv[1:]],
+                resume=resume,
             )
         except SpecError as error:
             fail(error)
         except ResultsWriteError as error:
-            write_failed(error, root, "free space and run the same command again")
+            write_failed(error, root, "free space and run the same command with --resume")
+        except KeyboardInterrupt:
+            interrupted(
+                "interrupted; the finished grid points are kept: "
+                f"`rlharness run {spec_path} --resume` (with the same options) continues the run"
+            )
     if not quiet:
         console.print(summary_table(summary))
         if "knob_effects" in summary:

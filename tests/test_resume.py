@@ -18,9 +18,10 @@ import pytest
 
 from rlharness.catalog import Catalog
 from rlharness.errors import ResultsError, SpecError
+from rlharness.integrity import check_runs
 from rlharness.local_run import run_experiment
 from rlharness.results import WRITER_RECORD
-from rlharness.spec import parse_spec
+from rlharness.spec import load_spec, parse_spec
 from tests.conftest import TINY_SPEC
 from tests.test_cli import BAD_INPUT, RLHARNESS, cli, write_spec
 
@@ -121,18 +122,16 @@ def killed_run(tmp_path: Path, data: dict[str, Any], total: int) -> tuple[Path, 
 
 def resume_beside_reference(
     spec_path: Path, root: Path, reference: Path
-) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
-    """``--resume`` the killed run while an uninterrupted run of the same file runs beside it."""
-    processes = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for command in (run_command(spec_path, root, "--resume"), run_command(spec_path, reference))
-    ]
-    completed = []
-    for process, command in zip(processes, ([], []), strict=True):
+) -> subprocess.CompletedProcess[str]:
+    """``--resume`` the killed run while an uninterrupted run of the same file runs here."""
+    command = run_command(spec_path, root, "--resume")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_experiment(load_spec(spec_path), reference)
+    finally:
         stdout, stderr = process.communicate(timeout=300)
-        completed.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
-        assert process.returncode == 0, stderr
-    return completed[0], completed[1]
+    assert process.returncode == 0, stderr
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def assert_same_tables(run: Path, reference: Path) -> None:
@@ -168,16 +167,15 @@ def test_linear_run_killed_then_resumed_equals_an_uninterrupted_run(tmp_path):
     assert resume["command"][-1] == "--resume"
     files = json.loads((run / "manifest.json").read_text())["files"]
     assert not any(name.startswith(".") for name in files), "staging records are not published"
-    assert cli("verify", "--results", root).returncode == 0
+    assert [check.verified for check in check_runs(root)] == [True]
 
 
 def test_fleet_run_killed_then_resumed_runs_only_the_missing_fleets(tmp_path):
     spec_path, root, done = killed_run(tmp_path, FLEET, total=6)
     assert published(root) == []
-    resumed, reference = resume_beside_reference(spec_path, root, tmp_path / "reference")
+    resumed = resume_beside_reference(spec_path, root, tmp_path / "reference")
     missing_fleets = {variant // 2 for variant in set(range(6)) - done}
     assert resumed.stderr.count("fleet of ") == len(missing_fleets), resumed.stderr
-    assert reference.stderr.count("fleet of ") == 3
     assert_same_tables(only_run(root), only_run(tmp_path / "reference"))
 
 

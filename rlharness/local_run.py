@@ -66,6 +66,10 @@ def run_experiment(
     except ResultsWriteError as error:
         writer.salvage(error)
         raise
+    except BaseException:
+        if not writer.holds_trials():  # nothing finished: nothing to resume
+            writer.abandon()
+        raise
     # Published from the staged files, as a resumed run is: both give the same bytes.
     results = list(load_trials(writer.staging_dir, trials).values())
     if record["resumed"]:

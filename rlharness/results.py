@@ -275,7 +275,10 @@ class RunWriter:
         The kept files are recorded on ``error``; the dir stays a ``.partial``, never a run.
         """
         kept = self.written() if self.staging_dir.is_dir() else []
-        if kept or self.holds_trials():
+        if self.holds_trials():
+            trials = sorted(p.name for p in self.path(STAGED_TRIALS).glob("v*"))
+            kept += [f"{STAGED_TRIALS}/{name}" for name in trials]
+        if kept:
             error.staging_dir, error.kept = self.staging_dir, kept
         else:
             self.abandon()

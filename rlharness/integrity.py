@@ -216,9 +216,12 @@ def find_partials(root: Path) -> list[Partial]:
     found = sorted(root.glob(f"*/.*{PARTIAL_SUFFIX}")) + sorted(
         root.glob(f"*/sweep-*/.*{PARTIAL_SUFFIX}")
     )
-    return [
-        Partial(path, _size(path), _writer(path / WRITER_RECORD)) for path in found if path.is_dir()
-    ]
+    return [read_partial(path) for path in found if path.is_dir()]
+
+
+def read_partial(path: Path) -> Partial:
+    """The staging dir ``path`` with its size and the writer it records."""
+    return Partial(path, _size(path), _writer(path / WRITER_RECORD))
 
 
 def _size(directory: Path) -> int:

@@ -70,7 +70,8 @@ def publish_run(
         writer.salvage(error)
         raise
     except BaseException:
-        writer.abandon()
+        if not writer.holds_trials():  # staged grid points are kept for a resume
+            writer.abandon()
         raise
 
 

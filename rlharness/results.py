@@ -20,7 +20,9 @@ A file that cannot be written (a full disk, a quota, permissions) raises
 staging directory then keeps the files that were written (it is not a run:
 the catalog skips it). A staging directory records the process writing it
 (`WRITER_RECORD`), so that `rlharness verify --remove-partial` removes only
-those whose writer has ended.
+those whose writer has ended. It may also hold what a resumed run needs
+(`STAGING_ONLY`: the experiment and each finished grid point, see
+`rlharness.resume`); those are removed when the run is published.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
@@ -69,6 +72,12 @@ FILE_MODE = 0o644
 PARTIAL_SUFFIX = ".partial"
 WRITER_RECORD = ".writer.json"
 """In a staging directory: the host, pid and start time of the process writing it."""
+RUN_RECORD = ".run.json"
+"""In a staging directory: what a resumed run must match (`rlharness.resume`)."""
+STAGED_TRIALS = ".trials"
+"""In a staging directory: one directory per finished grid point (`rlharness.resume`)."""
+STAGING_ONLY = (WRITER_RECORD, RUN_RECORD, STAGED_TRIALS)
+"""Entries of a staging directory that are not part of the published run."""
 
 
 def free_space(path: Path) -> str:
@@ -139,6 +148,21 @@ class RunWriter:
         with self._writing(self.staging_dir):
             self._create_staging_dir()
 
+    @classmethod
+    def take_over(cls, staging_dir: Path) -> RunWriter:
+        """Continue writing the staging dir of an unfinished run as this process.
+
+        The caller checks that its previous writer has ended; the writer record
+        then names this process.
+        """
+        writer = cls.__new__(cls)
+        writer.staging_dir = staging_dir
+        writer.run_id = staging_dir.name.removeprefix(".").removesuffix(PARTIAL_SUFFIX)
+        writer.final_dir = staging_dir.parent / writer.run_id
+        with writer._writing(writer.path(WRITER_RECORD)):
+            atomic_write_text(writer.path(WRITER_RECORD), json.dumps(this_process()) + "\n")
+        return writer
+
     def _create_staging_dir(self) -> None:
         """Create the staging dir with its writer record already inside.
 
@@ -170,11 +194,13 @@ class RunWriter:
         return self.staging_dir / relative
 
     def written(self) -> list[str]:
-        """The files staged so far, relative to the staging dir (the writer record excluded)."""
+        """The run's files staged so far, relative to the staging dir (`STAGING_ONLY` excluded)."""
+        relative = (p.relative_to(self.staging_dir) for p in self.staging_dir.rglob("*"))
         return sorted(
-            str(p.relative_to(self.staging_dir))
-            for p in self.staging_dir.rglob("*")
-            if p.is_file() and p.name != WRITER_RECORD and not p.name.endswith(".tmp")
+            str(path)
+            for path in relative
+            if (self.staging_dir / path).is_file()
+            and not any(part.startswith(".") for part in path.parts)
         )
 
     def write_bytes(self, relative: str, data: bytes) -> None:
@@ -199,13 +225,37 @@ class RunWriter:
         with self._writing(self.path(relative)):
             atomic_write_parquet(self.path(relative), frame)
 
+    def write_directory(self, relative: str, files: dict[str, bytes]) -> None:
+        """Stage a directory of files (names may hold subdirectories) at once: written into a
+        temporary sibling, then renamed.
+
+        A reader sees the whole directory or none of it; it must not exist yet.
+        """
+        target = self.path(relative)
+        with self._writing(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+            try:
+                for name, data in files.items():
+                    (temporary / name).parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write(temporary / name, partial(_write_all, data=data))
+                os.rename(temporary, target)
+            except BaseException:
+                shutil.rmtree(temporary, ignore_errors=True)
+                raise
+
     def finish(self) -> Path:
         """Write the manifest and move the staged run to its final place."""
         with self._writing(self.path(MANIFEST)):
             return self._publish()
 
     def _publish(self) -> Path:
-        self.path(WRITER_RECORD).unlink(missing_ok=True)
+        for name in STAGING_ONLY:
+            staged = self.path(name)
+            if staged.is_dir():
+                shutil.rmtree(staged)
+            else:
+                staged.unlink(missing_ok=True)
         files = sorted(p for p in self.staging_dir.rglob("*") if p.is_file())
         manifest = {
             "run_id": self.run_id,
@@ -224,13 +274,23 @@ class RunWriter:
     def salvage(self, error: ResultsWriteError) -> None:
         """After ``error``, keep the staged files (or remove the staging dir if it holds none).
 
+        Staged grid points are kept too, for ``rlharness run --resume``.
+
         The kept files are recorded on ``error``; the dir stays a ``.partial``, never a run.
         """
         kept = self.written() if self.staging_dir.is_dir() else []
+        if self.holds_trials():
+            trials = sorted(p.name for p in self.path(STAGED_TRIALS).glob("v*"))
+            kept += [f"{STAGED_TRIALS}/{name}" for name in trials]
         if kept:
             error.staging_dir, error.kept = self.staging_dir, kept
         else:
             self.abandon()
+
+    def holds_trials(self) -> bool:
+        """Whether finished grid points are staged: a resume would not run them again."""
+        trials = self.path(STAGED_TRIALS)
+        return trials.is_dir() and any(not p.name.startswith(".") for p in trials.iterdir())
 
     def abandon(self) -> None:
         """Remove the staged files of a run that did not finish."""
@@ -309,6 +369,10 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _write_all(stream: IO[bytes], data: bytes) -> None:
+    stream.write(data)
 
 
 def _jsonable(value: Any) -> Any:

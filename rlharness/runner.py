@@ -137,15 +137,25 @@ def run_trials(
     configs: list[TrialConfig],
     progress: Callable[[int], None] | None = None,
     observer: Observer = NOBODY,
+    on_result: Callable[[TrialResult], None] | None = None,
 ) -> list[TrialResult]:
-    """Every trial's result, in order; fleet trials with the same shapes train as one fleet."""
+    """Every trial's result, in order; fleet trials with the same shapes train as one fleet.
+
+    ``on_result`` is called with each result as soon as it exists: a fleet's
+    trials together when the fleet ends, every other trial when it ends.
+    """
     from rlharness.agents.deep.trial import fleet_groups, run_fleet_trials
+
+    def finished(result: TrialResult) -> TrialResult:
+        if on_result is not None:
+            on_result(result)
+        return result
 
     results: dict[int, TrialResult] = {}
     for group in fleet_groups(configs):
         fleet = run_fleet_trials([configs[index] for index in group], progress, observer)
-        results.update(zip(group, fleet, strict=True))
+        results.update(zip(group, map(finished, fleet), strict=True))
     return [
-        results[index] if index in results else run_trial(config, progress, observer)
+        results[index] if index in results else finished(run_trial(config, progress, observer))
         for index, config in enumerate(configs)
     ]

@@ -90,23 +90,21 @@ def test_run_on_a_full_disk_keeps_what_fits_and_publishes_nothing(disk, tmp_path
     found = assert_write_failed(failed)
     (staging,) = (out / "tiny").glob(".*.partial")
     assert Path(found.group(1)).is_relative_to(staging), "the file that did not fit is named"
-    assert f"the files written before it are kept in {staging}" in failed.stderr
-    kept = {p.name for p in staging.iterdir() if p.is_file()}
-    assert {"config.yaml", "outcomes.parquet", "metrics.parquet"} <= kept
-    assert "manifest.json" not in kept and not list(staging.rglob("*.tmp"))
-    assert "--remove-partial" in failed.stderr
+    assert f"the files written before it are kept in {staging} (.trials/v0" in failed.stderr
+    assert (staging / ".trials" / "v0" / "outcomes.parquet").is_file(), "a finished grid point"
+    assert "manifest.json" not in {p.name for p in staging.iterdir()}
+    assert not list(staging.rglob("*.tmp"))
+    assert "--remove-partial" in failed.stderr and "--resume" in failed.stderr
     assert published(out) == []
-
-    filler.unlink()
-    rerun = cli("run", spec_path, "--results", out, "--quiet")
-    assert rerun.returncode == 0, rerun.stderr
-    assert len(published(out)) == 1
     verified = cli("verify", out)
     assert verified.returncode == 0, verified.stdout
     assert f"partial: {staging} (" in verified.stdout, "the kept files are pointed out"
-    removed = cli("verify", out, "--remove-partial")
-    assert removed.returncode == 0 and f"partial: removed {staging}" in removed.stdout
-    assert not staging.exists() and len(published(out)) == 1
+
+    filler.unlink()
+    resumed = cli("run", spec_path, "--results", out, "--quiet", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(published(out)) == 1 and not staging.exists()
+    assert cli("verify", out).returncode == 0
 
 
 def test_run_on_a_disk_with_no_room_keeps_nothing(disk, tmp_path):

@@ -213,8 +213,14 @@ def test_run_experiment_writes_a_complete_run(previous_run, quick_spec):
     assert all(mode(run_dir / name) == 0o644 for name in names)
 
 
+def staging_dirs(root: Path) -> list[Path]:
+    return sorted(root.glob("*/.*.partial"))
+
+
 @pytest.mark.parametrize("failure", [KeyboardInterrupt, MemoryError])
-def test_interrupted_run_publishes_nothing(previous_run, quick_spec, monkeypatch, failure):
+def test_interrupted_run_publishes_nothing_and_keeps_its_grid_points(
+    previous_run, quick_spec, monkeypatch, failure
+):
     root, _, before = previous_run
 
     def fail(*args, **kwargs):
@@ -223,7 +229,11 @@ def test_interrupted_run_publishes_nothing(previous_run, quick_spec, monkeypatch
     monkeypatch.setattr(rlharness.publish, "_write_plots", fail)
     with pytest.raises(failure):
         rlharness.local_run.run_experiment(quick_spec, root)
-    assert tree(root) == before, "no new run dir, no .partial dir, old run untouched"
+    (staging,) = staging_dirs(root)
+    after = {path: data for path, data in tree(root).items() if staging.name not in path}
+    assert after == before, "no new run dir, old run untouched"
+    staged = sorted(p.name for p in (staging / ".trials").iterdir())
+    assert staged == ["v0", "v1"], "both grid points are kept for a resume"
 
 
 def test_interrupt_inside_a_file_write_publishes_nothing(previous_run, quick_spec, monkeypatch):
@@ -236,23 +246,18 @@ def test_interrupt_inside_a_file_write_publishes_nothing(previous_run, quick_spe
     monkeypatch.setattr(pd.DataFrame, "to_parquet", half_parquet)
     with pytest.raises(KeyboardInterrupt):
         rlharness.local_run.run_experiment(quick_spec, root)
-    assert tree(root) == before
+    assert tree(root) == before, "no grid point finished: no .partial dir kept"
     assert not list(root.rglob("*.tmp")) and not list(root.rglob("*.partial"))
 
 
-def test_interrupt_during_training_leaves_no_run_and_no_staging_dir(
-    tmp_path, quick_spec, monkeypatch
-):
-    # the staging dir exists from the start (live streams go there) and is removed again
+def test_interrupt_before_any_grid_point_keeps_no_dirs(tmp_path, quick_spec, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(rlharness.local_run, "run_trials", interrupted)
     with pytest.raises(KeyboardInterrupt):
         rlharness.local_run.run_experiment(quick_spec, tmp_path / "results")
-    assert [
-        p for p in (tmp_path / "results").rglob("*") if not p.is_dir() or p.name != "tiny"
-    ] == []
+    assert list((tmp_path / "results").rglob("*")) == [tmp_path / "results" / "tiny"]
 
 
 # --- provenance --------------------------------------------------------------------------------

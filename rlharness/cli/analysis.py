@@ -392,7 +392,7 @@ def verify(
         typer.Option(
             "--remove-partial",
             help="Remove the .partial staging dirs that unfinished runs left behind, "
-            "except those whose writing process still runs.",
+            "except those whose writing process still runs (a removed run cannot be resumed).",
         ),
     ] = False,
 ) -> None:
@@ -400,7 +400,7 @@ def verify(
     equal, nothing unlisted, each file readable); exit 1 if any does not verify."""
     from rlharness.errors import ResultsError
     from rlharness.integrity import check_runs, find_partials
-    from rlharness.results import format_bytes
+    from rlharness.results import RUN_RECORD, format_bytes
 
     results, _ = either(
         "--results", results, "the RESULTS argument", results_argument, DEFAULT_RESULTS
@@ -423,7 +423,9 @@ def verify(
             partial.remove()
             plain(f"partial: removed {partial.path} ({size})")
         else:
-            plain(f"partial: {partial.path} ({size}): an unfinished run; its writer has ended")
+            resumable = (partial.path / RUN_RECORD).is_file()
+            how = "; `rlharness run SPEC --resume` continues it" if resumable else ""
+            plain(f"partial: {partial.path} ({size}): an unfinished run; its writer has ended{how}")
     stale = [partial for partial in partials if partial.keep_reason() is None]
     if stale and not remove_partial:
         total = format_bytes(sum(partial.bytes for partial in stale))

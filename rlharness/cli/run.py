@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rlharness.cli.console import BAD_INPUT, fail, plain, progress, write_failed
+from rlharness.cli.console import BAD_INPUT, fail, interrupted, plain, progress, write_failed
 from rlharness.cli.options import (
     DEFAULT_RESULTS,
     FormatOption,
@@ -46,13 +46,23 @@ def run(
             help="Also stream every logged metric to this W&B project (needs wandb installed).",
         ),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the latest unfinished run of this experiment under --results, "
+            "running only its missing grid points (exit 2 if there is none).",
+        ),
+    ] = False,
 ) -> None:
     """Run every grid point and seed of an experiment and write its results and plots.
 
     Every logged metric streams, as it is logged, to TensorBoard event files in the
     run's directory (``tensorboard --logdir results/``; off with run.tensorboard: false).
-    Exits 1 when the results cannot be written (a full disk), naming the file and
-    the free space; the files that fit stay in a ``.partial`` staging dir.
+    Each grid point is kept as soon as it finishes; after Ctrl-C or a kill,
+    ``--resume`` continues the run. Exits 1 when the results cannot be written
+    (a full disk), naming the file and the free space; the files that fit stay
+    in a ``.partial`` staging dir.
     """
     from rlharness.errors import ResultsWriteError
     from rlharness.live.wandb import INSTALL_HINT, wandb_missing
@@ -86,11 +96,17 @@ def run(
                 command=["rlharness", *sys.argv[1:]],
                 overrides=overrides,
                 observers=[] if wandb is None else [_wandb_runs(spec, wandb)],
+                resume=resume,
             )
         except SpecError as error:
             fail(error)
         except ResultsWriteError as error:
-            write_failed(error, root, "free space and run the same command again")
+            write_failed(error, root, "free space and run the same command with --resume")
+        except KeyboardInterrupt:
+            interrupted(
+                "interrupted; the finished grid points are kept: "
+                f"`rlharness run {spec_path} --resume` (with the same options) continues the run"
+            )
     if not quiet:
         print_run_summary(summary, output)
     for figure, problem in summary.get("plot_errors", {}).items():

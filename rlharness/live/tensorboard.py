@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,11 @@ class TensorBoardStreams:
         self.labels = stream_labels(points, str(context.get("agent", "run")))
         self.streams: dict[tuple[int, int], EventStream] = {}
         self.stopped = False
+
+    def clear(self, variants: Collection[int]) -> None:
+        """Remove the streams of these grid points (an interrupted run's, before they rerun)."""
+        for variant in variants:
+            shutil.rmtree(self.directory / self.labels[variant], ignore_errors=True)
 
     def record(self, variant: int, seed: int, record: Mapping[str, float]) -> None:
         """Append the record's metrics at its step: one event holding every metric.

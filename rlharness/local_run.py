@@ -13,16 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from rlharness.errors import ResultsWriteError, SpecError
-from rlharness.live import Observer, Observers
+from rlharness.live import TENSORBOARD_DIR, Observer, Observers
 from rlharness.live.progress import LoggedSteps, logs_per_seed
 from rlharness.publish import publish_run
 from rlharness.results import RUN_RECORD, RunWriter, provenance
 from rlharness.resume import find_unfinished, load_trials, run_record, stage_trial, take_over
 from rlharness.runner import TrialConfig, check_experiment, plan_trials, run_trials
 from rlharness.spec import ExperimentSpec
-
-TENSORBOARD_DIR = "tensorboard"
-"""Where a run's TensorBoard event streams live, inside its (staging, then final) directory."""
 
 
 def run_experiment(

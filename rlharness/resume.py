@@ -23,6 +23,7 @@ import pandas as pd
 
 from rlharness.errors import SpecError, short
 from rlharness.integrity import find_partials, read_partial
+from rlharness.live import TENSORBOARD_DIR
 from rlharness.results import PARTIAL_SUFFIX, RUN_RECORD, STAGED_TRIALS, RunWriter
 from rlharness.runner import TrialConfig, TrialResult
 from rlharness.spec import ExperimentSpec
@@ -136,7 +137,8 @@ def take_over(
     _check_same_experiment(staging_dir, record, spec, configs)
     writer = RunWriter.take_over(staging_dir)
     for name in writer.written():  # a publication the interruption cut short: redone in full
-        writer.path(name).unlink()
+        if not name.startswith(f"{TENSORBOARD_DIR}/"):  # the finished points' streams stay
+            writer.path(name).unlink()
     staged = len(list((staging_dir / STAGED_TRIALS).glob("v*")))
     record["resumed"].append({**origin, "grid_points_staged": staged})
     return writer, record

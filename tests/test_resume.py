@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import torch
 
 from rlharness.catalog import Catalog
 from rlharness.errors import ResultsError, SpecError
@@ -176,7 +177,32 @@ def test_fleet_run_killed_then_resumed_runs_only_the_missing_fleets(tmp_path):
     resumed = resume_beside_reference(spec_path, root, tmp_path / "reference")
     missing_fleets = {variant // 2 for variant in set(range(6)) - done}
     assert resumed.stderr.count("fleet of ") == len(missing_fleets), resumed.stderr
-    assert_same_tables(only_run(root), only_run(tmp_path / "reference"))
+    run, reference = only_run(root), only_run(tmp_path / "reference")
+    assert_same_tables(run, reference)
+    assert_same_networks(run, reference)
+    assert_one_stream_each(run, reference)
+
+
+def assert_same_networks(run: Path, reference: Path) -> None:
+    """The saved networks of the staged and the rerun grid points are the uninterrupted ones."""
+    networks = sorted(p.relative_to(run) for p in (run / "agents").rglob("*.pt"))
+    assert networks == sorted(
+        p.relative_to(reference) for p in (reference / "agents").rglob("*.pt")
+    )
+    assert len(networks) == 6 * 2
+    for name in networks:
+        resumed, uninterrupted = torch.load(run / name), torch.load(reference / name)
+        assert resumed.keys() == uninterrupted.keys()
+        assert all(torch.equal(resumed[key], uninterrupted[key]) for key in resumed)
+
+
+def assert_one_stream_each(run: Path, reference: Path) -> None:
+    """One TensorBoard event file per grid point x seed: a killed point's partial one is gone."""
+    streams = sorted(p.parent.relative_to(run) for p in (run / "tensorboard").rglob("events.*"))
+    assert streams == sorted(
+        p.parent.relative_to(reference) for p in (reference / "tensorboard").rglob("events.*")
+    )
+    assert len(streams) == len(set(streams)) == 6 * 2
 
 
 def test_resume_without_an_unfinished_run_says_so(tmp_path):

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Protocol
 
+TENSORBOARD_DIR = "tensorboard"
+"""Where a run's TensorBoard event streams live, inside its (staging, then final) directory."""
 RecordSink = Callable[[Mapping[str, float]], None]
 """One seed's records, each ``step`` plus the metrics logged at that step."""
 

@@ -140,26 +140,29 @@ def test_an_onset_needs_a_persistent_departure() -> None:
 
 
 def test_warning_correlation_is_plus_or_minus_one_for_monotone_relations() -> None:
+    """Two cells logging at different steps (DQN and PQN do): each at its own middle step."""
     rows = []
-    for seed in range(6):
-        for step in (0, 100, 200):
-            rows.append(
-                {
-                    "run": "r",
-                    "variant": 0,
-                    "seed": seed,
-                    "step": step,
-                    GAME: "A",
-                    REMEDY: NONE,
-                    "diverged": False,
-                    MAX_Q: 10.0 ** (seed if step == 200 else 0),
-                    "feature_srank": 30.0 - seed,
-                    "feature_cosine": 0.1 * seed,
-                }
-            )
+    for variant, (remedy, steps) in enumerate([(NONE, (0, 100, 200)), ("PQN", (0, 128, 256))]):
+        for seed in range(6):
+            for step in steps:
+                rows.append(
+                    {
+                        "run": "r",
+                        "variant": variant,
+                        "seed": seed,
+                        "step": step,
+                        GAME: "A",
+                        REMEDY: remedy,
+                        "diverged": False,
+                        MAX_Q: 10.0 ** (seed if step == steps[-1] else 0),
+                        "feature_srank": 30.0 - seed,
+                        "feature_cosine": 0.1 * seed,
+                    }
+                )
     table = warning_correlations(pd.DataFrame(rows), reps=100).set_index("warning")
     assert table.loc["feature_srank", "spearman"] == pytest.approx(-1.0)
     assert table.loc["feature_cosine", "spearman"] == pytest.approx(1.0)
+    assert table.loc["feature_srank", "cells"] == 2 and table.loc["feature_srank", "step"] == 114
 
 
 def test_remedies_command_on_a_real_run(tiny_study: Path, tmp_path: Path) -> None:

@@ -276,24 +276,21 @@ def warning_correlations(
     confidence: float = CONFIDENCE,
 ) -> pd.DataFrame:
     """Per warning and game: Spearman's rank correlation of the warning at the middle logged
-    step with log10 of the peak max |Q| after it, within each remedy's cell (so a remedy that
+    step of its cell (``step``: the median over cells) with log10 of the peak max |Q| after
+    it, within each remedy's cell (so a remedy that
     shifts both does not make the correlation), averaged over the cells with at least
     `MIN_REFERENCE` + 1 members, and its bootstrap interval (members resampled within cells).
     A warning that predicts trouble correlates with the sign of its direction (srank
     negatively, cosine positively)."""
     rows = []
     for game, frame in traces.groupby(GAME, sort=True):
-        steps = np.sort(frame["step"].unique())
-        middle = steps[len(steps) // 2]
-        keys = ["run", "variant", "seed"]
-        later = frame[frame["step"] > middle].groupby(keys)[MAX_Q].max()
-        at_middle = frame[frame["step"] == middle].set_index(keys)
+        halves = [_halves(cell) for _, cell in frame.groupby(REMEDY, sort=True)]
         for warning, direction in WARNINGS.items():
             if warning not in frame.columns:
                 continue
             cells = []
-            for _, cell in at_middle.groupby(REMEDY, sort=True):
-                joined = pd.concat([cell[warning], np.log10(later)], axis=1, join="inner")
+            for _, at_middle, later in halves:
+                joined = pd.concat([at_middle[warning], np.log10(later)], axis=1, join="inner")
                 values = joined.to_numpy(dtype=float)
                 values = values[np.isfinite(values).all(axis=1)]
                 if len(values) > MIN_REFERENCE:
@@ -308,7 +305,7 @@ def warning_correlations(
                     GAME: game,
                     "warning": warning,
                     "direction": direction,
-                    "step": int(middle),
+                    "step": int(np.median([middle for middle, _, _ in halves])),
                     "cells": len(finite),
                     "members": sum(len(values) for values in cells),
                     "spearman": float(np.mean(finite)),
@@ -317,6 +314,16 @@ def warning_correlations(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _halves(cell: pd.DataFrame) -> tuple[int, pd.DataFrame, pd.Series]:
+    """A cell's middle logged step (its own: agents log at different steps), its members'
+    metrics there, and their peak max |Q| after it."""
+    keys = ["run", "variant", "seed"]
+    steps = np.sort(cell["step"].unique())
+    middle = int(steps[len(steps) // 2])
+    later = cell[cell["step"] > middle].groupby(keys)[MAX_Q].max()
+    return middle, cell[cell["step"] == middle].set_index(keys), later
 
 
 def _spearman(values: np.ndarray) -> float:

@@ -12,7 +12,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
@@ -21,6 +23,7 @@ from rlharness.storage import default_url, load_study
 from tests.clusters import client_env
 from tests.conftest import TINY_SPEC
 from tests.test_cli import RLHARNESS, assert_bad_input, cli, write_spec
+from tests.test_live import read_stream
 
 LAUNCH_TIMEOUT_S = 300
 
@@ -125,6 +128,7 @@ def test_sweep_on_a_local_ray_with_default_sqlite_then_status(tmp_path):
     study = load(default_url(out, "tiny"))
     assert counts(study) == {"COMPLETE": 2}
     assert trial_dirs(out) == ["trial-00000", "trial-00001"]
+    assert_trial_streams_equal_metrics(out / "tiny" / "sweep-tiny")
 
     for target in ("tiny", spec_path):
         status = cli("status", target, "--results", out)
@@ -133,6 +137,24 @@ def test_sweep_on_a_local_ray_with_default_sqlite_then_status(tmp_path):
         assert "divergence_rate (mean over seeds), minimize; 2 COMPLETE" in status.stdout
         rows = [line for line in status.stdout.splitlines() if "COMPLETE" in line and "│" in line]
         assert len(rows) == 2 and all("converged 3" in row for row in rows)
+
+
+def assert_trial_streams_equal_metrics(sweep_dir: Path) -> None:
+    """Each trial x seed streamed its records to TensorBoard as its Ray task logged them:
+    the published metrics, as float32 (TensorBoard's scalar precision)."""
+    for trial in ("trial-00000", "trial-00001"):
+        metrics = pd.read_parquet(sweep_dir / trial / "metrics.parquet")
+        streams = sorted((sweep_dir / "tensorboard" / trial).glob("*/seed*"))
+        assert [stream.name for stream in streams] == [f"seed{seed}" for seed in range(3)]
+        for stream in streams:
+            rows = metrics[metrics["seed"] == int(stream.name.removeprefix("seed"))]
+            scalars = read_stream(stream)
+            assert scalars["sqrt_ve"] and set(scalars["sqrt_ve"]) == set(rows["step"])
+            for tag, values in scalars.items():
+                expected = rows.set_index("step").loc[list(values), tag].to_numpy()
+                np.testing.assert_array_equal(
+                    np.float32(list(values.values())), np.float32(expected), tag
+                )
 
 
 # --- bad input: one message, exit 2, nothing created ------------------------------------------

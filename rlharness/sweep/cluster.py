@@ -24,6 +24,7 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -32,6 +33,7 @@ from ray.experimental import internal_kv
 
 from rlharness import ray_env
 from rlharness.errors import SpecError
+from rlharness.live import Observers
 from rlharness.runner import TrialConfig, TrialResult, run_trial
 
 WHERE = "--address"
@@ -75,23 +77,38 @@ class TaskRun:
         return f"its Ray worker was lost ({self.lost}); Ray ran it again ({self.ran})"
 
 
-def run_trial_task(config: TrialConfig) -> TaskRun:
+def run_trial_task(config: TrialConfig, live_dir: str | None) -> TaskRun:
     """One chunk of one trial, on a Ray worker (its process title is ``ray::run_trial_task``).
 
-    A re-run of a task keeps its task id, so the record of the attempt before,
-    left in Ray's key-value store, names the worker that was lost.
+    With ``live_dir`` (and ``run.tensorboard``), each record streams as it is logged to
+    TensorBoard event files under it, on the worker's filesystem. A re-run of a task keeps
+    its task id, so the record of the attempt before, left in Ray's key-value store, names
+    the worker that was lost.
     """
     context = ray.get_runtime_context()
     key = _attempt_key(context.get_task_id() or "")
     here = Attempt(os.getpid(), context.get_node_id(), ray.util.get_node_ip_address())
     before = internal_kv._internal_kv_get(key, namespace=ATTEMPTS)
     internal_kv._internal_kv_put(key, json.dumps(asdict(here)), namespace=ATTEMPTS)
+    observer = _streams(config, live_dir)
     try:
-        result = run_trial(config)
+        result = run_trial(config, observer=observer)
     finally:
+        observer.close()
         internal_kv._internal_kv_del(key, namespace=ATTEMPTS)
     lost = Attempt(**json.loads(before)) if before is not None else None
     return TaskRun(result, here, lost)
+
+
+def _streams(config: TrialConfig, live_dir: str | None) -> Observers:
+    """The chunk's TensorBoard streams under ``live_dir`` (none without it or the setting)."""
+    if live_dir is None or not config.spec.run.tensorboard:
+        return Observers()
+    from rlharness.live.tensorboard import TensorBoardStreams
+
+    spec = config.spec
+    context = {"experiment": spec.name, "agent": spec.agent.name, "env": spec.env.id}
+    return Observers(TensorBoardStreams(Path(live_dir), {config.variant: config.settings}, context))
 
 
 def _attempt_key(task_id: str) -> bytes:
@@ -123,9 +140,10 @@ class Cluster:
             runtime_env={"env_vars": dict.fromkeys(THREAD_VARIABLES, threads)},
         )
 
-    def submit(self, config: TrialConfig) -> ray.ObjectRef:
-        """Run ``config`` as a Ray task with the trial's resources and retries."""
-        return self._task.remote(config)
+    def submit(self, config: TrialConfig, live_dir: Path | None = None) -> ray.ObjectRef:
+        """Run ``config`` as a Ray task with the trial's resources and retries, streaming its
+        records to TensorBoard under ``live_dir``."""
+        return self._task.remote(config, None if live_dir is None else str(live_dir))
 
     @staticmethod
     def wait(refs: Sequence[ray.ObjectRef], timeout: float) -> list[ray.ObjectRef]:

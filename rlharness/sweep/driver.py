@@ -43,6 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rlharness import storage as storages
 from rlharness.errors import ResultsWriteError, SpecError
+from rlharness.live import TENSORBOARD_DIR
 from rlharness.masking import mask
 from rlharness.publish import publish_run
 from rlharness.results import RunWriter, provenance
@@ -330,7 +331,9 @@ class _Driver:
         return None if twin is None else f"trial {twin.number} has the same point"
 
     def _launch_chunk(self, flight: Flight) -> None:
-        self.flights[self.cluster.submit(flight.next_chunk())] = flight
+        live_dir = self.out / self.plan.spec.name / self.group / TENSORBOARD_DIR
+        trial = f"trial-{flight.trial.number:05d}"
+        self.flights[self.cluster.submit(flight.next_chunk(), live_dir / trial)] = flight
 
     # --- a chunk lands -------------------------------------------------------------------------
 

@@ -147,8 +147,8 @@ BAD_SPECS: dict[str, tuple[Any, list[str]]] = {
     "unknown_field": (
         mutated(run__n_seeds=3),
         [
-            "run.n_seeds: unknown field; allowed fields here: device, first_seed, log_every, "
-            "seeds, steps"
+            "run.n_seeds: unknown field; allowed fields here: checkpoint_every, device, "
+            "first_seed, log_every, seeds, steps, tensorboard"
         ],
     ),
     "steps_wrong_type": (

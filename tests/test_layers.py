@@ -18,7 +18,7 @@ PACKAGE = "rlharness"
 """The package itself (its ``__init__`` sets Ray's token mode); its modules are placed by name."""
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("rlharness.errors", "rlharness.outcomes", "rlharness.processes"),
-    (PACKAGE, "rlharness.masking", "rlharness.ray_env", "rlharness_envs"),
+    (PACKAGE, "rlharness.masking", "rlharness.ray_env", "rlharness_envs", "rlharness.live"),
     (
         "rlharness.analysis.style",
         "rlharness.analysis.statistics",
@@ -34,8 +34,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "rlharness.runner",
     ),
     ("rlharness.results", "rlharness.integrity", "rlharness.catalog"),
-    ("rlharness.storage",),
-    ("rlharness.publish", "rlharness.local_run"),
+    ("rlharness.storage", "rlharness.runtime_env"),
+    ("rlharness.publish", "rlharness.resume", "rlharness.local_run"),
     ("rlharness.sweep",),
     ("rlharness.analysis",),
     ("rlharness.cli",),

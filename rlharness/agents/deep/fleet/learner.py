@@ -151,11 +151,7 @@ def loss_gradient(
     loss = huber.mean(dim=1)
     tensors = [tensor for layer in network for tensor in layer]
     members = online.shape[0]
-    minimised = loss.sum()
-    if bool((knobs.l2 > 0).any()):
-        squares = torch.stack([t.square().reshape(members, -1).sum(dim=1) for t in tensors])
-        minimised = minimised + (0.5 * knobs.l2 * squares.sum(dim=0)).sum()
-    gradients = torch.autograd.grad(minimised, tensors)
+    gradients = torch.autograd.grad(loss.sum() + l2_penalty(tensors, knobs.l2), tensors)
     padding = online.shape[1] - shape.parameter_count()
     gradient = torch.cat(
         [g.reshape(members, -1) for g in gradients] + [online.new_zeros(members, padding)], dim=1
@@ -164,6 +160,16 @@ def loss_gradient(
         loss.detach(), q.detach().abs().amax(dim=(1, 2)), (targets - chosen).detach()
     )
     return result, gradient
+
+
+def l2_penalty(tensors: list[torch.Tensor], l2: torch.Tensor) -> torch.Tensor:
+    """sum_k l2_k / 2 ||theta_k||^2 over every member's parameter ``tensors`` (each [K, ...]);
+    0 without a penalty."""
+    if not bool((l2 > 0).any()):
+        return l2.new_zeros(())
+    members = l2.shape[0]
+    squares = torch.stack([t.square().reshape(members, -1).sum(dim=1) for t in tensors])
+    return (0.5 * l2 * squares.sum(dim=0)).sum()
 
 
 def adam(

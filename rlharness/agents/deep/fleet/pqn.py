@@ -42,7 +42,6 @@ import torch
 from gymnasium import spaces
 
 from rlharness.agents.deep.common import (
-    METRICS,
     DeepTrace,
     checkpoint_due,
     hard_divergence,
@@ -51,7 +50,7 @@ from rlharness.agents.deep.common import (
 from rlharness.agents.deep.diagnostics import SEEM_TRANSITIONS, effective_rank, feature_cosine
 from rlharness.agents.deep.fleet import streams
 from rlharness.agents.deep.fleet.envs import make_batched_env
-from rlharness.agents.deep.fleet.learner import CLIP_EPSILON, UpdateResult
+from rlharness.agents.deep.fleet.learner import CLIP_EPSILON, UpdateResult, l2_penalty
 from rlharness.agents.deep.fleet.modules import state_dict_bytes
 from rlharness.agents.deep.fleet.networks import (
     NetworkShape,
@@ -64,9 +63,10 @@ from rlharness.agents.deep.fleet.networks import (
 from rlharness.agents.deep.fleet.run import (
     BatchStatistics,
     greedy_evaluation,
+    log_members,
     member_self_excitation,
 )
-from rlharness.agents.deep.overestimation import GREEDY_METRICS, GreedyEpisodes
+from rlharness.agents.deep.overestimation import GreedyEpisodes
 from rlharness.live import RecordSink
 from rlharness.spec import EnvSpec, PQNAgentSpec
 
@@ -195,11 +195,7 @@ def loss_gradient(
     loss = (chosen - returns).square().mean(dim=1)
     tensors = [tensor for layer in network for tensor in layer]
     members = online.shape[0]
-    minimised = loss.sum()
-    if bool((l2 > 0).any()):
-        squares = torch.stack([t.square().reshape(members, -1).sum(dim=1) for t in tensors])
-        minimised = minimised + (0.5 * l2 * squares.sum(dim=0)).sum()
-    gradients = torch.autograd.grad(minimised, tensors)
+    gradients = torch.autograd.grad(loss.sum() + l2_penalty(tensors, l2), tensors)
     padding = online.shape[1] - shape.parameter_count()
     gradient = torch.cat(
         [g.reshape(members, -1) for g in gradients] + [online.new_zeros(members, padding)], dim=1
@@ -459,29 +455,17 @@ class PQNFleet:
             returns, greedy = greedy_evaluation(
                 self.eval_envs, self.parameters, self.shape, healthy, self.eval_episodes, episodes
             )
-        for k, reason in reasons.items():
-            record = {
-                "step": step,
-                "eval_return": float(returns[k]) if reason is None else math.nan,
-                "probe_max_abs_q": float(probe_max[k]),
-                "probe_mean_q": float(probe_mean[k]),
-                "batch_max_abs_q": float(batch["batch_max_abs_q"][k]),
-                "td_error_mean": float(batch["td_error_mean"][k]),
-                "td_error_abs_mean": float(batch["td_error_abs_mean"][k]),
-                "loss": float(batch["loss"][k]),
-                "param_norm": float(norms[k]),
-                "exploration_rate": float(epsilon[k]),
-                **(greedy[k] if reason is None else dict.fromkeys(GREEDY_METRICS, math.nan)),
-                "feature_srank": float(srank[k]),
-                "feature_cosine": float(cosine[k]),
-                "seem": float(seem[k]),
-            }
-            trace = self.traces[k]
-            trace.log({name: record[name] for name in ("step", *METRICS)})
-            if reason is not None:
-                trace.hard_divergence_step = step
-                trace.hard_divergence_reason = reason
-                self.alive[k] = False
+        measured = {
+            "probe_max_abs_q": probe_max,
+            "probe_mean_q": probe_mean,
+            **batch,
+            "param_norm": norms,
+            "exploration_rate": epsilon,
+            "feature_srank": srank,
+            "feature_cosine": cosine,
+            "seem": seem,
+        }
+        log_members(step, reasons, measured, returns, greedy, self.traces, self.alive)
         self.save(step, parameters, reasons)
 
     def save(self, step: int, parameters: torch.Tensor, reasons: dict[int, str | None]) -> None:

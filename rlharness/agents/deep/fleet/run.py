@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -336,6 +337,33 @@ def member_self_excitation(
     return torch.cat(seem)
 
 
+def log_members(
+    step: int,
+    reasons: dict[int, str | None],
+    measured: Mapping[str, Any],
+    returns: np.ndarray,
+    greedy: Sequence[dict[str, float]],
+    traces: Sequence[DeepTrace],
+    alive: np.ndarray,
+) -> None:
+    """One record at ``step`` for each member in ``reasons`` (None, or why it hard-diverged):
+    its entry of each ``measured`` column, its greedy return and over-estimation (NaN for a
+    member that diverged). A member that diverged is marked and no longer ``alive``."""
+    for k, reason in reasons.items():
+        record = {
+            "step": step,
+            "eval_return": float(returns[k]) if reason is None else math.nan,
+            **{name: float(values[k]) for name, values in measured.items()},
+            **(greedy[k] if reason is None else dict.fromkeys(GREEDY_METRICS, math.nan)),
+        }
+        trace = traces[k]
+        trace.log({name: record[name] for name in ("step", *METRICS)})
+        if reason is not None:
+            trace.hard_divergence_step = step
+            trace.hard_divergence_reason = reason
+            alive[k] = False
+
+
 class Fleet:
     """The state of a training fleet and its per-member bookkeeping."""
 
@@ -499,29 +527,17 @@ class Fleet:
             returns, greedy = self.evaluate(healthy)
         else:
             returns, greedy = np.full(self.count, math.nan), []
-        for k, reason in reasons.items():
-            record = {
-                "step": step,
-                "eval_return": float(returns[k]) if reason is None else math.nan,
-                "probe_max_abs_q": float(probe_max[k]),
-                "probe_mean_q": float(probe_mean[k]),
-                "batch_max_abs_q": float(batch["batch_max_abs_q"][k]),
-                "td_error_mean": float(batch["td_error_mean"][k]),
-                "td_error_abs_mean": float(batch["td_error_abs_mean"][k]),
-                "loss": float(batch["loss"][k]),
-                "param_norm": float(norms[k]),
-                "exploration_rate": float(epsilon[k]),
-                **(greedy[k] if reason is None else dict.fromkeys(GREEDY_METRICS, math.nan)),
-                "feature_srank": float(srank[k]),
-                "feature_cosine": float(cosine[k]),
-                "seem": float(seem[k]),
-            }
-            trace = self.traces[k]
-            trace.log({name: record[name] for name in ("step", *METRICS)})
-            if reason is not None:
-                trace.hard_divergence_step = step
-                trace.hard_divergence_reason = reason
-                self.alive[k] = False
+        measured = {
+            "probe_max_abs_q": probe_max,
+            "probe_mean_q": probe_mean,
+            **batch,
+            "param_norm": norms,
+            "exploration_rate": epsilon,
+            "feature_srank": srank,
+            "feature_cosine": cosine,
+            "seem": seem,
+        }
+        log_members(step, reasons, measured, returns, greedy, self.traces, self.alive)
         self.save(step, parameters, reasons)
 
     def save(self, step: int, parameters: torch.Tensor, reasons: dict[int, str | None]) -> None:

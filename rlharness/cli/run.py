@@ -58,11 +58,11 @@ def run(
     """Run every grid point and seed of an experiment and write its results and plots.
 
     Every logged metric streams, as it is logged, to TensorBoard event files in the
-    run's directory (``tensorboard --logdir results/``; off with run.tensorboard: false).
+    run's directory (tensorboard --logdir results/; off with run.tensorboard: false).
     Each grid point is kept as soon as it finishes; after Ctrl-C or a kill,
-    ``--resume`` continues the run. Exits 1 when the results cannot be written
+    --resume continues the run. Exits 1 when the results cannot be written
     (a full disk), naming the file and the free space; the files that fit stay
-    in a ``.partial`` staging dir.
+    in a .partial staging dir.
     """
     from rlharness.errors import ResultsWriteError
     from rlharness.live.wandb import INSTALL_HINT, wandb_missing

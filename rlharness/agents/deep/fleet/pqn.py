@@ -44,10 +44,9 @@ from gymnasium import spaces
 from rlharness.agents.deep.common import (
     DeepTrace,
     checkpoint_due,
-    hard_divergence,
     probe_observations,
 )
-from rlharness.agents.deep.diagnostics import SEEM_TRANSITIONS, effective_rank, feature_cosine
+from rlharness.agents.deep.diagnostics import SEEM_TRANSITIONS, feature_cosine
 from rlharness.agents.deep.fleet import streams
 from rlharness.agents.deep.fleet.envs import make_batched_env
 from rlharness.agents.deep.fleet.learner import CLIP_EPSILON, UpdateResult, l2_penalty
@@ -62,8 +61,10 @@ from rlharness.agents.deep.fleet.networks import (
 )
 from rlharness.agents.deep.fleet.run import (
     BatchStatistics,
+    divergence_reasons,
     greedy_evaluation,
     log_members,
+    member_measures,
     member_self_excitation,
 )
 from rlharness.agents.deep.overestimation import GreedyEpisodes
@@ -430,22 +431,14 @@ class PQNFleet:
     def log(self, step: int, members: np.ndarray, loss_finite: bool = True) -> None:
         """A record for each member in the mask; members that hard-diverged are frozen."""
         with torch.no_grad():
-            probe_q = q_values(self.parameters, self.shape, self.probes)
-            srank = effective_rank(features(self.parameters, self.shape, self.probes))
             cosine = self.feature_cosines()
         seem = self.self_excitation()
-        probe_max = probe_q.abs().amax(dim=(1, 2)).cpu().numpy()
-        probe_mean = probe_q.mean(dim=(1, 2)).cpu().numpy()
-        parameters = self.parameters.cpu()
-        norms = parameters.norm(dim=1).numpy()
         batch = self.statistics.pop(members)
-        epsilon = self.epsilon(step)
-        reasons = {
-            int(k): hard_divergence(
-                loss_finite, parameters[k], float(probe_max[k]), self.members[k].hard_limit
-            )
-            for k in np.flatnonzero(members)
-        }
+        measured, parameters = member_measures(
+            self.parameters, self.shape, self.probes, batch, self.epsilon(step), cosine, seem
+        )
+        limits = [member.hard_limit for member in self.members]
+        reasons = divergence_reasons(members, loss_finite, parameters, measured, limits)
         healthy = np.zeros(self.count, dtype=bool)
         healthy[[k for k, reason in reasons.items() if reason is None]] = True
         returns = np.full(self.count, math.nan)
@@ -455,16 +448,6 @@ class PQNFleet:
             returns, greedy = greedy_evaluation(
                 self.eval_envs, self.parameters, self.shape, healthy, self.eval_episodes, episodes
             )
-        measured = {
-            "probe_max_abs_q": probe_max,
-            "probe_mean_q": probe_mean,
-            **batch,
-            "param_norm": norms,
-            "exploration_rate": epsilon,
-            "feature_srank": srank,
-            "feature_cosine": cosine,
-            "seem": seem,
-        }
         log_members(step, reasons, measured, returns, greedy, self.traces, self.alive)
         self.save(step, parameters, reasons)
 

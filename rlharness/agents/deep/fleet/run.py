@@ -337,6 +337,52 @@ def member_self_excitation(
     return torch.cat(seem)
 
 
+def member_measures(
+    online: torch.Tensor,
+    shape: NetworkShape,
+    probes: torch.Tensor,
+    batch: Mapping[str, np.ndarray],
+    epsilon: np.ndarray,
+    cosine: np.ndarray,
+    seem: np.ndarray,
+) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+    """Every member's logged columns but the greedy ones: max and mean Q over its probe
+    states, the ``batch`` statistics, the parameter norm, the exploration rate and the
+    warnings (the srank here, ``cosine`` and ``seem`` as given); and the parameters on the CPU.
+    """
+    with torch.no_grad():
+        probe_q = q_values(online, shape, probes)
+        srank = effective_rank(features(online, shape, probes))
+    parameters = online.cpu()
+    measured = {
+        "probe_max_abs_q": probe_q.abs().amax(dim=(1, 2)).cpu().numpy(),
+        "probe_mean_q": probe_q.mean(dim=(1, 2)).cpu().numpy(),
+        **batch,
+        "param_norm": parameters.norm(dim=1).numpy(),
+        "exploration_rate": epsilon,
+        "feature_srank": srank.cpu().numpy(),
+        "feature_cosine": cosine,
+        "seem": seem,
+    }
+    return measured, parameters
+
+
+def divergence_reasons(
+    members: np.ndarray,
+    loss_finite: bool,
+    parameters: torch.Tensor,
+    measured: Mapping[str, np.ndarray],
+    hard_limits: Sequence[float],
+) -> dict[int, str | None]:
+    """For each member in the mask: why it hard-diverged (`hard_divergence`), or None."""
+    indices = [int(k) for k in np.flatnonzero(members)]
+    probe_max = measured["probe_max_abs_q"]
+    return {
+        k: hard_divergence(loss_finite, parameters[k], float(probe_max[k]), hard_limits[k])
+        for k in indices
+    }
+
+
 def log_members(
     step: int,
     reasons: dict[int, str | None],
@@ -503,40 +549,20 @@ class Fleet:
     def log(self, step: int, members: np.ndarray, loss_finite: bool = True) -> None:
         """A record for each member in the mask; members that hard-diverged are frozen."""
         with torch.no_grad():
-            probe_q = q_values(self.state.online, self.shape, self.probes)
-            srank = effective_rank(features(self.state.online, self.shape, self.probes))
             cosine = self.transitions.cosine(self.state.online, self.shape)
         seem = self.transitions.self_excitation(self.state.online, self.shape)
-        probe_max = probe_q.abs().amax(dim=(1, 2)).cpu().numpy()
-        probe_mean = probe_q.mean(dim=(1, 2)).cpu().numpy()
-        parameters = self.state.online.cpu()
-        norms = parameters.norm(dim=1).numpy()
         batch = self.statistics.pop(members)
-        epsilon = self.epsilon(step)
-        reasons: dict[int, str | None] = {}
-        for index in np.flatnonzero(members):
-            reasons[int(index)] = hard_divergence(
-                loss_finite,
-                parameters[index],
-                float(probe_max[index]),
-                self.members[index].hard_limit,
-            )
+        measured, parameters = member_measures(
+            self.state.online, self.shape, self.probes, batch, self.epsilon(step), cosine, seem
+        )
+        limits = [member.hard_limit for member in self.members]
+        reasons = divergence_reasons(members, loss_finite, parameters, measured, limits)
         healthy = np.zeros(self.count, dtype=bool)
         healthy[[k for k, reason in reasons.items() if reason is None]] = True
         if healthy.any():
             returns, greedy = self.evaluate(healthy)
         else:
             returns, greedy = np.full(self.count, math.nan), []
-        measured = {
-            "probe_max_abs_q": probe_max,
-            "probe_mean_q": probe_mean,
-            **batch,
-            "param_norm": norms,
-            "exploration_rate": epsilon,
-            "feature_srank": srank,
-            "feature_cosine": cosine,
-            "seem": seem,
-        }
         log_members(step, reasons, measured, returns, greedy, self.traces, self.alive)
         self.save(step, parameters, reasons)
 
